@@ -1,0 +1,66 @@
+"""Budgets: ``1gflop``, ``500mflop``, ``1.5gmac``, ``5ms``, ``20mparams`` (case-insensitive).
+
+FLOP units follow the ViT papers' convention (their "FLOPs" are multiply-accumulates), so
+``1gflop`` and ``1gmac`` are the same budget. A budget is a hard constraint: Optuna sees
+``(value - limit) / limit``, feasible when <= 0.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from harness.errors import BudgetError
+
+# metric -> {suffix: multiplier to the metric's unit (MACs, parameters, milliseconds)}
+_UNITS: dict[str, dict[str, float]] = {
+    "macs": {"gflop": 1e9, "mflop": 1e6, "kflop": 1e3, "gmac": 1e9, "mmac": 1e6,
+                      "kmac": 1e3, "gflops": 1e9, "mflops": 1e6, "gmacs": 1e9, "mmacs": 1e6},
+    "params": {"mparams": 1e6, "kparams": 1e3, "gparams": 1e9, "params": 1.0},
+    "latency_ms": {"ms": 1.0, "s": 1e3, "us": 1e-3},
+}
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)\s*$")
+VALID_FORMS = "a number and a unit, e.g. 1gflop, 500mflop, 1.5gmac, 5ms, 20mparams"
+
+
+@dataclass(frozen=True)
+class Budget:
+    metric: str  # "macs", "params" or "latency_ms"
+    limit: float  # in the metric's unit: MACs, parameters or milliseconds
+    text: str
+
+    @property
+    def constraint_key(self) -> str:
+        return f"budget:{self.metric}"
+
+    def violation(self, value: float) -> float:
+        """Relative excess over the limit: <= 0 is within budget."""
+        return (value - self.limit) / self.limit
+
+    def describe(self) -> str:
+        scale, unit = {"macs": (1e9, "GMACs"), "params": (1e6, "M params"),
+                       "latency_ms": (1.0, "ms latency")}[self.metric]
+        return f"<= {self.limit / scale:g} {unit} ({self.text})"
+
+
+def parse_budget(text: str) -> Budget:
+    match = _PATTERN.match(text.lower())
+    if not match:
+        raise BudgetError(f"cannot parse budget {text!r}; expected {VALID_FORMS}")
+    number, suffix = float(match.group(1)), match.group(2)
+    for metric, suffixes in _UNITS.items():
+        if suffix in suffixes:
+            if number <= 0:
+                raise BudgetError(f"budget {text!r} must be positive")
+            return Budget(metric=metric, limit=number * suffixes[suffix], text=text)
+    valid = sorted({s for suffixes in _UNITS.values() for s in suffixes})
+    raise BudgetError(f"unknown budget unit {suffix!r} in {text!r}; valid units: {', '.join(valid)}")
+
+
+def parse_budgets(texts: list[str]) -> list[Budget]:
+    budgets = [parse_budget(t) for t in texts]
+    metrics = [b.metric for b in budgets]
+    duplicate = next((m for m in metrics if metrics.count(m) > 1), None)
+    if duplicate:
+        raise BudgetError(f"more than one budget on {duplicate}: {', '.join(texts)}")
+    return budgets

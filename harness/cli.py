@@ -1,0 +1,317 @@
+"""Command line: ``main(argv) -> exit code``; the console script is a thin wrapper.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback unless ``--debug``),
+130 interrupted (finished trials are kept and the same command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from harness.errors import BudgetError, HarnessError
+
+DEFAULT_SPACE = "vit_tiny"
+DEFAULT_DEVICE = "cpu"
+DEFAULT_TRIALS = 30
+DEFAULT_ESTIMATOR = "proxy:dss"
+
+
+class UsageError(HarnessError):
+    """Command-line syntax error (argparse)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="harness",
+        description="Hardware-aware architecture search and benchmarking for Vision Transformers.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    search = commands.add_parser(
+        "search",
+        help="multi-objective search: measured latency vs accuracy estimate under budgets",
+        description="Search a ViT space on a device under budgets; write an HTML report with the "
+        "Pareto front. Running the same command again resumes the study.",
+    )
+    search.add_argument("--space", default=DEFAULT_SPACE,
+                        help=f"bundled space name or path to a YAML file (default {DEFAULT_SPACE})")
+    search.add_argument("--device", default=DEFAULT_DEVICE,
+                        help=f"device profile name or YAML path (default {DEFAULT_DEVICE})")
+    search.add_argument("--budget", nargs="+", default=[], metavar="BUDGET",
+                        help="hard budgets, e.g. 1gflop 500mflop 1.5gmac 5ms 20mparams "
+                        "(FLOPs are MACs, as in ViT papers)")
+    search.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                        help=f"finished trials the study should hold (default {DEFAULT_TRIALS})")
+    search.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    search.add_argument("--sampler", default="tpe", help="tpe (default) or random")
+    search.add_argument("--accuracy", default=DEFAULT_ESTIMATOR,
+                        help=f"accuracy estimator (default {DEFAULT_ESTIMATOR})")
+    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="pin a configuration key of the space, e.g. --set keep_rate=1.0")
+    search.add_argument("--study", help="study name (default SPACE-DEVICE-BUDGETS)")
+    search.add_argument("--storage",
+                        help="Optuna storage: RDB URL or journal file (default OUT/study.journal)")
+    search.add_argument("--out", type=Path, help="output directory (default reports/STUDY)")
+    _add_measurement_options(search)
+    search.add_argument("--quiet", action="store_true", help="no per-trial progress")
+    search.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    search.set_defaults(handler=cmd_search)
+
+    measure = commands.add_parser(
+        "measure", help="cost, latency and accuracy estimate of one configuration",
+        description="Count the cost of one configuration (analytic and fvcore) and measure it.",
+    )
+    measure.add_argument("--arch", default="deit_tiny",
+                         help="preset: deit_tiny (default), deit_small, deit_base")
+    measure.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a configuration key, e.g. --set keep_rate=0.7")
+    measure.add_argument("--device", default=DEFAULT_DEVICE, help="device profile name or path")
+    measure.add_argument("--accuracy", default=DEFAULT_ESTIMATOR,
+                         help=f"accuracy estimator (default {DEFAULT_ESTIMATOR})")
+    measure.add_argument("--no-latency", action="store_true",
+                         help="count cost only; build nothing on the device")
+    _add_measurement_options(measure)
+    measure.add_argument("--json", action="store_true", help="print one JSON object")
+    measure.set_defaults(handler=cmd_measure)
+
+    report = commands.add_parser(
+        "report", help="(re)write the HTML report and pareto.json of a study",
+        description="Write report.html, pareto.json and trials.json from a study's storage.",
+    )
+    report.add_argument("out", type=Path, help="the study's output directory")
+    report.add_argument("--storage", help="storage URL or journal file (default OUT/study.journal)")
+    report.add_argument("--study", help="study name (default: the only study in the storage)")
+    report.set_defaults(handler=cmd_report)
+
+    spaces = commands.add_parser("spaces", help="list the bundled search spaces")
+    spaces.add_argument("--json", action="store_true")
+    spaces.set_defaults(handler=cmd_spaces)
+    return parser
+
+
+def _add_measurement_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, help="images per timed call (default: profile)")
+    parser.add_argument("--threads", type=int, help="CPU threads (default: profile)")
+    parser.add_argument("--time-cap", type=float, metavar="SECONDS",
+                        help="time spent timing one candidate at most (default: profile)")
+
+
+def _protocol(device: Any, args: argparse.Namespace) -> Any:
+    overrides = {
+        "batch_size": args.batch_size, "threads": args.threads, "time_cap_s": args.time_cap,
+    }
+    for key, value in overrides.items():
+        if value is not None and value <= 0:
+            raise UsageError(f"--{key.replace('_s', '').replace('_', '-')} must be positive, got {value}")
+    return dataclasses.replace(
+        device.profile.protocol, **{k: v for k, v in overrides.items() if v is not None}
+    )
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from harness.accuracy import get_estimator
+    from harness.budget import parse_budgets
+    from harness.config import parse_set_options
+    from harness.cost import estimate_cost
+    from harness.devices import get_device
+    from harness.environment import capture_environment
+    from harness.progress import Progress
+    from harness.report import write_report
+    from harness.space import load_space
+    from harness.study import SAMPLERS, SearchInterrupted, SearchSettings, run_search
+
+    if args.trials <= 0:
+        raise UsageError(f"--trials must be positive, got {args.trials}")
+    if args.sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler {args.sampler!r}; valid: {', '.join(SAMPLERS)}")
+    space = load_space(args.space)
+    if args.set:
+        space = space.with_fixed(parse_set_options(args.set))
+    budgets = parse_budgets(args.budget)
+    _check_budgets_reachable(space, budgets, estimate_cost)
+    estimator = get_estimator(args.accuracy)
+    device = get_device(args.device)
+    study_name = args.study or "-".join([space.name, device.name, *(b.text.lower() for b in budgets)])
+    out_dir = args.out or Path("reports") / study_name
+    settings = SearchSettings(
+        space=space, device=device, estimator=estimator, protocol=_protocol(device, args),
+        budgets=budgets, n_trials=args.trials, seed=args.seed, sampler=args.sampler,
+        study_name=study_name, storage=args.storage, out_dir=out_dir,
+    )
+    progress = Progress(args.trials, quiet=args.quiet)
+    progress.start(settings)
+    environment = capture_environment(device)
+    run_settings = {
+        "sampler": args.sampler, "seed": args.seed, "n_trials": args.trials,
+        "measurement": settings.protocol.to_dict(),
+    }
+    interrupted = False
+    try:
+        study = run_search(
+            settings,
+            on_trial=progress.on_trial,
+            on_start=lambda s: _record_run(s, environment, run_settings, estimator),
+        )
+    except SearchInterrupted as stop:
+        interrupted, study = True, stop.study
+    report = write_report(study, out_dir)
+    storage = settings.storage or str(out_dir / "study.journal")
+    if interrupted:
+        print(f"harness: interrupted; finished trials are kept in {storage}; run the same "
+              f"command to resume. Report so far: {report}", file=sys.stderr)
+        return 130
+    if args.json:
+        summary = {"study": study_name, "storage": storage, "report": str(report),
+                   "pareto_json": str(out_dir / "pareto.json"),
+                   "trials": len(study.trials), "pareto_size": len(study.best_trials)}
+        print(json.dumps(summary, indent=2))
+    else:
+        progress.finish(study)
+        print(report)
+    return 0
+
+
+def _record_run(study: Any, environment: dict[str, Any], run_settings: dict[str, Any],
+                estimator: Any) -> None:
+    study.set_user_attr("environment", environment)
+    study.set_user_attr("run_settings", run_settings)
+    study.set_user_attr("estimator_description", estimator.description)
+
+
+def _check_budgets_reachable(space: Any, budgets: list[Any], estimate_cost: Any) -> None:
+    static = [b for b in budgets if b.metric != "latency_ms"]
+    if not static:
+        return
+    costs = [estimate_cost(config) for config in space.corner_configs()]
+    for budget in static:
+        smallest = min(c.macs if budget.metric == "macs" else c.params for c in costs)
+        if budget.violation(smallest) > 0:
+            unit = "GMACs" if budget.metric == "macs" else "M parameters"
+            raise BudgetError(
+                f"no configuration of space {space.name!r} meets budget {budget.text!r}: the "
+                f"smallest needs {smallest / 1e9 if budget.metric == 'macs' else smallest / 1e6:.3f} "
+                f"{unit}"
+            )
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from harness.accuracy import get_estimator
+    from harness.config import parse_set_options
+    from harness.cost import count_cost_fvcore, estimate_cost
+    from harness.devices import get_device
+    from harness.environment import capture_environment
+    from harness.models import build_model, preset_config
+    from harness.study import measure_candidate
+
+    config = preset_config(args.arch)
+    if args.set:
+        config = config.from_dict({**config.to_dict(), **parse_set_options(args.set)},
+                                  where="--set ")
+    estimator = get_estimator(args.accuracy)
+    device = get_device(args.device)
+    analytic = estimate_cost(config)
+    traced = count_cost_fvcore(build_model(config), config)
+    result: dict[str, Any] = {
+        "arch": args.arch,
+        "config": config.to_dict(),
+        "config_key": config.key(),
+        "gmacs": analytic.gmacs,
+        "params_m": analytic.params_m,
+        "gmacs_fvcore": traced.gmacs,
+        "params_m_fvcore": traced.params_m,
+        "device": device.name,
+    }
+    if not args.no_latency:
+        result.update(measure_candidate(config, device, estimator, _protocol(device, args)))
+    result["env"] = capture_environment(device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_measurement(result)
+    return 0
+
+
+def _print_measurement(result: dict[str, Any]) -> None:
+    print(f"{result['arch']} ({result['config_key']}) on {result['device']}")
+    print(f"  GMACs       {result['gmacs']:.4f}  (fvcore {result['gmacs_fvcore']:.4f})")
+    print(f"  params      {result['params_m']:.3f} M  (fvcore {result['params_m_fvcore']:.3f} M)")
+    if "latency_ms" in result:
+        lat = result["latency_ms"]
+        protocol = result["latency_protocol"]
+        print(f"  latency     median {lat['median']:.3f} ms  p90 {lat['p90']:.3f} ms  "
+              f"95% CI [{lat['ci95'][0]:.3f}, {lat['ci95'][1]:.3f}]  CV {lat['cv']:.3f}  "
+              f"n={lat['n']} (batch {protocol['batch_size']}, {protocol['threads']} threads, "
+              f"stopped by {protocol['stop_reason']})")
+        print(f"  accuracy    {result['accuracy']['value']:.4f} ({result['accuracy']['estimator']})")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    import optuna
+
+    from harness.errors import StudyError
+    from harness.report import write_report
+    from harness.study import open_storage
+
+    storage_url = args.storage or str(args.out / "study.journal")
+    if not args.storage and not Path(storage_url).is_file():
+        raise StudyError(f"no study storage at {storage_url}; pass --storage URL")
+    storage = open_storage(storage_url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    name = args.study or (names[0] if len(names) == 1 else None)
+    if name not in names:
+        raise StudyError(f"study {name or '(none given)'!r} not in {storage_url}; valid: "
+                         f"{', '.join(names) or 'none'}")
+    report = write_report(optuna.load_study(study_name=name, storage=storage), args.out)
+    print(report)
+    return 0
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from harness.cost import estimate_cost
+    from harness.space import bundled_space_names, load_space
+
+    rows = []
+    for name in bundled_space_names():
+        space = load_space(name)
+        smallest = min(estimate_cost(c).gmacs for c in space.corner_configs())
+        rows.append({"name": name, "description": space.description, "size": space.size(),
+                     "min_gmacs": round(smallest, 4)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    for row in rows if not args.json else []:
+        print(f"{row['name']:<12} {row['size']:.3g} configurations, from {row['min_gmacs']} GMACs: "
+              f"{row['description']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args = parser.parse_args(argv)
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return args.handler(args)
+    except HarnessError as error:
+        if debug:
+            traceback.print_exc()
+        print(f"harness: error: {error}", file=sys.stderr)
+        return 2
+
+
+def console_main() -> None:
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Devices: profiles from ``devices/*.yaml`` bound to the implementation of their kind."""
+
+from __future__ import annotations
+
+import dataclasses
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.devices.base import DEVICE_KINDS, BaseDevice, DeviceProfile, register_device_kind
+from harness.devices.cpu import CpuDevice
+from harness.errors import DeviceError
+from harness.timing import MeasurementProtocol
+
+SCHEMA_VERSION = 1
+_PROTOCOL_FIELDS = {f.name: f.type for f in dataclasses.fields(MeasurementProtocol)}
+
+
+def bundled_device_names() -> list[str]:
+    folder = resources.files("harness.device_profiles")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_profile(name_or_path: str) -> DeviceProfile:
+    """Load a bundled profile by name (``cpu``) or a profile YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise DeviceError(f"device profile file not found: {name_or_path}")
+        return parse_profile(path.read_text(), str(path))
+    names = bundled_device_names()
+    if name_or_path not in names:
+        raise DeviceError(
+            f"unknown device {name_or_path!r}; valid: {', '.join(names)} or a path to a .yaml profile"
+        )
+    text = resources.files("harness.device_profiles").joinpath(f"{name_or_path}.yaml").read_text()
+    return parse_profile(text, f"{name_or_path}.yaml")
+
+
+def parse_profile(text: str, source: str) -> DeviceProfile:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise DeviceError(f"{source}:{line}: malformed YAML") from None
+    if not isinstance(document, dict):
+        raise DeviceError(f"{source}: expected a mapping with keys name, kind, measurement")
+    if document.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+        raise DeviceError(f"{source}: schema_version: expected {SCHEMA_VERSION}")
+    kind = document.get("kind")
+    if kind not in DEVICE_KINDS:
+        raise DeviceError(f"{source}: kind: expected one of {', '.join(DEVICE_KINDS)}, got {kind!r}")
+    return DeviceProfile(
+        name=str(document.get("name", Path(source).stem)),
+        kind=kind,
+        description=str(document.get("description", "")),
+        protocol=_parse_protocol(document.get("measurement") or {}, source),
+        source=source,
+    )
+
+
+def _parse_protocol(values: Any, source: str) -> MeasurementProtocol:
+    if not isinstance(values, dict):
+        raise DeviceError(f"{source}: measurement: expected a mapping")
+    for key, value in values.items():
+        if key not in _PROTOCOL_FIELDS:
+            raise DeviceError(
+                f"{source}: measurement.{key}: unknown key; valid: {', '.join(_PROTOCOL_FIELDS)}"
+            )
+        nullable = key == "threads"
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise DeviceError(f"{source}: measurement.{key}: expected a positive number, got {value!r}")
+        if "int" in str(_PROTOCOL_FIELDS[key]) and not isinstance(value, int):
+            raise DeviceError(f"{source}: measurement.{key}: expected a positive integer, got {value!r}")
+    try:
+        return MeasurementProtocol(**values)
+    except TypeError as error:
+        raise DeviceError(f"{source}: measurement: {error}") from None
+
+
+def get_device(name_or_path: str) -> BaseDevice:
+    """The device of a profile, checked to be present on this host."""
+    profile = load_profile(name_or_path)
+    device = DEVICE_KINDS[profile.kind](profile)
+    present, reason = device.availability()
+    if not present:
+        raise DeviceError(f"device {profile.name!r} is not available on this host: {reason}")
+    return device
+
+
+__all__ = [
+    "DEVICE_KINDS",
+    "BaseDevice",
+    "CpuDevice",
+    "DeviceProfile",
+    "bundled_device_names",
+    "get_device",
+    "load_profile",
+    "register_device_kind",
+]

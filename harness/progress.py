@@ -1,0 +1,64 @@
+"""Per-trial progress on stderr: what was measured, the front so far, and an ETA."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from optuna.trial import TrialState
+
+from harness.study import measured_count
+
+
+class Progress:
+    def __init__(self, n_trials: int, quiet: bool = False, stream: TextIO = sys.stderr) -> None:
+        self.n_trials = n_trials
+        self.quiet = quiet
+        self.stream = stream
+        self.started = time.perf_counter()
+        self.durations: list[float] = []
+
+    def _print(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=self.stream, flush=True)
+
+    def start(self, settings: Any) -> None:
+        budgets = ", ".join(b.describe() for b in settings.budgets) or "none"
+        self._print(
+            f"harness: searching {settings.space.name} on {settings.device.name} "
+            f"({settings.n_trials} trials, budgets: {budgets}, sampler {settings.sampler}, "
+            f"seed {settings.seed})"
+        )
+
+    def on_trial(self, outcome: Any, study: Any) -> None:
+        if outcome.state != TrialState.PRUNED:
+            self.durations.append(outcome.duration_s)
+        finished = measured_count(study)
+        record = outcome.record
+        gmacs = f"{record['gmacs']:.3f} GMACs" if "gmacs" in record else ""
+        if outcome.state == TrialState.COMPLETE:
+            lat, acc = record["latency_ms"], record["accuracy"]
+            detail = (f"measured {gmacs}  latency {lat['median']:.2f} ms "
+                      f"[{lat['ci95'][0]:.2f}, {lat['ci95'][1]:.2f}] n={lat['n']}  "
+                      f"accuracy {acc['value']:.4f}")
+        elif outcome.state == TrialState.PRUNED:
+            detail = f"rejected {gmacs}: {record.get('rejected', '')}"
+        else:
+            detail = f"FAILED: {record.get('error', 'unknown error')}"
+        remaining = max(self.n_trials - finished, 0)
+        eta = sum(self.durations) / len(self.durations) * remaining if self.durations else 0.0
+        front = len(study.best_trials)
+        self._print(
+            f"[{finished:>3}/{self.n_trials}] trial {outcome.number}: {detail} | front {front} | "
+            f"elapsed {_clock(time.perf_counter() - self.started)} ETA {_clock(eta)}"
+        )
+
+    def finish(self, study: Any) -> None:
+        self._print(f"harness: done in {_clock(time.perf_counter() - self.started)}; "
+                    f"{len(study.best_trials)} Pareto-optimal configurations within budget")
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"

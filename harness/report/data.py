@@ -1,0 +1,68 @@
+"""Everything a report shows, computed once from the study (rendered by ``html.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from harness.pareto import Bounds, hypervolume_history, to_losses
+from harness.study import RESULT_SCHEMA_VERSION, pareto_trials, trial_record
+
+PARETO_KEYS = ("number", "config", "config_key", "gmacs", "params_m", "latency_ms", "accuracy")
+
+
+@dataclass(frozen=True)
+class ReportData:
+    study_name: str
+    metadata: dict[str, Any]  # the study's user attributes: space, device, budgets, environment...
+    trials: list[dict[str, Any]]
+    pareto: list[dict[str, Any]]
+    hypervolume: list[float]
+    counts: dict[str, int]
+
+    @property
+    def measured(self) -> list[dict[str, Any]]:
+        return [t for t in self.trials if t["state"] == "COMPLETE"]
+
+    def pareto_json(self) -> list[dict[str, Any]]:
+        """The Pareto set as written to ``pareto.json``."""
+        return [
+            {**{key: entry.get(key) for key in PARETO_KEYS}, "trial": entry["number"]}
+            for entry in self.pareto
+        ]
+
+    def trials_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": RESULT_SCHEMA_VERSION,
+            "study": self.study_name,
+            "metadata": self.metadata,
+            "trials": self.trials,
+        }
+
+
+def build_report_data(study: optuna.Study) -> ReportData:
+    frozen = study.get_trials(deepcopy=False)
+    trials = [trial_record(t) for t in frozen]
+    feasible_points = [
+        (t.values[0], t.values[1]) if t.state == TrialState.COMPLETE and record["feasible"] else None
+        for t, record in zip(frozen, trials)
+    ]
+    measured = [p for p in feasible_points if p is not None]
+    history = (
+        hypervolume_history(feasible_points, Bounds.of(to_losses(measured))) if measured else []
+    )
+    counts = {state.name: 0 for state in TrialState}
+    for t in frozen:
+        counts[t.state.name] += 1
+    counts["REJECTED_BY_BUDGET"] = sum(1 for t in trials if "rejected" in t)
+    return ReportData(
+        study_name=study.study_name,
+        metadata=dict(study.user_attrs),
+        trials=trials,
+        pareto=[trials[t.number] for t in pareto_trials(study)],
+        hypervolume=history,
+        counts=counts,
+    )

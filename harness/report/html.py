@@ -1,0 +1,233 @@
+"""Render ``ReportData`` as one self-contained HTML page (inline CSS, plots as inline PNG)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from harness.report.data import ReportData  # noqa: E402
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top}
+th{background:#f3f3f3} td{overflow-wrap:anywhere} td.text,th.text{text-align:left}
+img{max-width:100%} .note{color:#555;font-size:.9em} code{background:#f5f5f5;padding:0 .2em}
+"""
+
+KNOB_COLUMNS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "head_dim", "patch_size",
+                "img_size", "keep_rate", "keep_layers")
+
+
+def render_html(data: ReportData) -> str:
+    meta = data.metadata
+    sections = [
+        f"<h1>ViT search: {_e(data.study_name)}</h1>",
+        _summary(data),
+        "<h2>Pareto front</h2>",
+        _img(_pareto_figure(data)),
+        "<p class='note'>Latency: median with its 95% CI. Colour: GMACs. Grey crosses: measured "
+        "but over the latency budget. Candidates over a MAC/parameter budget were rejected "
+        "before being built, so they have no latency and are counted above.</p>",
+        "<h2>Pareto-optimal configurations</h2>",
+        _pareto_table(data),
+        "<h2>Hypervolume over trials</h2>",
+        _img(_hypervolume_figure(data)) if data.hypervolume else "<p>No feasible trial yet.</p>",
+        "<p class='note'>Objectives scaled to [0, 1] by the range of the feasible trials of this "
+        "study, reference point (1.1, 1.1); comparable within this report only.</p>",
+        "<h2>Search settings</h2>",
+        _key_values({
+            "space": f"{meta.get('space', {}).get('name')} ({meta.get('space', {}).get('source')})",
+            "device": meta.get("device"),
+            "budgets": ", ".join(meta.get("budgets", [])) or "none",
+            "accuracy estimator": meta.get("estimator"),
+            **{k: json.dumps(v) if isinstance(v, dict) else v
+               for k, v in meta.get("run_settings", {}).items()},
+        }),
+        _space_table(meta.get("space", {})),
+        "<h2>Environment</h2>",
+        _key_values(_flatten(meta.get("environment", {}))),
+        "<h2>How each number was obtained</h2>",
+        _methods(meta),
+        "<h2>All trials</h2>",
+        _all_trials_table(data),
+    ]
+    body = "\n".join(sections)
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(data.study_name)} — ViT search report</title><style>{STYLE}</style></head>"
+        f"<body>{body}</body></html>"
+    )
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _img(png: bytes) -> str:
+    return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+
+
+def _png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _summary(data: ReportData) -> str:
+    counts = data.counts
+    return _key_values({
+        "trials": len(data.trials),
+        "measured (complete)": counts.get("COMPLETE", 0),
+        "rejected by a MAC/parameter budget before measurement": counts.get("REJECTED_BY_BUDGET", 0),
+        "failed": counts.get("FAIL", 0),
+        "Pareto-optimal and within budget": len(data.pareto),
+    })
+
+
+def _pareto_figure(data: ReportData) -> bytes:
+    figure, axes = plt.subplots(figsize=(8, 5))
+    measured = data.measured
+    feasible = [t for t in measured if t["feasible"]]
+    infeasible = [t for t in measured if not t["feasible"]]
+    if feasible:
+        scatter = axes.scatter(
+            [t["latency_ms"]["median"] for t in feasible],
+            [t["accuracy"]["value"] for t in feasible],
+            c=[t["gmacs"] for t in feasible], cmap="viridis", s=28, zorder=2,
+        )
+        figure.colorbar(scatter, ax=axes, label="GMACs")
+    if infeasible:
+        axes.scatter([t["latency_ms"]["median"] for t in infeasible],
+                     [t["accuracy"]["value"] for t in infeasible],
+                     marker="x", color="0.6", label="over latency budget", zorder=1)
+    if data.pareto:
+        xs = [t["latency_ms"]["median"] for t in data.pareto]
+        ys = [t["accuracy"]["value"] for t in data.pareto]
+        low = [x - t["latency_ms"]["ci95"][0] for x, t in zip(xs, data.pareto)]
+        high = [t["latency_ms"]["ci95"][1] - x for x, t in zip(xs, data.pareto)]
+        axes.errorbar(xs, ys, xerr=[low, high], fmt="none", ecolor="k", elinewidth=1, zorder=3)
+        axes.step(xs, ys, where="post", color="crimson", linewidth=1, zorder=3)
+        axes.scatter(xs, ys, facecolors="none", edgecolors="crimson", s=90, zorder=4,
+                     label="Pareto front (feasible)")
+    axes.set_xlabel("latency, median per batch (ms)")
+    axes.set_ylabel(f"accuracy estimate ({data.metadata.get('estimator', '')})")
+    axes.grid(alpha=0.3)
+    if feasible or infeasible:
+        axes.legend(loc="lower right")
+    return _png(figure)
+
+
+def _hypervolume_figure(data: ReportData) -> bytes:
+    figure, axes = plt.subplots(figsize=(8, 3))
+    axes.plot(range(len(data.hypervolume)), data.hypervolume, drawstyle="steps-post")
+    axes.set_xlabel("trial")
+    axes.set_ylabel("hypervolume (scaled)")
+    axes.grid(alpha=0.3)
+    return _png(figure)
+
+
+def _format_knob(value: Any) -> str:
+    if isinstance(value, list):
+        if value and all(v == value[0] for v in value) and len(value) > 3:
+            return f"{value[0]} ×{len(value)}"
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _pareto_table(data: ReportData) -> str:
+    if not data.pareto:
+        return "<p>No measured configuration meets the budgets yet.</p>"
+    header = ["trial", *KNOB_COLUMNS, "GMACs", "params (M)", "latency median (ms)",
+              "p90 (ms)", "95% CI (ms)", "n", "accuracy estimate"]
+    rows = []
+    for t in data.pareto:
+        latency = t["latency_ms"]
+        rows.append([
+            t["number"], *(_format_knob(t["config"][k]) for k in KNOB_COLUMNS),
+            f"{t['gmacs']:.3f}", f"{t['params_m']:.2f}", f"{latency['median']:.3f}",
+            f"{latency['p90']:.3f}", f"[{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}]",
+            latency["n"], f"{t['accuracy']['value']:.4f}",
+        ])
+    return _table(header, rows, css_id="pareto")
+
+
+def _all_trials_table(data: ReportData) -> str:
+    header = ["trial", "state", "feasible", "GMACs", "params (M)", "latency median (ms)",
+              "accuracy estimate", "note", "config"]
+    rows = []
+    for t in data.trials:
+        latency = t.get("latency_ms")
+        accuracy = t.get("accuracy")
+        rows.append([
+            t["number"], t["state"], "yes" if t["feasible"] else "no",
+            f"{t['gmacs']:.3f}" if "gmacs" in t else "",
+            f"{t['params_m']:.2f}" if "params_m" in t else "",
+            f"{latency['median']:.3f}" if latency else "",
+            f"{accuracy['value']:.4f}" if accuracy else "",
+            t.get("rejected") or t.get("error") or "",
+            json.dumps(t.get("config", {}), separators=(",", ":")),
+        ])
+    return f"<details><summary>{len(rows)} trials</summary>{_table(header, rows)}</details>"
+
+
+def _space_table(space: dict[str, Any]) -> str:
+    rows = [[key, ", ".join(_format_knob(c) for c in dim["choices"]),
+             "per block" if dim["per_layer"] else ""]
+            for key, dim in space.get("params", {}).items()]
+    return _table(["key", "choices", ""], rows)
+
+
+def _methods(meta: dict[str, Any]) -> str:
+    protocol = meta.get("run_settings", {}).get("measurement", "")
+    items = [
+        "<b>GMACs and parameters</b>: closed-form count (<code>harness.cost.estimate_cost</code>), "
+        "which equals fvcore's count of the built model (tested within 1%); ViT papers call "
+        "these GMACs 'GFLOPs' and the <code>gflop</code> budget unit follows that convention.",
+        "<b>Latency</b>: real executions of the built PyTorch model on the device "
+        f"({_e(meta.get('device'))}); warm-up, then timed iterations until the 95% CI of the "
+        "median (binomial order statistics) is within the target or the time cap is hit. "
+        f"Protocol: <code>{_e(protocol)}</code>. Each trial stores its raw samples.",
+        f"<b>Accuracy estimate</b>: {_e(meta.get('estimator_description', meta.get('estimator')))}"
+        " on the built model (a training-free score, not a top-1 accuracy).",
+        "<b>Budgets</b>: hard constraints through Optuna's constraint API; MAC and parameter "
+        "budgets are checked analytically before a candidate is built (rejected trials are "
+        "PRUNED with their violation, which TPE learns from); a latency budget is checked on the "
+        "measured median.",
+        "<b>Energy</b>: not measured by this version of the harness.",
+    ]
+    return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _key_values(values: dict[str, Any]) -> str:
+    rows = [[key, value] for key, value in values.items()]
+    return _table(["", ""], rows, text=True)
+
+
+def _table(header: list[str], rows: list[list[Any]], css_id: str = "", text: bool = False) -> str:
+    cls = " class='text'" if text else ""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td{cls}>{_e(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    ident = f" id='{css_id}'" if css_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

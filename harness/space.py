@@ -1,0 +1,294 @@
+"""Search spaces: YAML files → ``SearchSpace`` → ``CandidateConfig`` per Optuna trial.
+
+A space file looks like::
+
+    schema_version: 1
+    name: vit_tiny
+    description: AutoFormer-T-like space
+    params:
+      embed_dim: [192, 216, 240]            # a list: one choice among these
+      depth: {low: 12, high: 14}            # an integer range, both ends included
+      num_heads: {choices: [3, 4], per_layer: true}   # one choice per block (AutoFormer)
+      patch_size: 16                        # a scalar: fixed
+      keep_layers: [4, 7, 10]               # list-valued key: a plain list is the fixed value
+
+Keys left out take the ``CandidateConfig`` defaults. Every error names the file and the key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.config import (
+    KEY_SPECS,
+    PER_LAYER_KEYS,
+    CandidateConfig,
+    check_key,
+    check_value,
+)
+from harness.errors import ConfigError, SearchSpaceError
+
+SCHEMA_VERSION = 1
+# Sampled first: per-layer keys need the depth.
+_SAMPLING_ORDER = ("depth",)
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One key of a space: a fixed value or a set of choices, shared or chosen per block."""
+
+    key: str
+    choices: tuple[Any, ...]
+    per_layer: bool = False
+
+    @property
+    def fixed(self) -> bool:
+        return len(self.choices) == 1 and not self.per_layer
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    description: str
+    dimensions: dict[str, Dimension]
+    source: str
+
+    def suggest(self, trial: Any) -> CandidateConfig:
+        """Sample a configuration with an Optuna trial (``suggest_categorical`` per choice)."""
+        values: dict[str, Any] = {}
+        ordered = sorted(self.dimensions.values(), key=lambda d: d.key not in _SAMPLING_ORDER)
+        for dim in ordered:
+            if dim.fixed:
+                values[dim.key] = dim.choices[0]
+            elif dim.per_layer:
+                values[dim.key] = [
+                    trial.suggest_categorical(f"{dim.key}.{block}", dim.choices)
+                    for block in range(values["depth"])
+                ]
+            else:
+                values[dim.key] = _decode(trial.suggest_categorical(dim.key, _encode_all(dim)))
+        return CandidateConfig.from_dict(values, where=f"{self.source}: ")
+
+    def with_fixed(self, overrides: dict[str, Any]) -> SearchSpace:
+        """The same space with some keys pinned to one value (``--set`` on ``harness search``)."""
+        dims = dict(self.dimensions)
+        for key, value in overrides.items():
+            dims[key] = Dimension(key, (value,))
+        space = SearchSpace(self.name, self.description, dims, self.source)
+        space.check_consistent()
+        return space
+
+    def corner_configs(self) -> Iterator[CandidateConfig]:
+        """Configurations that bound the space's cost from below.
+
+        MACs and parameters grow with width, depth, heads, MLP ratio, classes and keep rate, so the
+        smallest choice of those is taken; patch and image size move parameters and MACs in
+        opposite directions (position embedding vs. patch projection), so every pair is tried.
+        """
+        grid_keys = ("patch_size", "img_size")
+        smallest = {
+            key: min(dim.choices) if not dim.per_layer else [min(dim.choices)]
+            for key, dim in self.dimensions.items()
+            if key not in grid_keys and key != "keep_layers"
+        }
+        depth = smallest.get("depth", CandidateConfig.depth)
+        for key in PER_LAYER_KEYS:
+            if isinstance(smallest.get(key), list):
+                smallest[key] = smallest[key] * depth
+        layer_choices = self.dimensions.get("keep_layers", Dimension("keep_layers", ((4, 7, 10),)))
+        grid = [self._choices(key) for key in grid_keys]
+        for patch_size, img_size in itertools.product(*grid):
+            if img_size % patch_size:
+                continue
+            for keep_layers in layer_choices.choices:
+                try:
+                    yield CandidateConfig.from_dict(
+                        {**smallest, "patch_size": patch_size, "img_size": img_size,
+                         "keep_layers": keep_layers}
+                    )
+                except ConfigError:
+                    continue
+
+    def size(self) -> int:
+        """Number of distinct configurations (per-layer keys counted per depth)."""
+        shared = math.prod(len(d.choices) for d in self.dimensions.values() if not d.per_layer)
+        per_layer = [len(d.choices) for d in self.dimensions.values() if d.per_layer]
+        return shared // len(self._choices("depth")) * sum(
+            math.prod(n**depth for n in per_layer) for depth in self._choices("depth")
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain description for reports and study metadata."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "params": {
+                key: {"choices": [_plain(c) for c in dim.choices], "per_layer": dim.per_layer}
+                for key, dim in sorted(self.dimensions.items())
+            },
+        }
+
+    def _choices(self, key: str) -> tuple[Any, ...]:
+        if key in self.dimensions:
+            return self.dimensions[key].choices
+        return (getattr(CandidateConfig, key),)
+
+    def check_consistent(self) -> None:
+        """Reject spaces that contain no valid configuration or some invalid ones."""
+        where = f"{self.source}: "
+        min_depth = min(self._choices("depth"))
+        for layers in self._choices("keep_layers"):
+            rates = self._choices("keep_rate")
+            if min(rates) < 1 and layers and layers[-1] > min_depth:
+                raise SearchSpaceError(
+                    f"{where}params.keep_layers: block numbers must be <= the smallest depth "
+                    f"({min_depth}), got {list(layers)}"
+                )
+        for key in PER_LAYER_KEYS:
+            dim = self.dimensions.get(key)
+            if dim and dim.fixed and isinstance(dim.choices[0], tuple):
+                if len(self._choices("depth")) > 1 or len(dim.choices[0]) != min_depth:
+                    raise SearchSpaceError(
+                        f"{where}params.{key}: a fixed per-layer list needs a fixed depth of the "
+                        f"same length; use {{choices: [...], per_layer: true}} instead"
+                    )
+        img_sizes, patch_sizes = self._choices("img_size"), self._choices("patch_size")
+        if not any(i % p == 0 for i in img_sizes for p in patch_sizes):
+            raise SearchSpaceError(
+                f"{where}params.patch_size: no choice divides any img_size {list(img_sizes)}"
+            )
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _encode_all(dim: Dimension) -> tuple[Any, ...]:
+    # Optuna categorical choices must be scalars; list values (keep_layers) travel as strings.
+    return tuple(_encode(c) for c in dim.choices)
+
+
+def _encode(value: Any) -> Any:
+    return ",".join(str(v) for v in value) if isinstance(value, tuple) else value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str):
+        return [int(v) for v in value.split(",") if v]
+    return value
+
+
+def bundled_space_names() -> list[str]:
+    folder = resources.files("harness.search_spaces")
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    """Load a bundled space by name (``vit_tiny``) or any YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SearchSpaceError(f"search space file not found: {name_or_path}")
+        return parse_space(path.read_text(), source=str(path))
+    names = bundled_space_names()
+    if name_or_path not in names:
+        raise SearchSpaceError(
+            f"unknown search space {name_or_path!r}; valid: {', '.join(names)} or a path to a "
+            f".yaml file"
+        )
+    text = resources.files("harness.search_spaces").joinpath(f"{name_or_path}.yaml").read_text()
+    return parse_space(text, source=f"{name_or_path}.yaml")
+
+
+def parse_space(text: str, source: str) -> SearchSpace:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or "invalid YAML"
+        raise SearchSpaceError(f"{source}:{line}: malformed YAML: {problem}") from None
+    if not isinstance(document, dict):
+        raise SearchSpaceError(f"{source}: expected a mapping with keys name and params")
+    where = f"{source}: "
+    version = document.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise SearchSpaceError(f"{where}schema_version: expected {SCHEMA_VERSION}, got {version!r}")
+    unknown = set(document) - {"schema_version", "name", "description", "params"}
+    if unknown:
+        raise SearchSpaceError(
+            f"{where}unknown top-level key {sorted(unknown)[0]!r}; valid: schema_version, name, "
+            f"description, params"
+        )
+    params = document.get("params")
+    if not isinstance(params, dict) or not params:
+        raise SearchSpaceError(f"{where}params: expected a mapping of configuration keys")
+    try:
+        dims = {key: _parse_dimension(key, spec, where) for key, spec in params.items()}
+    except ConfigError as error:
+        raise SearchSpaceError(str(error)) from None
+    space = SearchSpace(
+        name=str(document.get("name", Path(source).stem)),
+        description=str(document.get("description", "")),
+        dimensions=dims,
+        source=source,
+    )
+    space.check_consistent()
+    return space
+
+
+def _parse_dimension(key: Any, spec: Any, where: str) -> Dimension:
+    check_key(str(key), f"{where}params: ")
+    at = f"{where}params."
+    list_valued = key == "keep_layers"
+    if isinstance(spec, dict):
+        return _parse_mapping(key, spec, at)
+    if isinstance(spec, list) and not list_valued:
+        return _parse_mapping(key, {"choices": spec}, at)
+    return Dimension(key, (check_value(key, spec, at),))
+
+
+def _parse_mapping(key: str, spec: dict[str, Any], at: str) -> Dimension:
+    allowed = {"choices", "per_layer", "low", "high", "step"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise SearchSpaceError(
+            f"{at}{key}: unknown field {sorted(unknown)[0]!r}; valid: choices, per_layer, "
+            f"low, high, step"
+        )
+    if "choices" in spec:
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise SearchSpaceError(f"{at}{key}.choices: expected a non-empty list, got {choices!r}")
+    elif "low" in spec and "high" in spec:
+        low, high, step = spec["low"], spec["high"], spec.get("step", 1)
+        if not all(isinstance(v, int) for v in (low, high, step)) or step <= 0 or low > high:
+            raise SearchSpaceError(
+                f"{at}{key}: low/high/step must be integers with low <= high and step > 0, "
+                f"got {spec!r}"
+            )
+        choices = list(range(low, high + 1, step))
+    else:
+        raise SearchSpaceError(f"{at}{key}: expected 'choices' or 'low' and 'high'")
+    per_layer = spec.get("per_layer", False)
+    if per_layer not in (True, False):
+        raise SearchSpaceError(f"{at}{key}.per_layer: expected true or false, got {per_layer!r}")
+    if per_layer and key not in PER_LAYER_KEYS:
+        raise SearchSpaceError(
+            f"{at}{key}.per_layer: only {', '.join(PER_LAYER_KEYS)} can be chosen per layer"
+        )
+    values = tuple(check_value(key, choice, f"{at}{key}: ") for choice in choices)
+    if len(set(values)) != len(values):
+        raise SearchSpaceError(f"{at}{key}.choices: duplicate values in {choices!r}")
+    return Dimension(key, values, per_layer=bool(per_layer))
+
+
+__all__ = ["KEY_SPECS", "Dimension", "SearchSpace", "bundled_space_names", "load_space", "parse_space"]

@@ -1,0 +1,65 @@
+"""Summary statistics of timing samples.
+
+The median's confidence interval is distribution-free: the order statistics whose ranks come from
+the binomial distribution Bin(n, 1/2) (as in Conover, "Practical Nonparametric Statistics"), so it
+holds for the skewed, heavy-tailed distributions that latencies have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+
+def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of the median from order statistics (needs at least 6 samples)."""
+    ordered = np.sort(np.asarray(samples, dtype=float))
+    n = len(ordered)
+    if n < 6:
+        return float(ordered[0]), float(ordered[-1])
+    alpha = 1 - confidence
+    low_rank = int(stats.binom.ppf(alpha / 2, n, 0.5))  # 1-based rank of the lower bound
+    high_rank = n - low_rank + 1
+    return float(ordered[max(low_rank - 1, 0)]), float(ordered[min(high_rank - 1, n - 1)])
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """Summary of latency samples in milliseconds; ``ci95`` is the median's 95% interval."""
+
+    median: float
+    p90: float
+    ci95: tuple[float, float]
+    cv: float
+    n: int
+    mean: float
+    min: float
+    max: float
+
+    @property
+    def ci_half_width_rel(self) -> float:
+        """Half the CI width relative to the median (0.01 = ±1%)."""
+        return (self.ci95[1] - self.ci95[0]) / 2 / self.median
+
+    def to_dict(self) -> dict[str, object]:
+        values = asdict(self)
+        values["ci95"] = list(self.ci95)
+        return values
+
+
+def summarize(samples_ms: Sequence[float]) -> LatencySummary:
+    values = np.asarray(samples_ms, dtype=float)
+    mean = float(values.mean())
+    return LatencySummary(
+        median=float(np.median(values)),
+        p90=float(np.percentile(values, 90)),
+        ci95=median_ci(values),
+        cv=float(values.std(ddof=1) / mean) if len(values) > 1 else 0.0,
+        n=len(values),
+        mean=mean,
+        min=float(values.min()),
+        max=float(values.max()),
+    )

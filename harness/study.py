@@ -1,0 +1,341 @@
+"""The Optuna study: sample a candidate, cost it, measure it, record it; resumable.
+
+Objectives: measured latency median (minimise) and the accuracy estimate (maximise). Budgets are
+hard constraints (``trial.set_constraint``). A candidate over a MAC or parameter budget is rejected
+by the analytic counter before anything is built: its trial is told PRUNED with its constraint
+values set, which TPE learns from (it ranks infeasible trials by violation).
+
+Everything a trial produced is stored as plain JSON in its user attributes, so the report and
+``pareto.json`` can be rebuilt from the storage alone.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import psutil
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+import harness
+from harness.accuracy import BaseAccuracyEstimator
+from harness.budget import Budget
+from harness.config import CandidateConfig
+from harness.cost import Cost, estimate_cost
+from harness.devices import BaseDevice
+from harness.errors import StudyError
+from harness.models import build_model
+from harness.space import SearchSpace
+from harness.timing import MeasurementProtocol
+
+DIRECTIONS = ("minimize", "maximize")
+OBJECTIVE_NAMES = ("latency_ms", "accuracy")
+RESULT_SCHEMA_VERSION = 1
+INPUT_SEED = 0
+MAX_REJECTED_IN_A_ROW = 2000
+
+
+def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
+    # multivariate + group: per-layer keys appear only for some depths (a dynamic space).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+
+
+def _random(seed: int | None) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
+    "tpe": _tpe,
+    "random": _random,
+}
+
+
+class BudgetRejected(Exception):
+    """The analytic cost of a candidate is over a MAC or parameter budget."""
+
+
+class SearchInterrupted(Exception):
+    """The user interrupted the search; ``study`` holds every trial finished so far."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        super().__init__("search interrupted")
+        self.study = study
+
+
+@dataclass
+class SearchSettings:
+    space: SearchSpace
+    device: BaseDevice
+    estimator: BaseAccuracyEstimator
+    protocol: MeasurementProtocol
+    budgets: list[Budget] = field(default_factory=list)
+    n_trials: int = 30
+    seed: int | None = 0
+    sampler: str = "tpe"
+    study_name: str = ""
+    storage: str | None = None  # URL or journal-file path; None = <out_dir>/study.journal
+    out_dir: Path = Path("reports")
+
+    def metadata(self) -> dict[str, Any]:
+        """What must match for a run to resume an existing study."""
+        return {
+            "space": self.space.to_dict(),
+            "device": self.device.name,
+            "budgets": sorted(b.text.lower() for b in self.budgets),
+            "estimator": f"proxy:{self.estimator.name}",
+            "batch_size": self.protocol.batch_size,
+            "objectives": list(OBJECTIVE_NAMES),
+        }
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """What the progress display needs about one finished trial."""
+
+    number: int
+    state: TrialState
+    record: dict[str, Any]
+    duration_s: float
+
+
+def open_storage(storage: str) -> optuna.storages.BaseStorage:
+    """An RDB URL (``sqlite:///``, ``postgresql://``...) or a journal-file path."""
+    if "://" in storage:
+        return optuna.storages.RDBStorage(storage)
+    path = Path(storage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def default_storage_path(settings: SearchSettings) -> Path:
+    return settings.out_dir / "study.journal"
+
+
+def measured_count(study: optuna.Study) -> int:
+    """Trials that count towards ``n_trials``: measured (complete) or failed, not interrupted.
+
+    Candidates rejected by a MAC/parameter budget cost microseconds and are not counted.
+    """
+    return sum(
+        1
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+        if not t.user_attrs.get("interrupted")
+    )
+
+
+def create_or_resume(settings: SearchSettings) -> optuna.Study:
+    storage = open_storage(settings.storage or str(default_storage_path(settings)))
+    try:
+        study = optuna.load_study(study_name=settings.study_name, storage=storage)
+    except KeyError:
+        study = optuna.create_study(
+            study_name=settings.study_name, storage=storage, directions=list(DIRECTIONS)
+        )
+        for key, value in settings.metadata().items():
+            study.set_user_attr(key, value)
+        study.set_user_attr("result_schema_version", RESULT_SCHEMA_VERSION)
+    _check_same_search(study, settings)
+    _fail_orphaned_trials(study, storage)
+    # A resumed run must not replay the proposals the first run already made.
+    seed = None if settings.seed is None else settings.seed + len(study.trials)
+    study.sampler = SAMPLERS[settings.sampler](seed)
+    return study
+
+
+def _check_same_search(study: optuna.Study, settings: SearchSettings) -> None:
+    stored = study.user_attrs
+    for key, value in settings.metadata().items():
+        if stored.get(key) != value:
+            raise StudyError(
+                f"study {settings.study_name!r} already exists with a different {key} "
+                f"({stored.get(key)!r}); pass --study NAME to start a new one"
+            )
+
+
+def _fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+    """Mark RUNNING trials of dead processes on this host as failed, so they are re-run."""
+    host = socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") != host or pid is None or psutil.pid_exists(pid):
+            continue
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        storage.set_trial_user_attr(
+            trial._trial_id, "error", f"process {pid} ended during the trial; re-run"
+        )
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def run_search(
+    settings: SearchSettings,
+    on_trial: Callable[[TrialOutcome, optuna.Study], None] | None = None,
+    on_start: Callable[[optuna.Study], None] | None = None,
+) -> optuna.Study:
+    """Run trials until ``n_trials`` have finished.
+
+    Raises:
+        SearchInterrupted: on KeyboardInterrupt; the current trial is marked failed (to be re-run
+            on resume) and every finished trial is kept.
+    """
+    study = create_or_resume(settings)
+    if on_start:
+        on_start(study)
+    inputs = _inputs(settings)
+    try:
+        _run_trials(study, settings, inputs, on_trial)
+    except KeyboardInterrupt:
+        raise SearchInterrupted(study) from None
+    return study
+
+
+def _run_trials(
+    study: optuna.Study,
+    settings: SearchSettings,
+    inputs: dict[int, torch.Tensor],
+    on_trial: Callable[[TrialOutcome, optuna.Study], None] | None,
+) -> None:
+    rejected_in_a_row = 0
+    while measured_count(study) < settings.n_trials:
+        if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
+            raise StudyError(
+                f"{MAX_REJECTED_IN_A_ROW} candidates in a row were over budget; the budget leaves "
+                f"too little of the space: loosen it or pin keys with --set"
+            )
+        trial = study.ask()
+        start = time.perf_counter()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        try:
+            values = evaluate(trial, settings, inputs)
+        except BudgetRejected:
+            study.tell(trial, state=TrialState.PRUNED)
+            rejected_in_a_row += 1
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("error", "interrupted by the user; re-run")
+            study.tell(trial, state=TrialState.FAIL)
+            raise
+        except Exception as error:  # noqa: BLE001 - a failing candidate must not stop the study
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, values)
+        if study.trials[-1].state != TrialState.PRUNED:
+            rejected_in_a_row = 0
+        if on_trial:
+            frozen = study.get_trials(deepcopy=False)[trial.number]
+            on_trial(
+                TrialOutcome(trial.number, frozen.state, frozen.user_attrs,
+                             time.perf_counter() - start),
+                study,
+            )
+
+
+def _inputs(settings: SearchSettings) -> dict[int, torch.Tensor]:
+    """Input images per image size, drawn once so every candidate sees the same data."""
+    sizes = settings.space.dimensions.get("img_size")
+    generator = torch.Generator().manual_seed(INPUT_SEED)
+    choices = sizes.choices if sizes else (CandidateConfig.img_size,)
+    batch = settings.protocol.batch_size
+    return {size: torch.randn(batch, 3, size, size, generator=generator) for size in choices}
+
+
+def evaluate(trial: optuna.Trial, settings: SearchSettings, inputs: dict[int, torch.Tensor]) -> tuple[float, float]:
+    config = settings.space.suggest(trial)
+    cost = estimate_cost(config)
+    record_cost(trial, config, cost)
+    static = [b for b in settings.budgets if b.metric != "latency_ms"]
+    violations = {b.constraint_key: b.violation(_cost_value(cost, b)) for b in static}
+    if any(v > 0 for v in violations.values()):
+        for budget in settings.budgets:
+            # The latency of a rejected candidate is never measured: its latency key is left at 0
+            # so that only the budget it broke counts against it.
+            trial.set_constraint(budget.constraint_key, violations.get(budget.constraint_key, 0.0))
+        over = ", ".join(b.describe() for b in static if violations[b.constraint_key] > 0)
+        trial.set_user_attr("rejected", f"over budget before measurement: {over}")
+        raise BudgetRejected(over)
+
+    result = measure_candidate(config, settings.device, settings.estimator, settings.protocol,
+                               inputs.get(config.img_size))
+    for key, value in result.items():
+        trial.set_user_attr(key, value)
+    latency_ms = result["latency_ms"]["median"]
+    for budget in settings.budgets:
+        value = latency_ms if budget.metric == "latency_ms" else _cost_value(cost, budget)
+        trial.set_constraint(budget.constraint_key, budget.violation(value))
+    return latency_ms, result["accuracy"]["value"]
+
+
+def record_cost(trial: optuna.Trial, config: CandidateConfig, cost: Cost) -> None:
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("config_key", config.key())
+    trial.set_user_attr("gmacs", cost.gmacs)
+    trial.set_user_attr("params_m", cost.params_m)
+
+
+def _cost_value(cost: Cost, budget: Budget) -> float:
+    return cost.macs if budget.metric == "macs" else cost.params
+
+
+def measure_candidate(
+    config: CandidateConfig,
+    device: BaseDevice,
+    estimator: BaseAccuracyEstimator | None,
+    protocol: MeasurementProtocol,
+    inputs: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Build, time and score one configuration; plain JSON values, phase times included."""
+    phase_s: dict[str, float] = {}
+    start = time.perf_counter()
+    model = build_model(config)
+    phase_s["build"] = time.perf_counter() - start
+    if inputs is None:
+        generator = torch.Generator().manual_seed(INPUT_SEED)
+        inputs = torch.randn(protocol.batch_size, 3, config.img_size, config.img_size,
+                             generator=generator)
+    result: dict[str, Any] = {}
+    start = time.perf_counter()
+    measurement = device.measure_latency(model, inputs, protocol)
+    phase_s["latency"] = time.perf_counter() - start
+    result["latency_ms"] = measurement.summary.to_dict()
+    result["latency_samples_ms"] = [round(s, 5) for s in measurement.samples_ms]
+    result["latency_protocol"] = {
+        **protocol.to_dict(),
+        "threads": torch.get_num_threads(),
+        **measurement.protocol_record(),
+    }
+    if estimator is not None:
+        start = time.perf_counter()
+        value = estimator.estimate(model, config)
+        phase_s["accuracy"] = time.perf_counter() - start
+        result["accuracy"] = {"value": value, "estimator": f"proxy:{estimator.name}"}
+    result["phase_s"] = phase_s
+    result["harness_version"] = harness.__version__
+    return result
+
+
+def trial_record(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial as a plain dictionary for reports."""
+    attrs = trial.user_attrs
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "feasible": all(v <= 0 for v in trial.constraints.values()),
+        "constraints": dict(trial.constraints),
+        **{k: v for k, v in attrs.items() if k != "latency_samples_ms"},
+    }
+
+
+def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible Pareto-optimal trials, fastest first."""
+    return sorted(study.best_trials, key=lambda t: t.values[0])

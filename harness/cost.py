@@ -14,6 +14,7 @@ Two counters that must agree (a test checks within 1%):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from math import prod
 from typing import Any
@@ -77,13 +78,16 @@ def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
 
 def count_cost_fvcore(model: torch.nn.Module, config: CandidateConfig) -> Cost:
     """fvcore's count on the built model for one image."""
-    from fvcore.nn import FlopCountAnalysis
-
     images = torch.zeros(1, 3, config.img_size, config.img_size)
-    analysis = FlopCountAnalysis(model, images)
-    analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_macs)
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # fvcore scripts and traces with torch.jit, which torch 2.13 marks deprecated; the count
+        # is unaffected.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fvcore.nn import FlopCountAnalysis
+
+        analysis = FlopCountAnalysis(model, images)
+        analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_macs)
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         macs = int(analysis.total())
     params = sum(p.numel() for p in model.parameters())
     return Cost(macs=macs, params=params)

@@ -285,7 +285,7 @@ def _parse_mapping(key: str, spec: dict[str, Any], at: str) -> Dimension:
         raise SearchSpaceError(
             f"{at}{key}.per_layer: only {', '.join(PER_LAYER_KEYS)} can be chosen per layer"
         )
-    values = tuple(check_value(key, choice, f"{at}{key}: ") for choice in choices)
+    values = tuple(check_value(key, choice, at) for choice in choices)
     if len(set(values)) != len(values):
         raise SearchSpaceError(f"{at}{key}.choices: duplicate values in {choices!r}")
     return Dimension(key, values, per_layer=bool(per_layer))

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from harness.pareto import Bounds, hypervolume_history, to_losses
 from harness.study import RESULT_SCHEMA_VERSION, pareto_trials, trial_record
 
-PARETO_KEYS = ("number", "config", "config_key", "gmacs", "params_m", "latency_ms", "accuracy")
+PARETO_KEYS = ("config", "config_key", "gmacs", "params_m", "latency_ms", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class ReportData:
     def pareto_json(self) -> list[dict[str, Any]]:
         """The Pareto set as written to ``pareto.json``."""
         return [
-            {**{key: entry.get(key) for key in PARETO_KEYS}, "trial": entry["number"]}
+            {"trial": entry["number"], **{key: entry.get(key) for key in PARETO_KEYS}}
             for entry in self.pareto
         ]
 

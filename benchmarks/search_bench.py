@@ -1,0 +1,366 @@
+"""Search benchmark: sampler hypervolume, analytic budget checks per second, harness overhead.
+
+    python benchmarks/search_bench.py            # default run, ~10 minutes on 2 CPU cores
+    python benchmarks/search_bench.py --quick    # smoke run, ~2 minutes
+
+Three sections, each on the real harness (``run_search``, the ``cpu`` device, ``proxy:dss``):
+
+1. TPE vs random: hypervolume after N measured trials on ``vit_tiny`` under ``1gflop``, several
+   seeds, one shared set of hypervolume bounds. Each distinct configuration is measured once per
+   benchmark run (short protocol) and the measurement is reused by every run that proposes it.
+2. Analytic budget checks per second (``estimate_cost`` + ``Budget.violation``).
+3. Harness overhead per trial with the default cpu protocol on a DeiT-Tiny-sized candidate.
+
+See benchmarks/README.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from harness.accuracy import DssIndicator, get_estimator
+from harness.budget import Budget, parse_budgets
+from harness.config import CandidateConfig
+from harness.cost import estimate_cost
+from harness.devices import get_device
+from harness.devices.cpu import CpuDevice
+from harness.environment import capture_environment
+from harness.models import VisionTransformer
+from harness.pareto import REFERENCE, Bounds, hypervolume_history, to_losses
+from harness.space import SearchSpace, load_space
+from harness.study import SearchSettings, TrialOutcome, run_search, trial_record
+from harness.timing import LatencyMeasurement, MeasurementProtocol
+
+SPACE = "vit_tiny"
+CHECK_SPACES = ("vit_tiny", "vit_small")
+DEVICE = "cpu"
+ESTIMATOR = "proxy:dss"
+BUDGET = "1gflop"
+SAMPLER_PAIR = (SearchSettings.sampler, "random")  # the harness default ("tpe") first
+SHORT_PROTOCOL = {"time_cap_s": 0.5, "min_samples": 20, "warmup_min_s": 0.2}
+DEIT_TINY = {"embed_dim": 192, "depth": 12, "num_heads": 3, "mlp_ratio": 4.0, "keep_rate": 1.0}
+CHECKS_TARGET_PER_S = 10_000
+CHECK_PASSES = 3
+OVERHEAD_TARGET = 0.10
+DEFAULTS = {"trials": 30, "seeds": 5, "overhead_trials": 5}
+QUICK = {"trials": 10, "seeds": 2, "overhead_trials": 2}
+
+
+class MemoizedCpuDevice(CpuDevice):
+    """The real CPU device; a model whose architecture and input shape were timed before gets the
+    earlier measurement back instead of being timed again."""
+
+    def __init__(self, device: CpuDevice) -> None:
+        super().__init__(device.profile)
+        self.measurements: dict[tuple[str, tuple[int, ...]], LatencyMeasurement] = {}
+        self.reused = 0
+
+    def measure_latency(
+        self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
+    ) -> LatencyMeasurement:
+        key = (repr(model), tuple(inputs.shape))  # the repr names every width and keep rate
+        if key in self.measurements:
+            self.reused += 1
+        else:
+            self.measurements[key] = super().measure_latency(model, inputs, protocol)
+        return self.measurements[key]
+
+
+class MemoizedDss(DssIndicator):
+    """The real DSS-indicator, computed once per configuration."""
+
+    def __init__(self) -> None:
+        self.scores: dict[str, float] = {}
+
+    def estimate(self, model: VisionTransformer, config: CandidateConfig) -> float:
+        key = config.key()
+        if key not in self.scores:
+            self.scores[key] = super().estimate(model, config)
+        return self.scores[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchRun:
+    sampler: str
+    seed: int
+    points: list[tuple[float, float] | None]  # per measured trial; None: failed or infeasible
+    rejected: int
+    wall_s: float
+
+
+# --------------------------------------------------------------------------- 1. samplers
+
+
+def compare_samplers(n_trials: int, n_seeds: int, workdir: Path) -> None:
+    device = MemoizedCpuDevice(get_device(DEVICE))
+    protocol = dataclasses.replace(device.profile.protocol, **SHORT_PROTOCOL)
+    estimator = MemoizedDss()
+    budgets = parse_budgets([BUDGET])
+    print(f"== 1. Sampler comparison: {' vs '.join(SAMPLER_PAIR)} on {SPACE}, budget {BUDGET}, "
+          f"device {DEVICE}, {ESTIMATOR}, {n_trials} measured trials, seeds 0..{n_seeds - 1}")
+    print(f"   short measurement protocol for this section: {_describe_protocol(protocol)} "
+          f"(profile: {_describe_protocol(device.profile.protocol)});")
+    print("   each distinct configuration is measured once and reused by every run proposing it")
+    runs: dict[tuple[str, int], SearchRun] = {}
+    for seed in range(n_seeds):  # interleaved, so drift of the host hits both samplers alike
+        for sampler in SAMPLER_PAIR:
+            settings = SearchSettings(
+                space=load_space(SPACE), device=device, estimator=estimator, protocol=protocol,
+                budgets=budgets, n_trials=n_trials, seed=seed, sampler=sampler,
+                study_name=f"{sampler}-seed{seed}",
+                storage=str(workdir / f"{sampler}-seed{seed}.journal"), out_dir=workdir,
+            )
+            run = search_run(settings)
+            runs[sampler, seed] = run
+            print(f"   {sampler:<6} seed {seed}: {len(run.points)} measured, {run.rejected} "
+                  f"rejected by the budget, {run.wall_s:.0f} s", flush=True)
+    measured = [p for run in runs.values() for p in run.points if p is not None]
+    bounds = Bounds.of(to_losses(measured))
+    print(f"   {len(device.measurements)} distinct configurations timed, {device.reused} "
+          f"measurements reused; hypervolume scaled by shared bounds over all {len(measured)} "
+          f"feasible points (reference {REFERENCE} per axis, so at most {REFERENCE**2:.2f})")
+    print_sampler_table(runs, bounds, n_trials, n_seeds)
+
+
+def search_run(settings: SearchSettings) -> SearchRun:
+    start = time.perf_counter()
+    study = run_search(settings)
+    frozen = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+    points = [
+        (t.values[0], t.values[1])
+        if t.state == TrialState.COMPLETE and trial_record(t)["feasible"] else None
+        for t in frozen
+    ]
+    rejected = len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    return SearchRun(settings.sampler, settings.seed, points, rejected,
+                     time.perf_counter() - start)
+
+
+def print_sampler_table(
+    runs: dict[tuple[str, int], SearchRun], bounds: Bounds, n_trials: int, n_seeds: int
+) -> None:
+    half = n_trials // 2
+    hv = {key: hypervolume_history(run.points, bounds) for key, run in runs.items()}
+    columns = [(f"HV@{half}", lambda key: hv[key][half - 1]),
+               (f"HV@{n_trials}", lambda key: hv[key][n_trials - 1]),
+               ("rejected", lambda key: float(runs[key].rejected))]
+    header = "   seed  " + " | ".join(
+        " ".join(f"{f'{s} {name}':>16}" for name, _ in columns) for s in SAMPLER_PAIR
+    ) + f" | {'ΔHV@' + str(n_trials):>9}"
+    print(header)
+    for seed in range(n_seeds):
+        cells = [" ".join(f"{value((s, seed)):>16.4f}" for _, value in columns)
+                 for s in SAMPLER_PAIR]
+        print(f"   {seed:<5} " + " | ".join(cells) + f" | {_delta(hv, seed, n_trials):>+9.4f}")
+    seeds = range(n_seeds)
+    for label, reduce in (("mean", statistics.fmean), ("std", _stdev)):
+        cells = [" ".join(f"{reduce([value((s, seed)) for seed in seeds]):>16.4f}"
+                          for _, value in columns) for s in SAMPLER_PAIR]
+        deltas = [_delta(hv, seed, n_trials) for seed in seeds]
+        print(f"   {label:<5} " + " | ".join(cells) + f" | {reduce(deltas):>+9.4f}")
+    first, second = SAMPLER_PAIR
+    deltas = [_delta(hv, seed, n_trials) for seed in seeds]
+    wins = sum(d > 0 for d in deltas)
+    print(f"   verdict: {first} beats {second} in {wins}/{n_seeds} seeds, mean ΔHV@{n_trials} = "
+          f"{statistics.fmean(deltas):+.4f} ({first} − {second}; final HV {first} "
+          f"{_mean_std([hv[first, s][-1] for s in seeds])}, {second} "
+          f"{_mean_std([hv[second, s][-1] for s in seeds])})")
+
+
+def _delta(hv: dict[tuple[str, int], list[float]], seed: int, n_trials: int) -> float:
+    first, second = SAMPLER_PAIR
+    return hv[first, seed][n_trials - 1] - hv[second, seed][n_trials - 1]
+
+
+def _stdev(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{statistics.fmean(values):.4f} ± {_stdev(values):.4f}"
+
+
+def _describe_protocol(protocol: MeasurementProtocol) -> str:
+    return (f"warmup >= {protocol.warmup_min_s:g} s, >= {protocol.min_samples} samples, "
+            f"CI target ±{protocol.target_ci_rel:.0%}, time cap {protocol.time_cap_s:g} s")
+
+
+# --------------------------------------------------------------------------- 2. budget checks
+
+
+def budget_check_rate(n_configs: int) -> None:
+    budget = parse_budgets([BUDGET])[0]
+    print(f"== 2. Analytic budget checks per second: estimate_cost + violation({budget.text}) on "
+          f"{n_configs} sampled configurations per space, median of {CHECK_PASSES} passes")
+    for name in CHECK_SPACES:
+        configs = sample_configs(load_space(name), n_configs)
+        rates, feasible = [], 0
+        for _ in range(CHECK_PASSES):
+            seconds, feasible = time_checks(configs, budget)
+            rates.append(len(configs) / seconds)
+        rate = statistics.median(rates)
+        verdict = "PASS" if rate >= CHECKS_TARGET_PER_S else "FAIL"
+        print(f"   {name:<10} {rate:>10,.0f} checks/s (target >= {CHECKS_TARGET_PER_S:,}/s) "
+              f"{verdict}; {feasible / len(configs):.1%} of the samples within {budget.text}")
+
+
+def sample_configs(space: SearchSpace, n_configs: int) -> list[CandidateConfig]:
+    """Uniformly random configurations of ``space`` (drawn before any timing)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    configs = []
+    for _ in range(n_configs):
+        trial = study.ask()
+        configs.append(space.suggest(trial))
+        study.tell(trial, 0.0)
+    return configs
+
+
+def time_checks(configs: list[CandidateConfig], budget: Budget) -> tuple[float, int]:
+    """Seconds to check every configuration against ``budget``, and how many are within it."""
+    start = time.perf_counter()
+    violations = [budget.violation(estimate_cost(config).macs) for config in configs]
+    seconds = time.perf_counter() - start
+    return seconds, sum(v <= 0 for v in violations)
+
+
+# --------------------------------------------------------------------------- 3. overhead
+
+
+class TrialClock:
+    """Collects each trial's outcome and the wall time since the previous trial ended (which,
+    unlike ``TrialOutcome.duration_s``, includes ``study.ask()``: the sampler's time)."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[TrialOutcome] = []
+        self.walls: list[float] = []
+        self.last = time.perf_counter()
+
+    def start(self, _study: optuna.Study) -> None:
+        self.last = time.perf_counter()
+
+    def on_trial(self, outcome: TrialOutcome, _study: optuna.Study) -> None:
+        now = time.perf_counter()
+        self.outcomes.append(outcome)
+        self.walls.append(now - self.last)
+        self.last = now
+
+
+def harness_overhead(n_trials: int, workdir: Path) -> None:
+    device = get_device(DEVICE)
+    space = load_space(SPACE).with_fixed(DEIT_TINY)
+    settings = SearchSettings(
+        space=space, device=device, estimator=get_estimator(ESTIMATOR),
+        protocol=device.profile.protocol, n_trials=n_trials, study_name="overhead",
+        storage=str(workdir / "overhead.journal"), out_dir=workdir,
+    )
+    print(f"== 3. Harness overhead per trial: {SPACE} pinned to {DEIT_TINY}, no budget, "
+          f"{n_trials} trials, default {DEVICE} protocol ({_describe_protocol(settings.protocol)})")
+    print("   overhead = trial time − (latency + accuracy phases): sampling, building, costing, "
+          "storage writes")
+    clock = TrialClock()
+    run_search(settings, on_trial=clock.on_trial, on_start=clock.start)
+    print(f"   {'trial':>5} {'duration':>9} {'build':>7} {'latency':>8} {'accuracy':>9} "
+          f"{'overhead':>9} {'share':>6} {'build %':>7} | {'incl. ask':>9} {'share':>6}")
+    shares, inclusive_shares, build_shares = [], [], []
+    for outcome, wall in zip(clock.outcomes, clock.walls):
+        phases = outcome.record["phase_s"]
+        model_s = phases["latency"] + phases["accuracy"]
+        overhead = outcome.duration_s - model_s
+        shares.append(overhead / outcome.duration_s)
+        inclusive_shares.append((wall - model_s) / wall)
+        build_shares.append(phases["build"] / outcome.duration_s)
+        print(f"   {outcome.number:>5} {outcome.duration_s:>8.3f}s {phases['build']:>6.3f}s "
+              f"{phases['latency']:>7.3f}s {phases['accuracy']:>8.3f}s {overhead:>8.3f}s "
+              f"{shares[-1]:>6.1%} {build_shares[-1]:>7.1%} | {wall:>8.3f}s "
+              f"{inclusive_shares[-1]:>6.1%}")
+    share, inclusive = statistics.fmean(shares), statistics.fmean(inclusive_shares)
+    verdict = "PASS" if max(share, inclusive) < OVERHEAD_TARGET else "FAIL"
+    print(f"   mean overhead share {share:.1%} of TrialOutcome.duration_s ({inclusive:.1%} of the "
+          f"wall time including study.ask); build alone {statistics.fmean(build_shares):.1%}; "
+          f"target < {OVERHEAD_TARGET:.0%}: {verdict}")
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def print_header(args: argparse.Namespace) -> None:
+    device = get_device(DEVICE)
+    env = capture_environment(device)
+    cpu = env["device"]
+    print(f"search_bench: {env['host']}, {cpu['cpu_model']} ({cpu['physical_cores']} "
+          f"physical / {cpu['logical_cores']} logical cores, governor {cpu['governor']})")
+    print(f"   python {env['python']}, torch {env['torch']}, optuna {env['optuna']}, harness "
+          f"{env['harness']} ({env['git_commit']}); torch threads {torch.get_num_threads()} now, "
+          f"{device.threads(device.profile.protocol)} while timing")
+    print(f"   settings: trials {args.trials}, seeds {args.seeds}, overhead trials "
+          f"{args.overhead_trials}, configurations per space {args.configs}"
+          f"{' (--quick)' if args.quick else ''}")
+
+
+def timed_section(title: str, section: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    section()
+    seconds = time.perf_counter() - start
+    print(f"   [{title}: {seconds:.1f} s wall]\n", flush=True)
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {QUICK['trials']} trials, {QUICK['seeds']} seeds, "
+                        f"{QUICK['overhead_trials']} overhead trials (explicit flags still win)")
+    parser.add_argument("--trials", type=_positive,
+                        help=f"measured trials per search run (default {DEFAULTS['trials']})")
+    parser.add_argument("--seeds", type=_positive,
+                        help=f"seeds 0..K-1 per sampler (default {DEFAULTS['seeds']})")
+    parser.add_argument("--overhead-trials", type=_positive,
+                        help=f"trials of the overhead section (default {DEFAULTS['overhead_trials']})")
+    parser.add_argument("--configs", type=_positive, default=2000,
+                        help="configurations per space for the budget checks (default 2000)")
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    for key, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.trials < 2:
+        print("search_bench: --trials must be at least 2 (the table reports HV at N/2)",
+              file=sys.stderr)
+        return 2
+    sys.stdout.reconfigure(line_buffering=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    start = time.perf_counter()
+    print_header(args)
+    print()
+    with tempfile.TemporaryDirectory(prefix="search_bench-") as tmp:
+        workdir = Path(tmp)
+        timed_section("section 1", lambda: compare_samplers(args.trials, args.seeds, workdir))
+        timed_section("section 2", lambda: budget_check_rate(args.configs))
+        timed_section("section 3", lambda: harness_overhead(args.overhead_trials, workdir))
+    print(f"total wall time {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from harness.cli import main
+
+PUBLISHED = {"deit_tiny": (1.26, 5.72), "deit_small": (4.61, 22.05), "deit_base": (17.58, 86.57)}
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("arch", sorted(PUBLISHED))
+def test_measure_no_latency_json_reproduces_published_counts(arch, capsys):
+    assert main(["measure", "--arch", arch, "--no-latency", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    gmacs, params_m = PUBLISHED[arch]
+    assert result["gmacs"] == pytest.approx(gmacs, rel=0.01)
+    assert result["gmacs_fvcore"] == pytest.approx(gmacs, rel=0.01)
+    assert result["params_m"] == pytest.approx(params_m, rel=0.01)
+    assert result["device"] == "cpu" and "latency_ms" not in result
+    assert result["env"]["torch"] and result["config"]["embed_dim"] in (192, 384, 768)
+
+
+def test_measure_json_with_latency(fast_device_file, capsys):
+    args = ["measure", "--arch", "deit_tiny", "--set", "keep_rate=0.7", "--device",
+            str(fast_device_file), "--batch-size", "2", "--json"]
+    assert main(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    latency = result["latency_ms"]
+    assert set(latency) >= {"median", "p90", "ci95", "cv", "n"}
+    assert latency["ci95"][0] <= latency["median"] <= latency["ci95"][1]
+    assert latency["n"] == len(result["latency_samples_ms"]) >= 10
+    assert result["latency_protocol"]["batch_size"] == 2 and result["latency_protocol"]["threads"] == 1
+    assert result["config"]["keep_rate"] == 0.7
+    assert result["accuracy"]["estimator"] == "proxy:dss"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["search", "--space", "vit_huge"], "unknown search space 'vit_huge'; valid: vit_small, vit_tiny"),
+        (["search", "--device", "a100"], "unknown device 'a100'; valid: cpu"),
+        (["search", "--budget", "1gigaflop"], "unknown budget unit 'gigaflop'"),
+        (["search", "--budget", "fast"], "cannot parse budget 'fast'"),
+        (["search", "--budget", "100mflop"], "no configuration of space 'vit_tiny' meets budget '100mflop': the smallest needs 0.768 GMACs"),
+        (["search", "--budget", "1mparams"], "no configuration of space 'vit_tiny' meets budget '1mparams'"),
+        (["search", "--set", "embed_dims=3"], "unknown configuration key 'embed_dims'"),
+        (["search", "--sampler", "cmaes"], "unknown sampler 'cmaes'; valid: tpe, random"),
+        (["search", "--accuracy", "proxy:magic"], "unknown accuracy estimator 'proxy:magic'; valid: proxy:dss"),
+        (["search", "--trials", "0"], "--trials must be positive"),
+        (["measure", "--arch", "deit_huge"], "unknown architecture 'deit_huge'; valid: deit_tiny, deit_small, deit_base"),
+        (["measure", "--set", "keep_rate=1.5"], r"keep_rate: expected a number in (0, 1]"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(args, message, capsys):
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("harness: error: ") and captured.err.count("\n") == 1
+    assert message in captured.err
+    assert captured.out == ""
+
+
+def test_malformed_space_file_through_the_console_script(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("params:\n  embed_dim: [192, 216\n  depth: 12\n")
+    result = _run("search", "--space", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"{bad}: line" in result.stderr and "malformed YAML" in result.stderr
+
+
+def test_help_lists_the_commands():
+    result = _run("--help")
+    assert result.returncode == 0
+    for command in ("search", "measure", "report"):
+        assert command in result.stdout
+    assert "--budget" in _run("search", "--help").stdout
+
+
+def _wait_for_complete_trials(storage: Path, n: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if storage.exists():
+            try:
+                study = optuna.load_study(study_name="killme",
+                                          storage=optuna.storages.JournalStorage(
+                                              optuna.storages.journal.JournalFileBackend(str(storage))))
+                if len(study.get_trials(states=(TrialState.COMPLETE,))) >= n:
+                    return
+            except KeyError:
+                pass
+        time.sleep(0.2)
+    raise AssertionError("the search made no progress")
+
+
+def _search_args(space: Path, device: Path, out: Path, trials: int) -> list[str]:
+    return [sys.executable, "-m", "harness", "search", "--space", str(space), "--device", str(device),
+            "--trials", str(trials), "--out", str(out), "--study", "killme", "--quiet"]
+
+
+def _load(out: Path) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
+    return optuna.load_study(study_name="killme", storage=storage)
+
+
+def test_sigkill_mid_search_then_the_same_command_resumes(tiny_space_file, fast_device_file, tmp_path):
+    out = tmp_path / "out"
+    args = _search_args(tiny_space_file, fast_device_file, out, trials=40)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_complete_trials(out / "study.journal", 3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = _load(out).trials
+    before = {t.number: t.values for t in killed if t.state == TrialState.COMPLETE}
+    orphans = [t.number for t in killed if t.state == TrialState.RUNNING]
+
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study = _load(out)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    for number in orphans:  # the trial the kill interrupted: failed, and re-run since
+        assert study.trials[number].state == TrialState.FAIL
+        assert study.trials[number].user_attrs["interrupted"] is True
+    assert {n: study.trials[n].values for n in before} == before
+    measured = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(measured) == 40
+    assert (out / "report.html").is_file()
+
+
+def test_sigint_keeps_finished_trials_and_writes_the_report(tiny_space_file, fast_device_file, tmp_path):
+    out = tmp_path / "out"
+    process = subprocess.Popen(_search_args(tiny_space_file, fast_device_file, out, trials=400),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_complete_trials(out / "study.journal", 2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "interrupted; finished trials are kept" in err and "Traceback" not in err
+    assert (out / "report.html").is_file() and (out / "pareto.json").is_file()
+    assert len(_load(out).get_trials(states=(TrialState.COMPLETE,))) >= 2
+    assert os.path.getsize(out / "pareto.json") > 2

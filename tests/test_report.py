@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+from harness.cli import main
+
+
+class _ReportParser(HTMLParser):
+    """Collects image sources, external references and the rows of the Pareto table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.external: list[str] = []
+        self.pareto_rows: list[list[str]] = []
+        self.headings: list[str] = []
+        self._in_pareto = self._in_heading = False
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        for key in ("src", "href"):
+            if attrs.get(key, "").startswith(("http:", "https:", "//")):
+                self.external.append(attrs[key])
+        if tag in ("script", "link"):
+            self.external.append(tag)
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "table" and attrs.get("id") == "pareto":
+            self._in_pareto = True
+        if self._in_pareto and tag == "tr":
+            self._row = []
+        if self._row is not None and tag == "td":
+            self._cell = []
+        self._in_heading = tag in ("h1", "h2")
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._in_pareto = False
+        if tag == "td" and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell))
+            self._cell = None
+        if tag == "tr" and self._row:
+            self.pareto_rows.append(self._row)
+            self._row = None
+        if tag in ("h1", "h2"):
+            self._in_heading = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._in_heading:
+            self.headings.append(data)
+
+
+def test_search_writes_a_self_contained_report_and_pareto_json(tiny_space_file, fast_device_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    budget = "0.4mmac"
+    code = main(["search", "--space", str(tiny_space_file), "--device", str(fast_device_file),
+                 "--budget", budget, "--trials", "8", "--out", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == str(out / "report.html")
+
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto, "the tiny space has configurations under the budget"
+    for entry in pareto:
+        assert set(entry) >= {"config", "gmacs", "params_m", "latency_ms", "accuracy"}
+        assert entry["gmacs"] * 1e9 <= 0.4e6
+        assert set(entry["latency_ms"]) >= {"median", "p90", "ci95", "cv", "n"}
+        assert entry["accuracy"]["estimator"] == "proxy:dss"
+
+    parser = _ReportParser()
+    parser.feed((out / "report.html").read_text())
+    assert parser.external == []
+    assert len(parser.images) == 2 and all(src.startswith("data:image/png;base64,") for src in parser.images)
+    for heading in ("Pareto front", "Pareto-optimal configurations", "Hypervolume over trials",
+                    "Search settings", "Environment", "How each number was obtained"):
+        assert heading in parser.headings
+    # One row per Pareto point, in the same order, with the same trial, GMACs and latency.
+    assert [int(row[0]) for row in parser.pareto_rows] == [entry["trial"] for entry in pareto]
+    for row, entry in zip(parser.pareto_rows, pareto):
+        assert f"{entry['gmacs']:.3f}" in row and f"{entry['latency_ms']['median']:.3f}" in row
+
+    trials = json.loads((out / "trials.json").read_text())
+    assert trials["schema_version"] == 1 and len(trials["trials"]) >= 8
+    assert trials["metadata"]["environment"]["device"]["kind"] == "cpu"
+
+
+def test_report_command_rebuilds_from_storage(tiny_space_file, fast_device_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["search", "--space", str(tiny_space_file), "--device", str(fast_device_file),
+                 "--trials", "2", "--out", str(out), "--quiet"]) == 0
+    (out / "report.html").unlink()
+    (out / "pareto.json").unlink()
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out / "report.html")
+    assert (out / "report.html").is_file() and json.loads((out / "pareto.json").read_text())
+
+
+def test_report_of_a_missing_study_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no study storage at" in err

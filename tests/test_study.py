@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from harness.accuracy import DssIndicator
+from harness.budget import parse_budgets
+from harness.cost import estimate_cost
+from harness.devices import get_device
+from harness.errors import StudyError
+from harness.space import load_space
+from harness.study import SearchSettings, measured_count, run_search
+
+
+def _settings(space_file: Path, device_file: Path, tmp_path: Path, **overrides) -> SearchSettings:
+    device = get_device(str(device_file))
+    values = dict(
+        space=load_space(str(space_file)), device=device, estimator=DssIndicator(),
+        protocol=device.profile.protocol, budgets=[], n_trials=6, seed=0,
+        study_name="test", out_dir=tmp_path / "out",
+    )
+    values.update(overrides)
+    return SearchSettings(**values)
+
+
+def _middle_mac_budget(space_file: Path) -> str:
+    """A MAC budget that cuts the tiny space roughly in half."""
+    space = load_space(str(space_file))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    macs = []
+    for _ in range(200):
+        trial = study.ask()
+        macs.append(estimate_cost(space.suggest(trial)).macs)
+        study.tell(trial, 0.0)
+    return f"{sorted(macs)[len(macs) // 2] / 1e3:.3f}kmac"
+
+
+def test_budget_rejects_before_build_and_front_meets_the_budget(tiny_space_file, fast_device_file, tmp_path):
+    budgets = parse_budgets([_middle_mac_budget(tiny_space_file)])
+    settings = _settings(tiny_space_file, fast_device_file, tmp_path, budgets=budgets, n_trials=8)
+    study = run_search(settings)
+    limit = budgets[0].limit
+    rejected = [t for t in study.trials if t.state == TrialState.PRUNED]
+    measured = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert rejected and len(measured) == 8
+    for trial in rejected:
+        assert trial.user_attrs["gmacs"] * 1e9 > limit
+        assert "latency_ms" not in trial.user_attrs and "accuracy" not in trial.user_attrs
+        assert trial.constraints["budget:macs"] > 0  # declared through Optuna's constraint API
+    for trial in measured:
+        assert set(trial.constraints) == {"budget:macs"}
+    assert study.best_trials
+    for trial in study.best_trials:
+        assert trial.user_attrs["gmacs"] * 1e9 <= limit
+        assert trial.values[0] == trial.user_attrs["latency_ms"]["median"]
+
+
+def test_latency_budget_is_checked_on_the_measured_median(tiny_space_file, fast_device_file, tmp_path):
+    budgets = parse_budgets(["0.000001ms"])  # nothing can meet it
+    study = run_search(_settings(tiny_space_file, fast_device_file, tmp_path, budgets=budgets, n_trials=3))
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert all(t.constraints["budget:latency_ms"] > 0 for t in study.trials)
+    assert study.best_trials == []
+
+
+class _FailsOnDepth3(DssIndicator):
+    def estimate(self, model, config):
+        if config.depth == 3:
+            raise RuntimeError("synthetic failure")
+        return super().estimate(model, config)
+
+
+def test_a_failing_trial_is_recorded_and_the_study_goes_on(tiny_space_file, fast_device_file, tmp_path):
+    settings = _settings(tiny_space_file, fast_device_file, tmp_path, estimator=_FailsOnDepth3(), n_trials=10)
+    study = run_search(settings)
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert failed and complete and len(failed) + len(complete) == 10
+    assert all(t.user_attrs["error"] == "RuntimeError: synthetic failure" for t in failed)
+    assert all(t.user_attrs["config"]["depth"] == 3 for t in failed)
+
+
+def test_resume_keeps_finished_trials_and_runs_only_the_rest(tiny_space_file, fast_device_file, tmp_path):
+    first = run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=4))
+    before = {t.number: (t.params, t.values) for t in first.trials}
+    second = run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=7))
+    assert measured_count(second) == 7 and len(second.trials) == 7
+    assert {t.number: (t.params, t.values) for t in second.trials[:4]} == before
+    again = run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=7))
+    assert len(again.trials) == 7  # nothing left to do
+
+
+def test_resume_refuses_a_different_search(tiny_space_file, fast_device_file, tmp_path):
+    run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=1))
+    settings = _settings(tiny_space_file, fast_device_file, tmp_path, n_trials=2,
+                         budgets=parse_budgets(["1gflop"]))
+    with pytest.raises(StudyError, match="already exists with a different budgets"):
+        run_search(settings)
+
+
+@pytest.mark.parametrize(("sampler", "n_trials"), [("random", 12), ("tpe", 5)])
+def test_same_seed_proposes_the_same_configurations(tiny_space_file, fast_device_file, tmp_path, sampler, n_trials):
+    # TPE is reproducible over its random start-up trials; later proposals depend on the measured
+    # latencies, which vary from run to run (the README says so).
+    runs = [
+        run_search(_settings(tiny_space_file, fast_device_file, tmp_path / name, n_trials=n_trials,
+                             seed=3, sampler=sampler))
+        for name in ("a", "b")
+    ]
+    assert [t.params for t in runs[0].trials] == [t.params for t in runs[1].trials]
+    other = run_search(_settings(tiny_space_file, fast_device_file, tmp_path / "c", n_trials=n_trials,
+                                 seed=4, sampler=sampler))
+    assert [t.params for t in other.trials] != [t.params for t in runs[0].trials]

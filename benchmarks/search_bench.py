@@ -129,7 +129,9 @@ def compare_samplers(n_trials: int, n_seeds: int, workdir: Path) -> None:
     bounds = Bounds.of(to_losses(measured))
     print(f"   {len(device.measurements)} distinct configurations timed, {device.reused} "
           f"measurements reused; hypervolume scaled by shared bounds over all {len(measured)} "
-          f"feasible points (reference {REFERENCE} per axis, so at most {REFERENCE**2:.2f})")
+          f"feasible points: latency {bounds.low[0]:.2f}..{bounds.high[0]:.2f} ms, accuracy "
+          f"{-bounds.high[1]:.4f}..{-bounds.low[1]:.4f} (reference {REFERENCE} per scaled axis, "
+          f"so HV <= {REFERENCE**2:.2f})")
     print_sampler_table(runs, bounds, n_trials, n_seeds)
 
 
@@ -150,37 +152,33 @@ def search_run(settings: SearchSettings) -> SearchRun:
 def print_sampler_table(
     runs: dict[tuple[str, int], SearchRun], bounds: Bounds, n_trials: int, n_seeds: int
 ) -> None:
-    half = n_trials // 2
-    hv = {key: hypervolume_history(run.points, bounds) for key, run in runs.items()}
-    columns = [(f"HV@{half}", lambda key: hv[key][half - 1]),
-               (f"HV@{n_trials}", lambda key: hv[key][n_trials - 1]),
-               ("rejected", lambda key: float(runs[key].rejected))]
-    header = "   seed  " + " | ".join(
-        " ".join(f"{f'{s} {name}':>16}" for name, _ in columns) for s in SAMPLER_PAIR
-    ) + f" | {'ΔHV@' + str(n_trials):>9}"
-    print(header)
-    for seed in range(n_seeds):
-        cells = [" ".join(f"{value((s, seed)):>16.4f}" for _, value in columns)
-                 for s in SAMPLER_PAIR]
-        print(f"   {seed:<5} " + " | ".join(cells) + f" | {_delta(hv, seed, n_trials):>+9.4f}")
+    half, final = f"HV@{n_trials // 2}", f"HV@{n_trials}"
+    metrics = {}
+    for key, run in runs.items():
+        history = hypervolume_history(run.points, bounds)
+        metrics[key] = {half: history[n_trials // 2 - 1], final: history[-1],
+                        "rejected": float(run.rejected)}
+    first, second = SAMPLER_PAIR
     seeds = range(n_seeds)
-    for label, reduce in (("mean", statistics.fmean), ("std", _stdev)):
-        cells = [" ".join(f"{reduce([value((s, seed)) for seed in seeds]):>16.4f}"
-                          for _, value in columns) for s in SAMPLER_PAIR]
-        deltas = [_delta(hv, seed, n_trials) for seed in seeds]
-        print(f"   {label:<5} " + " | ".join(cells) + f" | {reduce(deltas):>+9.4f}")
-    first, second = SAMPLER_PAIR
-    deltas = [_delta(hv, seed, n_trials) for seed in seeds]
-    wins = sum(d > 0 for d in deltas)
-    print(f"   verdict: {first} beats {second} in {wins}/{n_seeds} seeds, mean ΔHV@{n_trials} = "
-          f"{statistics.fmean(deltas):+.4f} ({first} − {second}; final HV {first} "
-          f"{_mean_std([hv[first, s][-1] for s in seeds])}, {second} "
-          f"{_mean_std([hv[second, s][-1] for s in seeds])})")
+    deltas = [metrics[first, s][final] - metrics[second, s][final] for s in seeds]
+    columns = [(sampler, name) for sampler in SAMPLER_PAIR for name in (half, final, "rejected")]
 
+    def row(label: str, values: list[float], delta: str) -> None:
+        cells = "".join(f"{v:>17.1f}" if name == "rejected" else f"{v:>17.4f}"
+                        for (_, name), v in zip(columns, values))
+        print(f"   {label:<5}{cells}{delta:>11}")
 
-def _delta(hv: dict[tuple[str, int], list[float]], seed: int, n_trials: int) -> float:
-    first, second = SAMPLER_PAIR
-    return hv[first, seed][n_trials - 1] - hv[second, seed][n_trials - 1]
+    print(f"   {'seed':<5}" + "".join(f"{f'{s} {n}':>17}" for s, n in columns)
+          + f"{'Δ' + final:>11}")
+    for seed in seeds:
+        row(str(seed), [metrics[s, seed][n] for s, n in columns], f"{deltas[seed]:+.4f}")
+    for label, reduce, sign in (("mean", statistics.fmean, "+"), ("std", _stdev, "")):
+        values = [reduce([metrics[s, seed][n] for seed in seeds]) for s, n in columns]
+        row(label, values, f"{reduce(deltas):{sign}.4f}")
+    print(f"   verdict: {first} beats {second} in {sum(d > 0 for d in deltas)}/{n_seeds} seeds, "
+          f"mean Δ{final} = {statistics.fmean(deltas):+.4f} ({first} − {second}); final HV "
+          f"{first} {_mean_std([metrics[first, s][final] for s in seeds])}, {second} "
+          f"{_mean_std([metrics[second, s][final] for s in seeds])}")
 
 
 def _stdev(values: list[float]) -> float:

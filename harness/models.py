@@ -138,8 +138,29 @@ class VisionTransformer(nn.Module):
         return self.forward_head(self.forward_features(images))
 
 
-def build_model(config: CandidateConfig, seed: int = 0) -> VisionTransformer:
-    """Build the model of ``config`` with weights drawn deterministically from ``seed``."""
+def inherit_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> nn.Module:
+    """Copy into ``model`` the leading slice of each same-named, large-enough tensor of ``source``.
+
+    With ``source`` the weights of a space's largest model, every candidate is a sub-network of one
+    super-network (AutoFormer's weight entanglement), so scores computed on candidates differ by
+    architecture rather than by independent random draws. Tensors ``source`` cannot cover keep
+    their own seeded initialisation.
+    """
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            shared = source.get(name)
+            if shared is None or shared.dim() != tensor.dim():
+                continue
+            if all(n <= m for n, m in zip(tensor.shape, shared.shape)):
+                tensor.copy_(shared[tuple(slice(0, n) for n in tensor.shape)])
+    return model
+
+
+def build_model(
+    config: CandidateConfig, seed: int = 0, shared_weights: dict[str, torch.Tensor] | None = None
+) -> VisionTransformer:
+    """Build the model of ``config`` with weights drawn deterministically from ``seed``, or taken
+    from ``shared_weights`` where they cover it (see ``inherit_weights``)."""
     blocks = range(config.depth)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -153,6 +174,8 @@ def build_model(config: CandidateConfig, seed: int = 0) -> VisionTransformer:
             keep_rates=[config.keep_rate_at(b) for b in blocks],
             head_dim=config.head_dim,
         )
+    if shared_weights is not None:
+        inherit_weights(model, shared_weights)
     return model.eval()
 
 

@@ -117,6 +117,19 @@ class SearchSpace:
                 except ConfigError:
                     continue
 
+    def largest_config(self) -> CandidateConfig:
+        """A configuration whose every weight tensor is at least as large as any candidate's:
+        widest, deepest, most heads, largest MLP ratio, most tokens (largest image, smallest patch).
+        """
+        growing = ("embed_dim", "depth", "num_heads", "mlp_ratio", "head_dim", "num_classes",
+                   "img_size")
+        largest = {
+            key: max(max(c) if isinstance(c, tuple) else c for c in self._choices(key))
+            for key in growing
+        }
+        largest["patch_size"] = min(self._choices("patch_size"))
+        return CandidateConfig.from_dict(largest)
+
     def size(self) -> int:
         """Number of distinct configurations (per-layer keys counted per depth)."""
         shared = math.prod(len(d.choices) for d in self.dimensions.values() if not d.per_layer)

@@ -31,7 +31,7 @@ from harness.budget import Budget
 from harness.config import CandidateConfig
 from harness.cost import Cost, estimate_cost
 from harness.devices import BaseDevice
-from harness.errors import StudyError
+from harness.errors import ConfigError, StudyError
 from harness.models import build_model
 from harness.space import SearchSpace
 from harness.timing import MeasurementProtocol
@@ -191,8 +191,9 @@ def run_search(
     if on_start:
         on_start(study)
     inputs = _inputs(settings)
+    shared_weights = _shared_weights(settings.space)
     try:
-        _run_trials(study, settings, inputs, on_trial)
+        _run_trials(study, settings, inputs, shared_weights, on_trial)
     except KeyboardInterrupt:
         raise SearchInterrupted(study) from None
     return study
@@ -202,6 +203,7 @@ def _run_trials(
     study: optuna.Study,
     settings: SearchSettings,
     inputs: dict[int, torch.Tensor],
+    shared_weights: dict[str, torch.Tensor] | None,
     on_trial: Callable[[TrialOutcome, optuna.Study], None] | None,
 ) -> None:
     rejected_in_a_row = 0
@@ -216,7 +218,7 @@ def _run_trials(
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         try:
-            values = evaluate(trial, settings, inputs)
+            values = evaluate(trial, settings, inputs, shared_weights)
         except BudgetRejected:
             study.tell(trial, state=TrialState.PRUNED)
             rejected_in_a_row += 1
@@ -250,7 +252,20 @@ def _inputs(settings: SearchSettings) -> dict[int, torch.Tensor]:
     return {size: torch.randn(batch, 3, size, size, generator=generator) for size in choices}
 
 
-def evaluate(trial: optuna.Trial, settings: SearchSettings, inputs: dict[int, torch.Tensor]) -> tuple[float, float]:
+def _shared_weights(space: SearchSpace) -> dict[str, torch.Tensor] | None:
+    """Weights of the space's largest model, which every candidate inherits a slice of."""
+    try:
+        return build_model(space.largest_config()).state_dict()
+    except ConfigError:  # e.g. the smallest patch does not divide the largest image
+        return None
+
+
+def evaluate(
+    trial: optuna.Trial,
+    settings: SearchSettings,
+    inputs: dict[int, torch.Tensor],
+    shared_weights: dict[str, torch.Tensor] | None = None,
+) -> tuple[float, float]:
     config = settings.space.suggest(trial)
     cost = estimate_cost(config)
     record_cost(trial, config, cost)
@@ -266,7 +281,7 @@ def evaluate(trial: optuna.Trial, settings: SearchSettings, inputs: dict[int, to
         raise BudgetRejected(over)
 
     result = measure_candidate(config, settings.device, settings.estimator, settings.protocol,
-                               inputs.get(config.img_size))
+                               inputs.get(config.img_size), shared_weights)
     for key, value in result.items():
         trial.set_user_attr(key, value)
     latency_ms = result["latency_ms"]["median"]
@@ -293,11 +308,12 @@ def measure_candidate(
     estimator: BaseAccuracyEstimator | None,
     protocol: MeasurementProtocol,
     inputs: torch.Tensor | None = None,
+    shared_weights: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """Build, time and score one configuration; plain JSON values, phase times included."""
     phase_s: dict[str, float] = {}
     start = time.perf_counter()
-    model = build_model(config)
+    model = build_model(config, shared_weights=shared_weights)
     phase_s["build"] = time.perf_counter() - start
     if inputs is None:
         generator = torch.Generator().manual_seed(INPUT_SEED)

@@ -119,3 +119,17 @@ def test_build_is_deterministic_and_per_layer_heads_build():
     assert a.blocks[1].attn.qkv.out_features == 3 * 4 * 64
     assert sum(p.numel() for p in a.parameters()) == estimate_cost(config).params
     assert set(PRESETS) == {"deit_tiny", "deit_small", "deit_base"}
+
+
+def test_candidates_inherit_slices_of_the_largest_model_of_the_space():
+    space = load_space("vit_tiny")
+    largest = space.largest_config()
+    assert (largest.embed_dim, largest.depth, largest.num_heads, largest.mlp_ratio) == (240, 14, 4, 4.0)
+    shared = build_model(largest).state_dict()
+    config = CandidateConfig(embed_dim=192, depth=12, num_heads=[3, 4] * 6, mlp_ratio=3.5)
+    model = build_model(config, shared_weights=shared)
+    qkv = model.blocks[0].attn.qkv.weight
+    assert torch.equal(qkv, shared["blocks.0.attn.qkv.weight"][: qkv.shape[0], :192])
+    fc1 = model.blocks[11].mlp.fc1.weight
+    assert torch.equal(fc1, shared["blocks.11.mlp.fc1.weight"][:672, :192])
+    assert torch.equal(model.pos_embed, shared["pos_embed"][:, :, :192])

@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from harness.errors import BudgetError, HarnessError
+from harness.errors import HarnessError
 
 DEFAULT_SPACE = "vit_tiny"
 DEFAULT_DEVICE = "cpu"
@@ -109,28 +109,34 @@ def _add_measurement_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _protocol(device: Any, args: argparse.Namespace) -> Any:
-    overrides = {
-        "batch_size": args.batch_size, "threads": args.threads, "time_cap_s": args.time_cap,
-    }
-    for key, value in overrides.items():
+    """The device profile's measurement protocol with the command-line overrides applied."""
+    options = {"batch_size": "--batch-size", "threads": "--threads", "time_cap_s": "--time-cap"}
+    overrides = {}
+    for field, option in options.items():
+        value = getattr(args, option[2:].replace("-", "_"))
         if value is not None and value <= 0:
-            raise UsageError(f"--{key.replace('_s', '').replace('_', '-')} must be positive, got {value}")
-    return dataclasses.replace(
-        device.profile.protocol, **{k: v for k, v in overrides.items() if v is not None}
-    )
+            raise UsageError(f"{option} must be positive, got {value}")
+        if value is not None:
+            overrides[field] = value
+    return dataclasses.replace(device.profile.protocol, **overrides)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
     from harness.accuracy import get_estimator
     from harness.budget import parse_budgets
     from harness.config import parse_set_options
-    from harness.cost import estimate_cost
     from harness.devices import get_device
     from harness.environment import capture_environment
     from harness.progress import Progress
     from harness.report import write_report
     from harness.space import load_space
-    from harness.study import SAMPLERS, SearchInterrupted, SearchSettings, run_search
+    from harness.study import (
+        SAMPLERS,
+        SearchInterrupted,
+        SearchSettings,
+        check_budgets_reachable,
+        run_search,
+    )
 
     if args.trials <= 0:
         raise UsageError(f"--trials must be positive, got {args.trials}")
@@ -140,7 +146,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.set:
         space = space.with_fixed(parse_set_options(args.set))
     budgets = parse_budgets(args.budget)
-    _check_budgets_reachable(space, budgets, estimate_cost)
+    check_budgets_reachable(space, budgets)
     estimator = get_estimator(args.accuracy)
     device = get_device(args.device)
     study_name = args.study or "-".join([space.name, device.name, *(b.text.lower() for b in budgets)])
@@ -188,22 +194,6 @@ def _record_run(study: Any, environment: dict[str, Any], run_settings: dict[str,
     study.set_user_attr("environment", environment)
     study.set_user_attr("run_settings", run_settings)
     study.set_user_attr("estimator_description", estimator.description)
-
-
-def _check_budgets_reachable(space: Any, budgets: list[Any], estimate_cost: Any) -> None:
-    static = [b for b in budgets if b.metric != "latency_ms"]
-    if not static:
-        return
-    costs = [estimate_cost(config) for config in space.corner_configs()]
-    for budget in static:
-        smallest = min(c.macs if budget.metric == "macs" else c.params for c in costs)
-        if budget.violation(smallest) > 0:
-            unit = "GMACs" if budget.metric == "macs" else "M parameters"
-            raise BudgetError(
-                f"no configuration of space {space.name!r} meets budget {budget.text!r}: the "
-                f"smallest needs {smallest / 1e9 if budget.metric == 'macs' else smallest / 1e6:.3f} "
-                f"{unit}"
-            )
 
 
 def cmd_measure(args: argparse.Namespace) -> int:

@@ -48,15 +48,24 @@ class Progress:
             detail = f"FAILED: {record.get('error', 'unknown error')}"
         remaining = max(self.n_trials - finished, 0)
         eta = sum(self.durations) / len(self.durations) * remaining if self.durations else 0.0
-        front = len(study.best_trials)
         self._print(
-            f"[{finished:>3}/{self.n_trials}] trial {outcome.number}: {detail} | front {front} | "
-            f"elapsed {_clock(time.perf_counter() - self.started)} ETA {_clock(eta)}"
+            f"[{finished:>3}/{self.n_trials}] trial {outcome.number}: {detail} | "
+            f"{_best_so_far(study)} | elapsed {_clock(time.perf_counter() - self.started)} "
+            f"ETA {_clock(eta)}"
         )
 
     def finish(self, study: Any) -> None:
         self._print(f"harness: done in {_clock(time.perf_counter() - self.started)}; "
                     f"{len(study.best_trials)} Pareto-optimal configurations within budget")
+
+
+def _best_so_far(study: Any) -> str:
+    front = study.best_trials  # feasible Pareto-optimal trials
+    if not front:
+        return "no feasible point yet"
+    fastest = min(t.values[0] for t in front)
+    best = max(t.values[1] for t in front)
+    return f"front {len(front)}: fastest {fastest:.2f} ms, best accuracy {best:.4f}"
 
 
 def _clock(seconds: float) -> str:

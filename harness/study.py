@@ -31,7 +31,7 @@ from harness.budget import Budget
 from harness.config import CandidateConfig
 from harness.cost import Cost, estimate_cost
 from harness.devices import BaseDevice
-from harness.errors import ConfigError, StudyError
+from harness.errors import BudgetError, ConfigError, StudyError
 from harness.models import build_model
 from harness.space import SearchSpace
 from harness.timing import MeasurementProtocol
@@ -289,6 +289,19 @@ def evaluate(
         value = latency_ms if budget.metric == "latency_ms" else _cost_value(cost, budget)
         trial.set_constraint(budget.constraint_key, budget.violation(value))
     return latency_ms, result["accuracy"]["value"]
+
+
+def check_budgets_reachable(space: SearchSpace, budgets: list[Budget]) -> None:
+    """Refuse MAC/parameter budgets that even the cheapest configuration of the space exceeds."""
+    costs = [estimate_cost(config) for config in space.corner_configs()]
+    for budget in (b for b in budgets if b.metric != "latency_ms"):
+        smallest = min(_cost_value(cost, budget) for cost in costs)
+        if budget.violation(smallest) > 0:
+            scale, unit = (1e9, "GMACs") if budget.metric == "macs" else (1e6, "M parameters")
+            raise BudgetError(
+                f"no configuration of space {space.name!r} meets budget {budget.text!r}: the "
+                f"smallest needs {smallest / scale:.3f} {unit}"
+            )
 
 
 def record_cost(trial: optuna.Trial, config: CandidateConfig, cost: Cost) -> None:

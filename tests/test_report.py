@@ -106,3 +106,26 @@ def test_report_of_a_missing_study_is_one_line_exit_2(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no study storage at" in err
+
+
+def test_failed_trials_are_listed_apart_with_their_error(tiny_space_file, fast_device_file, tmp_path):
+    from harness.accuracy import DssIndicator
+    from harness.devices import get_device
+    from harness.report import write_report
+    from harness.space import load_space
+    from harness.study import SearchSettings, run_search
+
+    class FailsOnDepth3(DssIndicator):
+        def estimate(self, model, config):
+            if config.depth == 3:
+                raise ValueError("synthetic failure")
+            return super().estimate(model, config)
+
+    device = get_device(str(fast_device_file))
+    settings = SearchSettings(space=load_space(str(tiny_space_file)), device=device,
+                              estimator=FailsOnDepth3(), protocol=device.profile.protocol,
+                              n_trials=8, study_name="t", out_dir=tmp_path)
+    report = write_report(run_search(settings), tmp_path).read_text()
+    assert "<h2>Failed trials</h2>" in report and "ValueError: synthetic failure" in report
+    pareto = json.loads((tmp_path / "pareto.json").read_text())
+    assert pareto and all(entry["config"]["depth"] == 2 for entry in pareto)

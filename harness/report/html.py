@@ -39,6 +39,7 @@ def render_html(data: ReportData) -> str:
         "before being built, so they have no latency and are counted above.</p>",
         "<h2>Pareto-optimal configurations</h2>",
         _pareto_table(data),
+        _failed_table(data),
         "<h2>Hypervolume over trials</h2>",
         _img(_hypervolume_figure(data)) if data.hypervolume else "<p>No feasible trial yet.</p>",
         "<p class='note'>Objectives scaled to [0, 1] by the range of the feasible trials of this "
@@ -159,6 +160,15 @@ def _pareto_table(data: ReportData) -> str:
             latency["n"], f"{t['accuracy']['value']:.4f}",
         ])
     return _table(header, rows, css_id="pareto")
+
+
+def _failed_table(data: ReportData) -> str:
+    failed = [t for t in data.trials if t["state"] == "FAIL"]
+    if not failed:
+        return ""
+    rows = [[t["number"], t.get("error", ""), json.dumps(t.get("config", {}), separators=(",", ":"))]
+            for t in failed]
+    return "<h2>Failed trials</h2>" + _table(["trial", "error", "config"], rows, css_id="failed")
 
 
 def _all_trials_table(data: ReportData) -> str:

@@ -158,21 +158,23 @@ class SearchSpace:
         """Reject spaces that contain no valid configuration or some invalid ones."""
         where = f"{self.source}: "
         min_depth = min(self._choices("depth"))
+        prunes = min(self._choices("keep_rate")) < 1
         for layers in self._choices("keep_layers"):
-            rates = self._choices("keep_rate")
-            if min(rates) < 1 and layers and layers[-1] > min_depth:
+            if prunes and layers and layers[-1] > min_depth:
                 raise SearchSpaceError(
                     f"{where}params.keep_layers: block numbers must be <= the smallest depth "
                     f"({min_depth}), got {list(layers)}"
                 )
         for key in PER_LAYER_KEYS:
             dim = self.dimensions.get(key)
-            if dim and dim.fixed and isinstance(dim.choices[0], tuple):
-                if len(self._choices("depth")) > 1 or len(dim.choices[0]) != min_depth:
-                    raise SearchSpaceError(
-                        f"{where}params.{key}: a fixed per-layer list needs a fixed depth of the "
-                        f"same length; use {{choices: [...], per_layer: true}} instead"
-                    )
+            fixed_list = dim is not None and dim.fixed and isinstance(dim.choices[0], tuple)
+            if fixed_list and (
+                len(self._choices("depth")) > 1 or len(dim.choices[0]) != min_depth
+            ):
+                raise SearchSpaceError(
+                    f"{where}params.{key}: a fixed per-layer list needs a fixed depth of the "
+                    f"same length; use {{choices: [...], per_layer: true}} instead"
+                )
         img_sizes, patch_sizes = self._choices("img_size"), self._choices("patch_size")
         if not any(i % p == 0 for i in img_sizes for p in patch_sizes):
             raise SearchSpaceError(
@@ -238,7 +240,7 @@ def parse_space(text: str, source: str) -> SearchSpace:
     unknown = set(document) - {"schema_version", "name", "description", "params"}
     if unknown:
         raise SearchSpaceError(
-            f"{where}unknown top-level key {sorted(unknown)[0]!r}; valid: schema_version, name, "
+            f"{where}unknown top-level key {min(unknown)!r}; valid: schema_version, name, "
             f"description, params"
         )
     params = document.get("params")
@@ -274,7 +276,7 @@ def _parse_mapping(key: str, spec: dict[str, Any], at: str) -> Dimension:
     unknown = set(spec) - allowed
     if unknown:
         raise SearchSpaceError(
-            f"{at}{key}: unknown field {sorted(unknown)[0]!r}; valid: choices, per_layer, "
+            f"{at}{key}: unknown field {min(unknown)!r}; valid: choices, per_layer, "
             f"low, high, step"
         )
     if "choices" in spec:

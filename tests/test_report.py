@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 from html.parser import HTMLParser
-from pathlib import Path
 
 from harness.cli import main
 

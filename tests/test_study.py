@@ -17,11 +17,11 @@ from harness.study import SearchSettings, measured_count, run_search
 
 def _settings(space_file: Path, device_file: Path, tmp_path: Path, **overrides) -> SearchSettings:
     device = get_device(str(device_file))
-    values = dict(
-        space=load_space(str(space_file)), device=device, estimator=DssIndicator(),
-        protocol=device.profile.protocol, budgets=[], n_trials=6, seed=0,
-        study_name="test", out_dir=tmp_path / "out",
-    )
+    values = {
+        "space": load_space(str(space_file)), "device": device, "estimator": DssIndicator(),
+        "protocol": device.profile.protocol, "budgets": [], "n_trials": 6, "seed": 0,
+        "study_name": "test", "out_dir": tmp_path / "out",
+    }
     values.update(overrides)
     return SearchSettings(**values)
 

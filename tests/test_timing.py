@@ -10,7 +10,7 @@ import pytest
 from harness.stats import median_ci, summarize
 from harness.timing import MeasurementProtocol, measure_adaptively
 
-NO_WARMUP_TIME = dict(warmup_min_s=0.0, warmup_min_iters=3)
+NO_WARMUP_TIME = {"warmup_min_s": 0.0, "warmup_min_iters": 3}
 
 
 def test_steady_samples_stop_on_ci_target_after_min_samples():

@@ -11,9 +11,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+import matplotlib.pyplot as plt
 
-from harness.report.data import ReportData  # noqa: E402
+from harness.report.data import ReportData
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -34,16 +34,16 @@ def render_html(data: ReportData) -> str:
         _summary(data),
         "<h2>Pareto front</h2>",
         _img(_pareto_figure(data)),
-        "<p class='note'>Latency: median with its 95% CI. Colour: GMACs. Grey crosses: measured "
+        ("<p class='note'>Latency: median with its 95% CI. Colour: GMACs. Grey crosses: measured "
         "but over the latency budget. Candidates over a MAC/parameter budget were rejected "
-        "before being built, so they have no latency and are counted above.</p>",
+        "before being built, so they have no latency and are counted above.</p>"),
         "<h2>Pareto-optimal configurations</h2>",
         _pareto_table(data),
         _failed_table(data),
         "<h2>Hypervolume over trials</h2>",
         _img(_hypervolume_figure(data)) if data.hypervolume else "<p>No feasible trial yet.</p>",
-        "<p class='note'>Objectives scaled to [0, 1] by the range of the feasible trials of this "
-        "study, reference point (1.1, 1.1); comparable within this report only.</p>",
+        ("<p class='note'>Objectives scaled to [0, 1] by the range of the feasible trials of this "
+        "study, reference point (1.1, 1.1); comparable within this report only.</p>"),
         "<h2>Search settings</h2>",
         _key_values({
             "space": f"{meta.get('space', {}).get('name')} ({meta.get('space', {}).get('source')})",
@@ -200,19 +200,19 @@ def _space_table(space: dict[str, Any]) -> str:
 def _methods(meta: dict[str, Any]) -> str:
     protocol = meta.get("run_settings", {}).get("measurement", "")
     items = [
-        "<b>GMACs and parameters</b>: closed-form count (<code>harness.cost.estimate_cost</code>), "
+        ("<b>GMACs and parameters</b>: closed-form count (<code>harness.cost.estimate_cost</code>), "
         "which equals fvcore's count of the built model (tested within 1%); ViT papers call "
-        "these GMACs 'GFLOPs' and the <code>gflop</code> budget unit follows that convention.",
-        "<b>Latency</b>: real executions of the built PyTorch model on the device "
+        "these GMACs 'GFLOPs' and the <code>gflop</code> budget unit follows that convention."),
+        ("<b>Latency</b>: real executions of the built PyTorch model on the device "
         f"({_e(meta.get('device'))}); warm-up, then timed iterations until the 95% CI of the "
         "median (binomial order statistics) is within the target or the time cap is hit. "
-        f"Protocol: <code>{_e(protocol)}</code>. Each trial stores its raw samples.",
-        f"<b>Accuracy estimate</b>: {_e(meta.get('estimator_description', meta.get('estimator')))}"
-        " on the built model (a training-free score, not a top-1 accuracy).",
-        "<b>Budgets</b>: hard constraints through Optuna's constraint API; MAC and parameter "
+        f"Protocol: <code>{_e(protocol)}</code>. Each trial stores its raw samples."),
+        (f"<b>Accuracy estimate</b>: {_e(meta.get('estimator_description', meta.get('estimator')))}"
+        " on the built model (a training-free score, not a top-1 accuracy)."),
+        ("<b>Budgets</b>: hard constraints through Optuna's constraint API; MAC and parameter "
         "budgets are checked analytically before a candidate is built (rejected trials are "
         "PRUNED with their violation, which TPE learns from); a latency budget is checked on the "
-        "measured median.",
+        "measured median."),
         "<b>Energy</b>: not measured by this version of the harness.",
     ]
     return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"

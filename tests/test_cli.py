@@ -144,7 +144,7 @@ def test_sigkill_mid_search_then_the_same_command_resumes(tiny_space_file, fast_
 
 def test_sigint_keeps_finished_trials_and_writes_the_report(tiny_space_file, fast_device_file, tmp_path):
     out = tmp_path / "out"
-    process = subprocess.Popen(_search_args(tiny_space_file, fast_device_file, out, trials=400),
+    process = subprocess.Popen(_search_args(tiny_space_file, fast_device_file, out, trials=100_000),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_complete_trials(out / "study.journal", 2)
     process.send_signal(signal.SIGINT)

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     measure.add_argument("--arch", default="deit_tiny",
                          help="preset: deit_tiny (default), deit_small, deit_base")
+    measure.add_argument("--config", type=Path, metavar="FILE",
+                         help="a YAML/JSON mapping of configuration keys (or an entry of "
+                         "pareto.json) to measure instead of a preset")
     measure.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override a configuration key, e.g. --set keep_rate=0.7")
     measure.add_argument("--device", default=DEFAULT_DEVICE, help="device profile name or path")
@@ -198,14 +201,14 @@ def _record_run(study: Any, environment: dict[str, Any], run_settings: dict[str,
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from harness.accuracy import get_estimator
-    from harness.config import parse_set_options
+    from harness.config import load_config_file, parse_set_options
     from harness.cost import count_cost_fvcore, estimate_cost
     from harness.devices import get_device
     from harness.environment import capture_environment
     from harness.models import build_model, preset_config
     from harness.study import measure_candidate
 
-    config = preset_config(args.arch)
+    config = load_config_file(args.config) if args.config else preset_config(args.arch)
     if args.set:
         config = config.from_dict({**config.to_dict(), **parse_set_options(args.set)},
                                   where="--set ")
@@ -214,7 +217,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     analytic = estimate_cost(config)
     traced = count_cost_fvcore(build_model(config), config)
     result: dict[str, Any] = {
-        "arch": args.arch,
+        "arch": str(args.config) if args.config else args.arch,
         "config": config.to_dict(),
         "config_key": config.key(),
         "gmacs": analytic.gmacs,

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
@@ -176,6 +177,25 @@ class CandidateConfig:
         """A short stable identifier: the hash of the canonical JSON of the configuration."""
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def load_config_file(path: Path) -> CandidateConfig:
+    """A configuration from a YAML or JSON file: a mapping of keys, or an object with ``config``
+    (an entry of ``pareto.json``)."""
+    import yaml
+
+    where = f"{path}: "
+    try:
+        values = yaml.safe_load(path.read_text())  # JSON is YAML
+    except OSError as error:
+        raise ConfigError(f"cannot read configuration file {path}: {error.strerror}") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{where}malformed YAML/JSON") from None
+    if isinstance(values, dict) and isinstance(values.get("config"), dict):
+        values = values["config"]
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}expected a mapping of configuration keys ({VALID_KEYS})")
+    return CandidateConfig.from_dict(values, where=where)
 
 
 def parse_set_options(assignments: list[str]) -> dict[str, Any]:

@@ -154,3 +154,16 @@ def test_sigint_keeps_finished_trials_and_writes_the_report(tiny_space_file, fas
     assert (out / "report.html").is_file() and (out / "pareto.json").is_file()
     assert len(_load(out).get_trials(states=(TrialState.COMPLETE,))) >= 2
     assert os.path.getsize(out / "pareto.json") > 2
+
+
+def test_measure_a_pareto_entry_from_a_config_file(tmp_path, capsys):
+    entry = {"trial": 3, "config": {"embed_dim": 216, "depth": 13, "num_heads": 4, "keep_rate": 0.8}}
+    path = tmp_path / "winner.json"
+    path.write_text(json.dumps(entry))
+    assert main(["measure", "--config", str(path), "--no-latency", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["config"]["embed_dim"] == 216 and result["config"]["keep_rate"] == 0.8
+    assert result["gmacs"] == pytest.approx(result["gmacs_fvcore"], rel=0.01)
+    path.write_text("embed_dim: 0\n")
+    assert main(["measure", "--config", str(path), "--no-latency"]) == 2
+    assert f"{path}: embed_dim: expected a positive integer, got 0" in capsys.readouterr().err

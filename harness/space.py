@@ -21,11 +21,8 @@ import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from harness.config import (
     KEY_SPECS,
@@ -35,8 +32,10 @@ from harness.config import (
     check_value,
 )
 from harness.errors import ConfigError, SearchSpaceError
+from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
 
 SCHEMA_VERSION = 1
+SPACES_PACKAGE = "harness.search_spaces"
 # Sampled first: per-layer keys need the depth.
 _SAMPLING_ORDER = ("depth",)
 
@@ -202,35 +201,17 @@ def _decode(value: Any) -> Any:
 
 
 def bundled_space_names() -> list[str]:
-    folder = resources.files("harness.search_spaces")
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return bundled_names(SPACES_PACKAGE)
 
 
 def load_space(name_or_path: str) -> SearchSpace:
     """Load a bundled space by name (``vit_tiny``) or any YAML file by path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise SearchSpaceError(f"search space file not found: {name_or_path}")
-        return parse_space(path.read_text(), source=str(path))
-    names = bundled_space_names()
-    if name_or_path not in names:
-        raise SearchSpaceError(
-            f"unknown search space {name_or_path!r}; valid: {', '.join(names)} or a path to a "
-            f".yaml file"
-        )
-    text = resources.files("harness.search_spaces").joinpath(f"{name_or_path}.yaml").read_text()
-    return parse_space(text, source=f"{name_or_path}.yaml")
+    text, source = read_named_or_path(name_or_path, SPACES_PACKAGE, "search space", SearchSpaceError)
+    return parse_space(text, source)
 
 
 def parse_space(text: str, source: str) -> SearchSpace:
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or "invalid YAML"
-        raise SearchSpaceError(f"{source}:{line}: malformed YAML: {problem}") from None
+    document = parse_yaml(text, source, SearchSpaceError)
     if not isinstance(document, dict):
         raise SearchSpaceError(f"{source}: expected a mapping with keys name and params")
     where = f"{source}: "

@@ -3,49 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
-from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from harness.devices.base import DEVICE_KINDS, BaseDevice, DeviceProfile, register_device_kind
 from harness.devices.cpu import CpuDevice
 from harness.errors import DeviceError
 from harness.timing import MeasurementProtocol
+from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
 
 SCHEMA_VERSION = 1
+PROFILES_PACKAGE = "harness.device_profiles"
 _PROTOCOL_FIELDS = {f.name: f.type for f in dataclasses.fields(MeasurementProtocol)}
 
 
 def bundled_device_names() -> list[str]:
-    folder = resources.files("harness.device_profiles")
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return bundled_names(PROFILES_PACKAGE)
 
 
 def load_profile(name_or_path: str) -> DeviceProfile:
     """Load a bundled profile by name (``cpu``) or a profile YAML file by path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise DeviceError(f"device profile file not found: {name_or_path}")
-        return parse_profile(path.read_text(), str(path))
-    names = bundled_device_names()
-    if name_or_path not in names:
-        raise DeviceError(
-            f"unknown device {name_or_path!r}; valid: {', '.join(names)} or a path to a .yaml profile"
-        )
-    text = resources.files("harness.device_profiles").joinpath(f"{name_or_path}.yaml").read_text()
-    return parse_profile(text, f"{name_or_path}.yaml")
+    text, source = read_named_or_path(name_or_path, PROFILES_PACKAGE, "device", DeviceError)
+    return parse_profile(text, source)
 
 
 def parse_profile(text: str, source: str) -> DeviceProfile:
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise DeviceError(f"{source}:{line}: malformed YAML") from None
+    document = parse_yaml(text, source, DeviceError)
     if not isinstance(document, dict):
         raise DeviceError(f"{source}: expected a mapping with keys name, kind, measurement")
     if document.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:

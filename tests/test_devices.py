@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.devices import bundled_device_names, get_device, parse_profile
+from harness.errors import DeviceError
+
+
+def test_cpu_profile_loads_and_is_present():
+    assert "cpu" in bundled_device_names()
+    device = get_device("cpu")
+    assert device.kind == "cpu" and device.availability()[0]
+    assert device.profile.protocol.min_samples >= 30
+    facts = device.describe()
+    assert facts["logical_cores"] >= 1 and facts["cpu_model"]
+
+
+def test_cpu_measures_a_real_model(fast_device_file):
+    device = get_device(str(fast_device_file))
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU())
+    result = device.measure_latency(model, torch.randn(4, 64), device.profile.protocol)
+    assert result.summary.n == len(result.samples_ms) >= 10
+    assert all(sample > 0 for sample in result.samples_ms)
+    assert result.warmup_iterations >= 2
+    assert result.stop_reason in ("ci_target", "time_cap", "max_samples")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kind: tpu\n", r"gpu.yaml: kind: expected one of cpu, got 'tpu'"),
+        ("kind: cpu\nmeasurement: {time_cap: 3}\n", r"gpu.yaml: measurement.time_cap: unknown key; valid: batch_size"),
+        ("kind: cpu\nmeasurement: {min_samples: 2.5}\n", r"measurement.min_samples: expected a positive integer, got 2.5"),
+        ("kind: cpu\nmeasurement: {time_cap_s: -1}\n", r"measurement.time_cap_s: expected a positive number, got -1"),
+        ("kind: [cpu\n", r"gpu.yaml: line \d+: malformed YAML"),
+    ],
+)
+def test_malformed_profiles_name_the_file_and_key(text, message):
+    with pytest.raises(DeviceError, match=message):
+        parse_profile(text, "gpu.yaml")
+
+
+def test_unknown_device_lists_the_valid_ones():
+    with pytest.raises(DeviceError, match="unknown device 'a100'; valid: cpu"):
+        get_device("a100")

@@ -17,7 +17,8 @@ from harness.devices import BaseDevice
 
 
 def git_commit() -> str | None:
-    """Commit of the harness source tree (suffixed ``-dirty`` with local changes), if in git."""
+    """Commit of the harness source tree, if in git; ``-dirty`` when the package's own files
+    (not tests or benchmarks) differ from it."""
     source = Path(harness.__file__).resolve().parent
 
     def git(*args: str) -> str:
@@ -27,7 +28,7 @@ def git_commit() -> str | None:
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit

@@ -42,6 +42,9 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * num_heads * head_dim, bias=qkv_bias)
         self.proj = nn.Linear(num_heads * head_dim, dim)
 
+    def extra_repr(self) -> str:
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}"
+
     def forward(
         self, x: torch.Tensor, return_cls_attention: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -213,8 +213,8 @@ def _run_trials(
                 f"{MAX_REJECTED_IN_A_ROW} candidates in a row were over budget; the budget leaves "
                 f"too little of the space: loosen it or pin keys with --set"
             )
-        trial = study.ask()
         start = time.perf_counter()
+        trial = study.ask()
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         try:
@@ -333,10 +333,13 @@ def measure_candidate(
         inputs = torch.randn(protocol.batch_size, 3, config.img_size, config.img_size,
                              generator=generator)
     result: dict[str, Any] = {}
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     measurement = device.measure_latency(model, inputs, protocol)
     phase_s["latency"] = time.perf_counter() - start
     result["latency_ms"] = measurement.summary.to_dict()
+    # A tight CI cannot reveal a host that was busy for the whole window: record the load.
+    result["host_load_1m"] = {"before": load_before, "after": os.getloadavg()[0]}
     result["latency_samples_ms"] = [round(s, 5) for s in measurement.samples_ms]
     result["latency_protocol"] = {
         **protocol.to_dict(),

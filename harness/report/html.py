@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
@@ -19,8 +20,9 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top}
-th{background:#f3f3f3} td{overflow-wrap:anywhere} td.text,th.text{text-align:left}
-img{max-width:100%} .note{color:#555;font-size:.9em} code{background:#f5f5f5;padding:0 .2em}
+th{background:#f3f3f3} td{white-space:nowrap}
+td.wrap{white-space:normal;overflow-wrap:anywhere;min-width:9em} td.text,th.text{text-align:left}
+img{max-width:100%} .scroll{overflow-x:auto} .note{color:#555;font-size:.9em} code{background:#f5f5f5;padding:0 .2em}
 """
 
 KNOB_COLUMNS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "head_dim", "patch_size",
@@ -159,7 +161,8 @@ def _pareto_table(data: ReportData) -> str:
             f"{latency['p90']:.3f}", f"[{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}]",
             latency["n"], f"{t['accuracy']['value']:.4f}",
         ])
-    return _table(header, rows, css_id="pareto")
+    knob_cells = range(1, 1 + len(KNOB_COLUMNS))
+    return f"<div class='scroll'>{_table(header, rows, css_id='pareto', wrap=knob_cells)}</div>"
 
 
 def _failed_table(data: ReportData) -> str:
@@ -168,7 +171,9 @@ def _failed_table(data: ReportData) -> str:
         return ""
     rows = [[t["number"], t.get("error", ""), json.dumps(t.get("config", {}), separators=(",", ":"))]
             for t in failed]
-    return "<h2>Failed trials</h2>" + _table(["trial", "error", "config"], rows, css_id="failed")
+    return "<h2>Failed trials</h2>" + _table(
+        ["trial", "error", "config"], rows, css_id="failed", wrap=(1, 2)
+    )
 
 
 def _all_trials_table(data: ReportData) -> str:
@@ -187,7 +192,8 @@ def _all_trials_table(data: ReportData) -> str:
             t.get("rejected") or t.get("error") or "",
             json.dumps(t.get("config", {}), separators=(",", ":")),
         ])
-    return f"<details><summary>{len(rows)} trials</summary>{_table(header, rows)}</details>"
+    table = _table(header, rows, wrap=(7, 8))
+    return f"<details><summary>{len(rows)} trials</summary>{table}</details>"
 
 
 def _space_table(space: dict[str, Any]) -> str:
@@ -230,14 +236,25 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _key_values(values: dict[str, Any]) -> str:
     rows = [[key, value] for key, value in values.items()]
-    return _table(["", ""], rows, text=True)
+    return _table(["", ""], rows, text=True, wrap=(1,))
 
 
-def _table(header: list[str], rows: list[list[Any]], css_id: str = "", text: bool = False) -> str:
-    cls = " class='text'" if text else ""
+def _table(
+    header: list[str],
+    rows: list[list[Any]],
+    css_id: str = "",
+    text: bool = False,
+    wrap: Sequence[int] = (),
+) -> str:
+    """An HTML table; ``wrap`` lists the columns whose long values may break across lines."""
+
+    def cell(index: int, value: Any) -> str:
+        classes = " ".join(c for c, on in (("text", text), ("wrap", index in wrap)) if on)
+        return f"<td class='{classes}'>{_e(value)}</td>" if classes else f"<td>{_e(value)}</td>"
+
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td{cls}>{_e(cell)}</td>" for cell in row) + "</tr>" for row in rows
+        "<tr>" + "".join(cell(i, value) for i, value in enumerate(row)) + "</tr>" for row in rows
     )
     ident = f" id='{css_id}'" if css_id else ""
     return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

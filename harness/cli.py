@@ -138,6 +138,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         SearchInterrupted,
         SearchSettings,
         check_budgets_reachable,
+        default_storage,
         run_search,
     )
 
@@ -160,23 +161,25 @@ def cmd_search(args: argparse.Namespace) -> int:
         study_name=study_name, storage=args.storage, out_dir=out_dir,
     )
     progress = Progress(args.trials, quiet=args.quiet)
-    progress.start(settings)
     environment = capture_environment(device)
     run_settings = {
         "sampler": args.sampler, "seed": args.seed, "n_trials": args.trials,
         "measurement": settings.protocol.to_dict(),
     }
+
+    def on_start(study: Any) -> None:
+        study.set_user_attr("environment", environment)
+        study.set_user_attr("run_settings", run_settings)
+        study.set_user_attr("estimator_description", estimator.description)
+        progress.start(settings, study)
+
     interrupted = False
     try:
-        study = run_search(
-            settings,
-            on_trial=progress.on_trial,
-            on_start=lambda s: _record_run(s, environment, run_settings, estimator),
-        )
+        study = run_search(settings, on_trial=progress.on_trial, on_start=on_start)
     except SearchInterrupted as stop:
         interrupted, study = True, stop.study
     report = write_report(study, out_dir)
-    storage = settings.storage or str(out_dir / "study.journal")
+    storage = settings.storage or default_storage(out_dir)
     if interrupted:
         print(f"harness: interrupted; finished trials are kept in {storage}; run the same "
               f"command to resume. Report so far: {report}", file=sys.stderr)
@@ -190,13 +193,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         progress.finish(study)
         print(report)
     return 0
-
-
-def _record_run(study: Any, environment: dict[str, Any], run_settings: dict[str, Any],
-                estimator: Any) -> None:
-    study.set_user_attr("environment", environment)
-    study.set_user_attr("run_settings", run_settings)
-    study.set_user_attr("estimator_description", estimator.description)
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
@@ -255,9 +251,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from harness.errors import StudyError
     from harness.report import write_report
-    from harness.study import open_storage
+    from harness.study import default_storage, open_storage
 
-    storage_url = args.storage or str(args.out / "study.journal")
+    storage_url = args.storage or default_storage(args.out)
     if not args.storage and not Path(storage_url).is_file():
         raise StudyError(f"no study storage at {storage_url}; pass --storage URL")
     storage = open_storage(storage_url)

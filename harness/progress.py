@@ -23,12 +23,14 @@ class Progress:
         if not self.quiet:
             print(line, file=self.stream, flush=True)
 
-    def start(self, settings: Any) -> None:
+    def start(self, settings: Any, study: Any) -> None:
         budgets = ", ".join(b.describe() for b in settings.budgets) or "none"
+        done = measured_count(study)
+        resumed = f"; resuming with {done} measured trials kept" if done else ""
         self._print(
             f"harness: searching {settings.space.name} on {settings.device.name} "
             f"({settings.n_trials} trials, budgets: {budgets}, sampler {settings.sampler}, "
-            f"seed {settings.seed})"
+            f"seed {settings.seed}){resumed}"
         )
 
     def on_trial(self, outcome: Any, study: Any) -> None:

@@ -41,6 +41,7 @@ OBJECTIVE_NAMES = ("latency_ms", "accuracy")
 RESULT_SCHEMA_VERSION = 1
 INPUT_SEED = 0
 MAX_REJECTED_IN_A_ROW = 2000
+STORAGE_FILE = "study.journal"
 
 
 def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -110,21 +111,27 @@ class TrialOutcome:
 
 def open_storage(storage: str) -> optuna.storages.BaseStorage:
     """An RDB URL (``sqlite:///``, ``postgresql://``...) or a journal-file path."""
-    if "://" in storage:
-        return optuna.storages.RDBStorage(storage)
-    path = Path(storage)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    try:
+        if "://" in storage:
+            return optuna.storages.RDBStorage(storage)
+        path = Path(storage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    except Exception as error:  # noqa: BLE001 - drivers raise many types; report them in one line
+        raise StudyError(
+            f"cannot open storage {storage!r} ({type(error).__name__}: {error}); expected a "
+            f"journal-file path or an RDB URL such as sqlite:///study.db"
+        ) from None
 
 
-def default_storage_path(settings: SearchSettings) -> Path:
-    return settings.out_dir / "study.journal"
+def default_storage(out_dir: Path) -> str:
+    return str(out_dir / STORAGE_FILE)
 
 
 def measured_count(study: optuna.Study) -> int:
     """Trials that count towards ``n_trials``: measured (complete) or failed, not interrupted.
 
-    Candidates rejected by a MAC/parameter budget cost microseconds and are not counted.
+    Candidates rejected by a MAC/parameter budget are never built or timed and are not counted.
     """
     return sum(
         1
@@ -134,7 +141,7 @@ def measured_count(study: optuna.Study) -> int:
 
 
 def create_or_resume(settings: SearchSettings) -> optuna.Study:
-    storage = open_storage(settings.storage or str(default_storage_path(settings)))
+    storage = open_storage(settings.storage or default_storage(settings.out_dir))
     try:
         study = optuna.load_study(study_name=settings.study_name, storage=storage)
     except KeyError:

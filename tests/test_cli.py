@@ -64,6 +64,7 @@ def test_measure_json_with_latency(fast_device_file, capsys):
         (["measure", "--arch", "deit_huge"], "unknown architecture 'deit_huge'; valid: deit_tiny, deit_small, deit_base"),
         (["measure", "--set", "keep_rate=1.5"], r"keep_rate: expected a number in (0, 1]"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["search", "--storage", "bogus://nowhere", "--trials", "1"], "cannot open storage 'bogus://nowhere'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(args, message, capsys):

@@ -114,3 +114,12 @@ def test_same_seed_proposes_the_same_configurations(tiny_space_file, fast_device
     other = run_search(_settings(tiny_space_file, fast_device_file, tmp_path / "c", n_trials=n_trials,
                                  seed=4, sampler=sampler))
     assert [t.params for t in other.trials] != [t.params for t in runs[0].trials]
+
+
+def test_rdb_storage_url_is_passed_to_optuna_and_resumes(tiny_space_file, fast_device_file, tmp_path):
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=2, storage=url))
+    study = run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=3, storage=url))
+    assert measured_count(study) == 3
+    assert isinstance(study._storage, optuna.storages.RDBStorage) or (tmp_path / "study.db").is_file()
+    assert not (tmp_path / "out" / "study.journal").exists()

@@ -40,7 +40,7 @@ from harness.devices.cpu import CpuDevice
 from harness.environment import capture_environment
 from harness.models import VisionTransformer, build_model, preset_config
 from harness.pareto import REFERENCE, Bounds, hypervolume_history, to_losses
-from harness.space import SearchSpace, load_space
+from harness.space import load_space
 from harness.study import (
     SearchSettings,
     TrialOutcome,
@@ -251,7 +251,7 @@ def budget_check_rate(n_configs: int) -> None:
     print(f"== 2. Analytic budget checks per second: estimate_cost + violation({budget.text}) on "
           f"{n_configs} sampled configurations per space, median of {CHECK_PASSES} passes")
     for name in CHECK_SPACES:
-        configs = sample_configs(load_space(name), n_configs)
+        configs = load_space(name).sample(n_configs)
         rates, feasible = [], 0
         for _ in range(CHECK_PASSES):
             seconds, feasible = time_checks(configs, budget)
@@ -260,17 +260,6 @@ def budget_check_rate(n_configs: int) -> None:
         verdict = "PASS" if rate >= CHECKS_TARGET_PER_S else "FAIL"
         print(f"   {name:<10} {rate:>10,.0f} checks/s (target >= {CHECKS_TARGET_PER_S:,}/s) "
               f"{verdict}; {feasible / len(configs):.1%} of the samples within {budget.text}")
-
-
-def sample_configs(space: SearchSpace, n_configs: int) -> list[CandidateConfig]:
-    """Uniformly random configurations of ``space`` (drawn before any timing)."""
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    configs = []
-    for _ in range(n_configs):
-        trial = study.ask()
-        configs.append(space.suggest(trial))
-        study.tell(trial, 0.0)
-    return configs
 
 
 def time_checks(configs: list[CandidateConfig], budget: Budget) -> tuple[float, int]:

@@ -76,6 +76,18 @@ class SearchSpace:
                 values[dim.key] = _decode(trial.suggest_categorical(dim.key, _encode_all(dim)))
         return CandidateConfig.from_dict(values, where=f"{self.source}: ")
 
+    def sample(self, n: int, seed: int = 0) -> list[CandidateConfig]:
+        """``n`` configurations drawn uniformly at random (Optuna's RandomSampler, in memory)."""
+        import optuna
+
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        configs = []
+        for _ in range(n):
+            trial = study.ask()
+            configs.append(self.suggest(trial))
+            study.tell(trial, 0.0)
+        return configs
+
     def with_fixed(self, overrides: dict[str, Any]) -> SearchSpace:
         """The same space with some keys pinned to one value (``--set`` on ``harness search``)."""
         dims = dict(self.dimensions)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import optuna
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,20 +34,9 @@ def test_evit_token_pruning_matches_published_counts(keep_rate):
     assert estimate_cost(config).gmacs == pytest.approx(EVIT_DEIT_S[keep_rate], abs=0.05)
 
 
-def _sample(space_name: str, n: int, seed: int) -> list[CandidateConfig]:
-    space = load_space(space_name)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    configs = []
-    for _ in range(n):
-        trial = study.ask()
-        configs.append(space.suggest(trial))
-        study.tell(trial, 0.0)
-    return configs
-
-
 @pytest.mark.parametrize("space_name", ["vit_tiny", "vit_small"])
 def test_analytic_count_agrees_with_fvcore_over_space_samples(space_name):
-    for config in _sample(space_name, n=5, seed=1):
+    for config in load_space(space_name).sample(5, seed=1):
         analytic = estimate_cost(config)
         traced = count_cost_fvcore(build_model(config), config)
         assert analytic.macs == pytest.approx(traced.macs, rel=0.01), config

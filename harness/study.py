@@ -221,33 +221,38 @@ def _run_trials(
                 f"too little of the space: loosen it or pin keys with --set"
             )
         start = time.perf_counter()
-        trial = study.ask()
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
-        try:
-            values = evaluate(trial, settings, inputs, shared_weights)
-        except BudgetRejected:
-            study.tell(trial, state=TrialState.PRUNED)
-            rejected_in_a_row += 1
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("error", "interrupted by the user; re-run")
-            study.tell(trial, state=TrialState.FAIL)
-            raise
-        except Exception as error:  # noqa: BLE001 - a failing candidate must not stop the study
-            trial.set_user_attr("error", f"{type(error).__name__}: {error}")
-            study.tell(trial, state=TrialState.FAIL)
-        else:
-            study.tell(trial, values)
-        if study.trials[-1].state != TrialState.PRUNED:
-            rejected_in_a_row = 0
+        trial = _run_one_trial(study, settings, inputs, shared_weights)
+        rejected_in_a_row = rejected_in_a_row + 1 if trial.state == TrialState.PRUNED else 0
         if on_trial:
-            frozen = study.get_trials(deepcopy=False)[trial.number]
-            on_trial(
-                TrialOutcome(trial.number, frozen.state, frozen.user_attrs,
-                             time.perf_counter() - start),
-                study,
-            )
+            duration_s = time.perf_counter() - start
+            on_trial(TrialOutcome(trial.number, trial.state, trial.user_attrs, duration_s), study)
+
+
+def _run_one_trial(
+    study: optuna.Study,
+    settings: SearchSettings,
+    inputs: dict[int, torch.Tensor],
+    shared_weights: dict[str, torch.Tensor] | None,
+) -> FrozenTrial:
+    """Ask, evaluate and tell one trial; every outcome but an interruption is recorded."""
+    trial = study.ask()
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", os.getpid())
+    try:
+        values = evaluate(trial, settings, inputs, shared_weights)
+    except BudgetRejected:
+        study.tell(trial, state=TrialState.PRUNED)
+    except KeyboardInterrupt:
+        trial.set_user_attr("interrupted", True)
+        trial.set_user_attr("error", "interrupted by the user; re-run")
+        study.tell(trial, state=TrialState.FAIL)
+        raise
+    except Exception as error:  # noqa: BLE001 - a failing candidate must not stop the study
+        trial.set_user_attr("error", f"{type(error).__name__}: {error}")
+        study.tell(trial, state=TrialState.FAIL)
+    else:
+        study.tell(trial, values)
+    return study.get_trials(deepcopy=False)[trial.number]
 
 
 def _inputs(settings: SearchSettings) -> dict[int, torch.Tensor]:

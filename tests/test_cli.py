@@ -168,3 +168,24 @@ def test_measure_a_pareto_entry_from_a_config_file(tmp_path, capsys):
     path.write_text("embed_dim: 0\n")
     assert main(["measure", "--config", str(path), "--no-latency"]) == 2
     assert f"{path}: embed_dim: expected a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_search_json_summary_and_resume_message(tiny_space_file, fast_device_file, tmp_path, capsys):
+    args = ["search", "--space", str(tiny_space_file), "--device", str(fast_device_file),
+            "--trials", "2", "--out", str(tmp_path / "out"), "--json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["report"] == str(tmp_path / "out" / "report.html")
+    assert summary["storage"] == str(tmp_path / "out" / "study.journal")
+    assert summary["study"] == "tiny-fastcpu" and summary["trials"] >= 2
+    assert "resuming" not in captured.err
+    assert main([*args[:6], "3", *args[7:]]) == 0
+    assert "resuming with 2 measured trials kept" in capsys.readouterr().err
+
+
+def test_spaces_lists_the_bundled_spaces(capsys):
+    assert main(["spaces", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) >= {"vit_tiny", "vit_small"}
+    assert rows["vit_tiny"]["min_gmacs"] == pytest.approx(0.768, abs=0.001)

@@ -12,7 +12,7 @@ from harness.study import measured_count
 
 
 class Progress:
-    def __init__(self, n_trials: int, quiet: bool = False, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, n_trials: int, quiet: bool = False, stream: TextIO | None = None) -> None:
         self.n_trials = n_trials
         self.quiet = quiet
         self.stream = stream
@@ -21,7 +21,7 @@ class Progress:
 
     def _print(self, line: str) -> None:
         if not self.quiet:
-            print(line, file=self.stream, flush=True)
+            print(line, file=self.stream or sys.stderr, flush=True)
 
     def start(self, settings: Any, study: Any) -> None:
         budgets = ", ".join(b.describe() for b in settings.budgets) or "none"

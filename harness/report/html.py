@@ -204,7 +204,7 @@ def _space_table(space: dict[str, Any]) -> str:
 
 
 def _methods(meta: dict[str, Any]) -> str:
-    protocol = meta.get("run_settings", {}).get("measurement", "")
+    protocol = json.dumps(meta.get("run_settings", {}).get("measurement", {}))
     items = [
         ("<b>GMACs and parameters</b>: closed-form count (<code>harness.cost.estimate_cost</code>), "
         "which equals fvcore's count of the built model (tested within 1%); ViT papers call "

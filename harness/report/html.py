@@ -212,7 +212,8 @@ def _methods(meta: dict[str, Any]) -> str:
         ("<b>Latency</b>: real executions of the built PyTorch model on the device "
         f"({_e(meta.get('device'))}); warm-up, then timed iterations until the 95% CI of the "
         "median (binomial order statistics) is within the target or the time cap is hit. "
-        f"Protocol: <code>{_e(protocol)}</code>. Each trial stores its raw samples."),
+        f"Protocol: <code>{_e(protocol)}</code> (threads null: one per physical core; each "
+        "trial records the count it used). Each trial stores its raw samples and the host load."),
         (f"<b>Accuracy estimate</b>: {_e(meta.get('estimator_description', meta.get('estimator')))}"
         " on the built model (a training-free score, not a top-1 accuracy)."),
         ("<b>Budgets</b>: hard constraints through Optuna's constraint API; MAC and parameter "

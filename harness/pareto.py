@@ -56,10 +56,3 @@ def hypervolume_history(
         history.append(hypervolume(to_losses(seen), bounds) if seen else 0.0)
     return history
 
-
-def pareto_mask(losses: np.ndarray) -> np.ndarray:
-    """True for rows that no other row dominates."""
-    dominated = np.zeros(len(losses), dtype=bool)
-    for i, row in enumerate(losses):
-        dominated[i] = bool(((losses <= row).all(axis=1) & (losses < row).any(axis=1)).any())
-    return ~dominated

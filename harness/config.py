@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.tokens import merge_schedule, merges_at, tokens_after_pruning
+from harness.yaml_files import load_yaml
 
 # Per-layer keys may hold one value for every block or a list with one value per block.
-PER_LAYER_KEYS = ("num_heads", "mlp_ratio")
+PER_LAYER_KEYS = ("num_heads", "mlp_ratio", "keep_rate", "merge_r", "attention")
+ATTENTION_VARIANTS = ("global", "window", "pooled")
+# Attention variants that work on the 2-D patch grid, so only before any token reduction.
+GRID_ATTENTION = ("window", "pooled")
+MERGE_SCHEDULES = ("constant", "decreasing")
+WEIGHT_SPARSITIES = ("dense", "2:4", "block")
+PRECISIONS = ("fp32", "int8", "bf16", "fp16")
 
 
 def _is_int(value: Any) -> bool:
@@ -49,6 +57,18 @@ def _keep_rate(value: Any) -> bool:
     return _is_number(value) and 0 < value <= 1
 
 
+def _non_negative_int(value: Any) -> bool:
+    return _is_int(value) and value >= 0
+
+
+def _fraction(value: Any) -> bool:
+    return _is_number(value) and 0 <= value < 1
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda value: value in choices
+
+
 def _layer_numbers(value: Any) -> bool:
     return (
         isinstance(value, (list, tuple))
@@ -70,6 +90,16 @@ KEY_SPECS: dict[str, KeySpec] = {
     "keep_layers": KeySpec(
         _layer_numbers, "a strictly increasing list of 1-based block numbers", tuple
     ),
+    "fuse_tokens": KeySpec(lambda v: isinstance(v, bool), "true or false"),
+    "merge_r": KeySpec(_non_negative_int, "a non-negative integer (0 = no token merging)"),
+    "merge_schedule": KeySpec(_one_of(MERGE_SCHEDULES), " or ".join(MERGE_SCHEDULES)),
+    "attention": KeySpec(_one_of(ATTENTION_VARIANTS), "one of " + ", ".join(ATTENTION_VARIANTS)),
+    "window_size": KeySpec(_positive_int, "a positive integer (patches per window side)"),
+    "kv_pool": KeySpec(_positive_int, "a positive integer (pooling stride of keys/values)"),
+    "weight_sparsity": KeySpec(_one_of(WEIGHT_SPARSITIES), "one of " + ", ".join(WEIGHT_SPARSITIES)),
+    "sparsity_block": KeySpec(_positive_int, "a positive integer (block side)"),
+    "block_sparsity": KeySpec(_fraction, "a number in [0, 1) (fraction of blocks zeroed)", float),
+    "precision": KeySpec(_one_of(PRECISIONS), "one of " + ", ".join(PRECISIONS)),
 }
 VALID_KEYS = ", ".join(KEY_SPECS)
 
@@ -97,12 +127,38 @@ def check_value(key: str, value: Any, where: str = "") -> Any:
 
 
 @dataclass(frozen=True)
+class BlockTokens:
+    """Token counts through one block: ``tokens`` enter it (and its attention), EViT pruning
+    leaves ``after_pruning``, ToMe then merges ``merged`` pairs."""
+
+    tokens: int
+    after_pruning: int
+    merged: int
+
+    @property
+    def tokens_out(self) -> int:
+        return self.after_pruning - self.merged
+
+
+@dataclass(frozen=True)
 class CandidateConfig:
-    """A Vision Transformer configuration; the defaults are DeiT-Tiny at 224 px.
+    """A Vision Transformer configuration; the defaults are DeiT-Tiny at 224 px, every knob off.
 
     ``head_dim`` is fixed per head (64, as in DeiT and AutoFormer), so the attention width is
-    ``num_heads * head_dim`` and need not equal ``embed_dim``. ``keep_layers`` are 1-based block
-    numbers, as the EViT paper writes them ("layers 4, 7 and 10").
+    ``num_heads * head_dim`` and need not equal ``embed_dim``. Knobs:
+
+    * EViT token pruning: ``keep_rate`` (one rate for the blocks in ``keep_layers``, which are
+      1-based as the paper writes them, or a per-block list that ignores ``keep_layers``);
+      ``fuse_tokens`` fuses the dropped tokens into one.
+    * ToMe token merging: ``merge_r`` pairs per block (an integer spread by ``merge_schedule``, or a
+      per-block list); ToMe caps it at half the tokens a block has.
+    * ``attention``: ``global``; ``window`` (``window_size``² patches attend among themselves and to
+      the class token); ``pooled`` (keys/values from a ``kv_pool``-strided average of the grid).
+      The grid variants need the full patch grid: one variant for the whole model applies to the
+      blocks before the first block that reduces tokens, and the rest use global attention.
+    * ``weight_sparsity``: ``2:4`` or ``block`` (``block_sparsity`` of the ``sparsity_block``²
+      blocks of each block Linear zeroed by magnitude).
+    * ``precision``: fp32, int8 (dynamic quantisation of Linear layers), bf16 or fp16.
     """
 
     embed_dim: int = 192
@@ -113,8 +169,18 @@ class CandidateConfig:
     patch_size: int = 16
     img_size: int = 224
     num_classes: int = 1000
-    keep_rate: float = 1.0
+    keep_rate: float | tuple[float, ...] = 1.0
     keep_layers: tuple[int, ...] = (4, 7, 10)
+    fuse_tokens: bool = True
+    merge_r: int | tuple[int, ...] = 0
+    merge_schedule: str = "constant"
+    attention: str | tuple[str, ...] = "global"
+    window_size: int = 7
+    kv_pool: int = 2
+    weight_sparsity: str = "dense"
+    sparsity_block: int = 32
+    block_sparsity: float = 0.5
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -130,10 +196,56 @@ class CandidateConfig:
             raise ConfigError(
                 f"patch_size: must divide img_size ({self.img_size}), got {self.patch_size}"
             )
-        if self.keep_rate < 1 and self.keep_layers and self.keep_layers[-1] > self.depth:
+        prunes_by_layers = not isinstance(self.keep_rate, tuple) and self.keep_rate < 1
+        if prunes_by_layers and self.keep_layers and self.keep_layers[-1] > self.depth:
             raise ConfigError(
                 f"keep_layers: block numbers must be in 1..depth ({self.depth}), "
                 f"got {list(self.keep_layers)}"
+            )
+        self._check_merge_r()
+        self._check_grid_attention()
+        self._check_weight_sparsity()
+
+    def _check_merge_r(self) -> None:
+        half = self.num_patches // 2
+        largest = max(self.merge_r_at(block) for block in range(self.depth))
+        if largest > half:
+            raise ConfigError(
+                f"merge_r: at most half the {self.num_patches} patch tokens ({half}) can merge in "
+                f"a block, got {largest}"
+            )
+
+    def _check_grid_attention(self) -> None:
+        used = {self.attention_at(block) for block in range(self.depth)} & set(GRID_ATTENTION)
+        grid = self.img_size // self.patch_size
+        valid = ", ".join(str(n) for n in range(1, grid + 1) if grid % n == 0)
+        for key, variant in (("window_size", "window"), ("kv_pool", "pooled")):
+            size = getattr(self, key)
+            if variant in used and grid % size:
+                raise ConfigError(
+                    f"{key}: must divide the {grid}x{grid} patch grid (valid: {valid}), got {size}"
+                )
+        if isinstance(self.attention, tuple):
+            grid_blocks = self.grid_blocks()
+            for block, variant in enumerate(self.attention):
+                if variant in GRID_ATTENTION and block >= grid_blocks:
+                    raise ConfigError(
+                        f"attention: {variant!r} at block {block + 1} needs the full patch grid, "
+                        f"but block {grid_blocks + 1} reduces tokens; use 'global' from there on"
+                    )
+
+    def _check_weight_sparsity(self) -> None:
+        widths = {self.embed_dim, *(self.heads_at(b) * self.head_dim for b in range(self.depth)),
+                  *(self.mlp_hidden_at(b) for b in range(self.depth))}
+        if self.weight_sparsity == "2:4" and any(width % 4 for width in widths):
+            raise ConfigError(
+                f"weight_sparsity: 2:4 needs every Linear input width to be a multiple of 4, "
+                f"got widths {sorted(widths)}"
+            )
+        if self.weight_sparsity == "block" and any(width % self.sparsity_block for width in widths):
+            raise ConfigError(
+                f"sparsity_block: must divide every Linear width of the blocks "
+                f"{sorted(widths)}, got {self.sparsity_block}"
             )
 
     @classmethod
@@ -160,7 +272,42 @@ class CandidateConfig:
 
     def keep_rate_at(self, block: int) -> float:
         """Token keep rate applied after the attention of 0-based ``block`` (1.0 = none)."""
+        if isinstance(self.keep_rate, tuple):
+            return self.keep_rate[block]
         return self.keep_rate if block + 1 in self.keep_layers else 1.0
+
+    def merge_r_at(self, block: int) -> int:
+        """Token pairs ToMe is asked to merge in 0-based ``block`` (before ToMe's cap)."""
+        if isinstance(self.merge_r, tuple):
+            return self.merge_r[block]
+        return merge_schedule(self.merge_r, self.depth, self.merge_schedule)[block]
+
+    def token_plan(self) -> list[BlockTokens]:
+        """Token counts through every block, as the model computes them."""
+        plan, tokens = [], self.num_patches + 1
+        for block in range(self.depth):
+            pruned = tokens_after_pruning(tokens, self.keep_rate_at(block), self.fuse_tokens)
+            merged = merges_at(pruned, self.merge_r_at(block))
+            plan.append(BlockTokens(tokens, pruned, merged))
+            tokens = pruned - merged
+        return plan
+
+    def grid_blocks(self) -> int:
+        """How many leading blocks keep the full patch grid: the blocks before the first one that
+        reduces tokens (that block's attention must rank or match every token)."""
+        for block, counts in enumerate(self.token_plan()):
+            if counts.tokens_out != counts.tokens:
+                return block
+        return self.depth
+
+    def attention_at(self, block: int) -> str:
+        """The attention variant 0-based ``block`` runs; a model-wide grid variant applies to the
+        blocks that keep the full patch grid, later blocks use global attention."""
+        if isinstance(self.attention, tuple):
+            return self.attention[block]
+        if self.attention in GRID_ATTENTION and block >= self.grid_blocks():
+            return "global"
+        return self.attention
 
     @property
     def num_patches(self) -> int:
@@ -186,7 +333,7 @@ def load_config_file(path: Path) -> CandidateConfig:
 
     where = f"{path}: "
     try:
-        values = yaml.safe_load(path.read_text())  # JSON is YAML
+        values = load_yaml(path.read_text())  # JSON is YAML
     except OSError as error:
         raise ConfigError(f"cannot read configuration file {path}: {error.strerror}") from None
     except yaml.YAMLError:
@@ -209,7 +356,7 @@ def parse_set_options(assignments: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {assignment!r}; valid keys: {VALID_KEYS}")
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw)
         except yaml.YAMLError:
             raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
         overrides[key] = check_value(key, value, where="--set ")

@@ -1,9 +1,9 @@
 """One Vision Transformer that builds any point of a search space, and the DeiT presets.
 
 Read like timm's ``vision_transformer.py``: patch embedding, class token, learned position
-embedding, pre-norm blocks with ``F.scaled_dot_product_attention``. Efficiency knobs are
-constructor arguments and small modules of our own ``Block`` (``harness.layers``); a knob that is
-off builds nothing and costs nothing.
+embedding, pre-norm blocks with ``F.scaled_dot_product_attention``. Efficiency knobs are small
+modules of our own ``Block`` (``harness.layers``), chosen per block by ``build_block``; a knob that
+is off builds nothing and costs nothing, so a model with every knob off is the plain ViT.
 """
 
 from __future__ import annotations
@@ -11,12 +11,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.config import CandidateConfig
 from harness.errors import ConfigError
-from harness.layers import TokenPruning
+from harness.layers import (
+    Attention,
+    PooledAttention,
+    TokenMerging,
+    TokenPruning,
+    WindowAttention,
+    sparsify_linears,
+)
 
 
 class PatchEmbed(nn.Module):
@@ -31,37 +37,6 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention whose width is ``num_heads * head_dim`` (AutoFormer style)."""
-
-    def __init__(self, dim: int, num_heads: int, head_dim: int, qkv_bias: bool = True) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.head_dim = head_dim
-        self.scale = head_dim**-0.5
-        self.qkv = nn.Linear(dim, 3 * num_heads * head_dim, bias=qkv_bias)
-        self.proj = nn.Linear(num_heads * head_dim, dim)
-
-    def extra_repr(self) -> str:
-        return f"num_heads={self.num_heads}, head_dim={self.head_dim}"
-
-    def forward(
-        self, x: torch.Tensor, return_cls_attention: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        batch, tokens, _ = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(q, k, v)
-        out = self.proj(out.transpose(1, 2).reshape(batch, tokens, -1))
-        if not return_cls_attention:
-            return out, None
-        # Only the class token's row is needed to rank tokens: computing it apart keeps the fused
-        # SDPA kernel (which never materialises the attention matrix) for the full attention.
-        cls_logits = torch.matmul(q[:, :, :1] * self.scale, k.transpose(-2, -1))
-        cls_attention = cls_logits.softmax(dim=-1).mean(dim=1)[:, 0, 1:]
-        return out, cls_attention
-
-
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden_dim: int) -> None:
         super().__init__()
@@ -74,49 +49,73 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block; with ``keep_rate < 1`` it prunes tokens before its MLP (EViT)."""
+    """Pre-norm transformer block. Token reduction sits between its attention and its MLP:
+    EViT pruning (``token_pruning``), then ToMe merging (``token_merging``); either is None when
+    off. ``size`` is how many tokens each token stands for, tracked once ToMe has merged."""
 
     def __init__(
-        self, dim: int, num_heads: int, head_dim: int, mlp_hidden_dim: int, keep_rate: float = 1.0
+        self,
+        dim: int,
+        attn: nn.Module,
+        mlp_hidden_dim: int,
+        token_pruning: TokenPruning | None = None,
+        token_merging: TokenMerging | None = None,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, head_dim)
-        self.token_pruning = TokenPruning(keep_rate) if keep_rate < 1 else None
+        self.attn = attn
+        self.token_pruning = token_pruning
+        self.token_merging = token_merging
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, mlp_hidden_dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        attn_out, cls_attention = self.attn(self.norm1(x), self.token_pruning is not None)
+    def forward(
+        self, x: torch.Tensor, size: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, cls_attention, keys = self.attn(
+            self.norm1(x), size, self.token_pruning is not None, self.token_merging is not None
+        )
         x = x + attn_out
         if self.token_pruning is not None:
-            x = self.token_pruning(x, cls_attention)
-        return x + self.mlp(self.norm2(x))
+            x, size, keys = self.token_pruning(x, cls_attention, size, keys)
+        if self.token_merging is not None:
+            x, size = self.token_merging(x, keys, size)
+        return x + self.mlp(self.norm2(x)), size
+
+
+def build_attention(config: CandidateConfig, block: int) -> nn.Module:
+    """The attention module ``config`` asks for in 0-based ``block``."""
+    dim, heads, head_dim = config.embed_dim, config.heads_at(block), config.head_dim
+    grid = config.img_size // config.patch_size
+    variant = config.attention_at(block)
+    if variant == "window":
+        return WindowAttention(dim, heads, head_dim, grid, config.window_size)
+    if variant == "pooled":
+        return PooledAttention(dim, heads, head_dim, grid, config.kv_pool)
+    return Attention(dim, heads, head_dim)
+
+
+def build_block(config: CandidateConfig, block: int) -> Block:
+    keep_rate, merge_r = config.keep_rate_at(block), config.merge_r_at(block)
+    return Block(
+        config.embed_dim,
+        build_attention(config, block),
+        config.mlp_hidden_at(block),
+        token_pruning=TokenPruning(keep_rate, config.fuse_tokens) if keep_rate < 1 else None,
+        token_merging=TokenMerging(merge_r) if merge_r > 0 else None,
+    )
 
 
 class VisionTransformer(nn.Module):
     def __init__(
-        self,
-        *,
-        img_size: int,
-        patch_size: int,
-        num_classes: int,
-        embed_dim: int,
-        num_heads: Sequence[int],
-        mlp_hidden_dims: Sequence[int],
-        keep_rates: Sequence[float],
-        head_dim: int = 64,
+        self, *, img_size: int, patch_size: int, num_classes: int, embed_dim: int,
+        blocks: Sequence[Block],
     ) -> None:
         super().__init__()
         self.patch_embed = PatchEmbed(img_size, patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
-        self.blocks = nn.Sequential(
-            *(
-                Block(embed_dim, heads, head_dim, hidden, keep_rate)
-                for heads, hidden, keep_rate in zip(num_heads, mlp_hidden_dims, keep_rates)
-            )
-        )
+        self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head = nn.Linear(embed_dim, num_classes)
         self._init_weights()
@@ -132,7 +131,10 @@ class VisionTransformer(nn.Module):
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        return self.norm(self.blocks(x))
+        size = None
+        for block in self.blocks:
+            x, size = block(x, size)
+        return self.norm(x)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x[:, 0])
@@ -162,9 +164,9 @@ def inherit_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> nn.Mod
 def build_model(
     config: CandidateConfig, seed: int = 0, shared_weights: dict[str, torch.Tensor] | None = None
 ) -> VisionTransformer:
-    """Build the model of ``config`` with weights drawn deterministically from ``seed``, or taken
-    from ``shared_weights`` where they cover it (see ``inherit_weights``)."""
-    blocks = range(config.depth)
+    """Build the fp32 model of ``config`` with weights drawn deterministically from ``seed``, or
+    taken from ``shared_weights`` where they cover it (see ``inherit_weights``). Weight-sparsity
+    masks are applied here; precision is the device's business (``BaseDevice.prepare``)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = VisionTransformer(
@@ -172,13 +174,13 @@ def build_model(
             patch_size=config.patch_size,
             num_classes=config.num_classes,
             embed_dim=config.embed_dim,
-            num_heads=[config.heads_at(b) for b in blocks],
-            mlp_hidden_dims=[config.mlp_hidden_at(b) for b in blocks],
-            keep_rates=[config.keep_rate_at(b) for b in blocks],
-            head_dim=config.head_dim,
+            blocks=[build_block(config, block) for block in range(config.depth)],
         )
     if shared_weights is not None:
         inherit_weights(model, shared_weights)
+    if config.weight_sparsity != "dense":
+        sparsify_linears(model.blocks, config.weight_sparsity, config.sparsity_block,
+                         config.block_sparsity)
     return model.eval()
 
 

@@ -36,8 +36,13 @@ from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
 
 SCHEMA_VERSION = 1
 SPACES_PACKAGE = "harness.search_spaces"
-# Sampled first: per-layer keys need the depth.
-_SAMPLING_ORDER = ("depth",)
+# Sampling order: per-layer keys need the depth; per-layer attention needs every other key.
+_SAMPLING_ORDER = {"depth": 0, "attention": 2}
+# Keys whose larger values never lower MACs or parameters, and keys whose larger values never
+# raise them; every choice of the other keys is tried when bounding the space's cost from below.
+_COST_GROWS_WITH = ("embed_dim", "depth", "num_heads", "mlp_ratio", "head_dim", "num_classes",
+                    "keep_rate")
+_COST_SHRINKS_WITH = ("merge_r",)
 
 
 @dataclass(frozen=True)
@@ -61,19 +66,27 @@ class SearchSpace:
     source: str
 
     def suggest(self, trial: Any) -> CandidateConfig:
-        """Sample a configuration with an Optuna trial (``suggest_categorical`` per choice)."""
+        """Sample a configuration with an Optuna trial (``suggest_categorical`` per choice).
+
+        Per-layer attention is chosen only for the blocks that keep the full patch grid (the
+        others must be global), so it is sampled last, once the token-reduction keys are known.
+        """
         values: dict[str, Any] = {}
-        ordered = sorted(self.dimensions.values(), key=lambda d: d.key not in _SAMPLING_ORDER)
+        ordered = sorted(self.dimensions.values(), key=lambda d: _SAMPLING_ORDER.get(d.key, 1))
         for dim in ordered:
             if dim.fixed:
                 values[dim.key] = dim.choices[0]
             elif dim.per_layer:
+                blocks = values["depth"]
+                if dim.key == "attention":
+                    blocks = CandidateConfig.from_dict({**values, "attention": "global"}).grid_blocks()
                 values[dim.key] = [
                     trial.suggest_categorical(f"{dim.key}.{block}", dim.choices)
-                    for block in range(values["depth"])
-                ]
+                    for block in range(blocks)
+                ] + ["global"] * (values["depth"] - blocks)
             else:
-                values[dim.key] = _decode(trial.suggest_categorical(dim.key, _encode_all(dim)))
+                encoded = {_encode(choice): choice for choice in dim.choices}
+                values[dim.key] = encoded[trial.suggest_categorical(dim.key, tuple(encoded))]
         return CandidateConfig.from_dict(values, where=f"{self.source}: ")
 
     def sample(self, n: int, seed: int = 0) -> list[CandidateConfig]:
@@ -90,9 +103,13 @@ class SearchSpace:
 
     def with_fixed(self, overrides: dict[str, Any]) -> SearchSpace:
         """The same space with some keys pinned to one value (``--set`` on ``harness search``)."""
+        return self.with_choices({key: (value,) for key, value in overrides.items()})
+
+    def with_choices(self, choices: dict[str, tuple[Any, ...]]) -> SearchSpace:
+        """The same space with the choices of some keys replaced (shared across blocks)."""
         dims = dict(self.dimensions)
-        for key, value in overrides.items():
-            dims[key] = Dimension(key, (value,))
+        for key, values in choices.items():
+            dims[key] = Dimension(key, tuple(values))
         space = SearchSpace(self.name, self.description, dims, self.source)
         space.check_consistent()
         return space
@@ -100,33 +117,25 @@ class SearchSpace:
     def corner_configs(self) -> Iterator[CandidateConfig]:
         """Configurations that bound the space's cost from below.
 
-        MACs and parameters grow with width, depth, heads, MLP ratio, classes and keep rate, so the
-        smallest choice of those is taken; patch and image size move parameters and MACs in
-        opposite directions (position embedding vs. patch projection), so every pair is tried.
+        Keys in ``_COST_GROWS_WITH`` take their smallest choice and ``merge_r`` its largest; the
+        other keys (patch and image size, which move parameters and MACs in opposite directions,
+        attention variants, token-reduction layout) are tried in every combination. Per-layer keys
+        take one value for every block.
         """
-        grid_keys = ("patch_size", "img_size")
-        smallest = {
-            key: min(dim.choices) if not dim.per_layer else [min(dim.choices)]
-            for key, dim in self.dimensions.items()
-            if key not in grid_keys and key != "keep_layers"
-        }
-        depth = smallest.get("depth", CandidateConfig.depth)
-        for key in PER_LAYER_KEYS:
-            if isinstance(smallest.get(key), list):
-                smallest[key] = smallest[key] * depth
-        layer_choices = self.dimensions.get("keep_layers", Dimension("keep_layers", ((4, 7, 10),)))
-        grid = [self._choices(key) for key in grid_keys]
-        for patch_size, img_size in itertools.product(*grid):
-            if img_size % patch_size:
+        bounds = {key: min for key in _COST_GROWS_WITH} | {key: max for key in _COST_SHRINKS_WITH}
+        fixed = {}
+        for key, dim in self.dimensions.items():
+            if key in bounds:
+                fixed[key] = bounds[key](_flat(dim.choices))
+        tried = [key for key in self.dimensions if key not in bounds]
+        for combination in itertools.product(*(self._choices(key) for key in tried)):
+            values = {**fixed, **dict(zip(tried, combination))}
+            if isinstance(values.get("attention"), tuple):
+                continue  # a fixed per-layer list is covered by its variants alone
+            try:
+                yield CandidateConfig.from_dict(values)
+            except ConfigError:
                 continue
-            for keep_layers in layer_choices.choices:
-                try:
-                    yield CandidateConfig.from_dict(
-                        {**smallest, "patch_size": patch_size, "img_size": img_size,
-                         "keep_layers": keep_layers}
-                    )
-                except ConfigError:
-                    continue
 
     def largest_config(self) -> CandidateConfig:
         """A configuration whose every weight tensor is at least as large as any candidate's:
@@ -134,10 +143,7 @@ class SearchSpace:
         """
         growing = ("embed_dim", "depth", "num_heads", "mlp_ratio", "head_dim", "num_classes",
                    "img_size")
-        largest = {
-            key: max(max(c) if isinstance(c, tuple) else c for c in self._choices(key))
-            for key in growing
-        }
+        largest = {key: max(_flat(self._choices(key))) for key in growing}
         largest["patch_size"] = min(self._choices("patch_size"))
         return CandidateConfig.from_dict(largest)
 
@@ -169,7 +175,7 @@ class SearchSpace:
         """Reject spaces that contain no valid configuration or some invalid ones."""
         where = f"{self.source}: "
         min_depth = min(self._choices("depth"))
-        prunes = min(self._choices("keep_rate")) < 1
+        prunes = min(_flat(self._choices("keep_rate"))) < 1
         for layers in self._choices("keep_layers"):
             if prunes and layers and layers[-1] > min_depth:
                 raise SearchSpaceError(
@@ -193,23 +199,18 @@ class SearchSpace:
             )
 
 
+def _flat(choices: tuple[Any, ...]) -> list[Any]:
+    """The values of ``choices``, per-layer lists unpacked."""
+    return [v for c in choices for v in (c if isinstance(c, tuple) else (c,))]
+
+
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _encode_all(dim: Dimension) -> tuple[Any, ...]:
-    # Optuna categorical choices must be scalars; list values (keep_layers) travel as strings.
-    return tuple(_encode(c) for c in dim.choices)
-
-
 def _encode(value: Any) -> Any:
+    # Optuna categorical choices must be scalars; list values (keep_layers) travel as strings.
     return ",".join(str(v) for v in value) if isinstance(value, tuple) else value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, str):
-        return [int(v) for v in value.split(",") if v]
-    return value
 
 
 def bundled_space_names() -> list[str]:

@@ -32,6 +32,7 @@ from harness.config import CandidateConfig
 from harness.cost import Cost, estimate_cost
 from harness.devices import BaseDevice
 from harness.errors import BudgetError, ConfigError, StudyError
+from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
 from harness.space import SearchSpace
 from harness.timing import MeasurementProtocol
@@ -303,6 +304,31 @@ def evaluate(
     return latency_ms, result["accuracy"]["value"]
 
 
+def restrict_to_device(
+    space: SearchSpace, device: BaseDevice, keep_unaccelerated: bool = False
+) -> tuple[SearchSpace, list[str]]:
+    """The space without kernel-knob choices the device does not accelerate, and notes saying
+    what was dropped or kept. Fixed values (the user's explicit choice) are kept, with a note."""
+    notes = []
+    pinned = {}
+    for knob in KERNEL_KNOBS:
+        dim = space.dimensions.get(knob)
+        if dim is None:
+            continue
+        slow = {value: device.accelerates(knob, value)[1] for value in dim.choices
+                if not device.accelerates(knob, value)[0]}
+        for value, reason in slow.items():
+            kept = dim.fixed or keep_unaccelerated
+            action = "kept as asked" if kept else "dropped from the space"
+            notes.append(f"{knob} {value} is not accelerated on {device.name} ({reason}); {action}")
+        if slow and not (dim.fixed or keep_unaccelerated):
+            remaining = tuple(v for v in dim.choices if v not in slow) or (BASELINE[knob],)
+            pinned[knob] = remaining
+    if pinned:
+        space = space.with_choices(pinned)
+    return space, notes
+
+
 def check_budgets_reachable(space: SearchSpace, budgets: list[Budget]) -> None:
     """Refuse MAC/parameter budgets that even the cheapest configuration of the space exceeds."""
     costs = [estimate_cost(config) for config in space.corner_configs()]
@@ -320,6 +346,7 @@ def record_cost(trial: optuna.Trial, config: CandidateConfig, cost: Cost) -> Non
     trial.set_user_attr("config", config.to_dict())
     trial.set_user_attr("config_key", config.key())
     trial.set_user_attr("gmacs", cost.gmacs)
+    trial.set_user_attr("effective_gmacs", cost.effective_gmacs)
     trial.set_user_attr("params_m", cost.params_m)
 
 
@@ -344,7 +371,16 @@ def measure_candidate(
         generator = torch.Generator().manual_seed(INPUT_SEED)
         inputs = torch.randn(protocol.batch_size, 3, config.img_size, config.img_size,
                              generator=generator)
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"knobs": [k.to_dict() for k in device.knob_support(config)]}
+    if estimator is not None:
+        # Scored on the fp32 model: the estimators see masks and token reduction, not precision.
+        start = time.perf_counter()
+        value = estimator.estimate(model, config)
+        phase_s["accuracy"] = time.perf_counter() - start
+        result["accuracy"] = {"value": value, "estimator": f"proxy:{estimator.name}"}
+    start = time.perf_counter()
+    model, inputs = device.prepare(model, inputs, config)
+    phase_s["prepare"] = time.perf_counter() - start
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     measurement = device.measure_latency(model, inputs, protocol)
@@ -358,11 +394,6 @@ def measure_candidate(
         "threads": torch.get_num_threads(),
         **measurement.protocol_record(),
     }
-    if estimator is not None:
-        start = time.perf_counter()
-        value = estimator.estimate(model, config)
-        phase_s["accuracy"] = time.perf_counter() - start
-        result["accuracy"] = {"value": value, "estimator": f"proxy:{estimator.name}"}
     result["phase_s"] = phase_s
     result["harness_version"] = harness.__version__
     return result

@@ -6,9 +6,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from harness.config import check_value
 from harness.devices.base import DEVICE_KINDS, BaseDevice, DeviceProfile, register_device_kind
 from harness.devices.cpu import CpuDevice
-from harness.errors import DeviceError
+from harness.errors import ConfigError, DeviceError
+from harness.knobs import KERNEL_KNOBS
 from harness.timing import MeasurementProtocol
 from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
 
@@ -42,7 +44,27 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         description=str(document.get("description", "")),
         protocol=_parse_protocol(document.get("measurement") or {}, source),
         source=source,
+        accelerates=_parse_accelerates(document.get("accelerates") or {}, source),
     )
+
+
+def _parse_accelerates(values: Any, source: str) -> dict[str, tuple[str, ...]]:
+    where = f"{source}: accelerates"
+    if not isinstance(values, dict):
+        raise DeviceError(f"{where}: expected a mapping of {' and '.join(KERNEL_KNOBS)} to lists")
+    accelerates = {}
+    for knob, listed in values.items():
+        if knob not in KERNEL_KNOBS:
+            raise DeviceError(f"{where}.{knob}: unknown knob; valid: {', '.join(KERNEL_KNOBS)}")
+        if not isinstance(listed, list):
+            raise DeviceError(f"{where}.{knob}: expected a list, got {listed!r}")
+        for value in listed:
+            try:
+                check_value(knob, value)
+            except ConfigError as error:
+                raise DeviceError(f"{where}.{error}") from None
+        accelerates[knob] = tuple(listed)
+    return accelerates
 
 
 def _parse_protocol(values: Any, source: str) -> MeasurementProtocol:

@@ -5,17 +5,22 @@ name a kind and carry the measurement settings. Rules an implementation must kee
 
 * ``availability()`` never raises: it returns whether the device is here and, if not, why;
 * ``measure_latency`` times real executions of the model and returns every sample;
-* ``describe()`` returns plain JSON values for the environment record of each result.
+* ``describe()`` returns plain JSON values for the environment record of each result;
+* ``hardware_accelerates`` says whether this machine has what a kernel knob needs (an instruction
+  set, a compute capability) beyond the profile listing it.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
+from harness.config import CandidateConfig
+from harness.knobs import BASELINE, KERNEL_KNOBS, active_knobs
+from harness.precision import convert_precision
 from harness.timing import LatencyMeasurement, MeasurementProtocol
 
 
@@ -26,6 +31,22 @@ class DeviceProfile:
     description: str
     protocol: MeasurementProtocol
     source: str
+    # Kernel knob → the values this device runs faster than the baseline (fp32, dense).
+    accelerates: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class KnobSupport:
+    """Whether a device runs one active knob faster, and how: reported with every measurement."""
+
+    knob: str
+    value: str
+    detail: str
+    accelerated: bool
+    how: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 class BaseDevice(abc.ABC):
@@ -45,6 +66,39 @@ class BaseDevice(abc.ABC):
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """Facts about the hardware and its settings, recorded with every measurement."""
+
+    def hardware_accelerates(self, knob: str, value: str) -> tuple[bool, str]:
+        """Whether this machine has what ``knob=value`` needs; ``(True, "")`` unless overridden."""
+        return True, ""
+
+    def accelerates(self, knob: str, value: str) -> tuple[bool, str]:
+        """(accelerated, how) of a kernel knob's value on this device."""
+        if value == BASELINE[knob]:
+            return True, "baseline"
+        if value not in self.profile.accelerates.get(knob, ()):
+            listed = ", ".join(self.profile.accelerates.get(knob, ())) or "none"
+            return False, (f"profile {self.name!r} does not list {knob} {value} as accelerated "
+                           f"(listed: {listed})")
+        return self.hardware_accelerates(knob, value)
+
+    def knob_support(self, config: CandidateConfig) -> list[KnobSupport]:
+        """Every knob ``config`` turns on, with whether this device runs it faster."""
+        support = []
+        for knob in active_knobs(config):
+            if knob.knob in KERNEL_KNOBS:
+                accelerated, how = self.accelerates(knob.knob, knob.value)
+                if not accelerated and knob.knob == "weight_sparsity":
+                    how += "; masks applied (accuracy effect is real), computed by dense kernels"
+            else:
+                accelerated, how = True, "less work through the same dense kernels"
+            support.append(KnobSupport(knob.knob, knob.value, knob.detail, accelerated, how))
+        return support
+
+    def prepare(
+        self, model: torch.nn.Module, inputs: torch.Tensor, config: CandidateConfig
+    ) -> tuple[torch.nn.Module, torch.Tensor]:
+        """The model and inputs as this device runs them: in ``config.precision``."""
+        return convert_precision(model, inputs, config.precision)
 
     @abc.abstractmethod
     def measure_latency(

@@ -1,5 +1,19 @@
 """Efficiency knobs as small modules: a pure function does the work, a thin module wraps it."""
 
-from harness.layers.token_pruning import TokenPruning, prune_tokens, tokens_after_pruning
+from harness.layers.attention import Attention, PooledAttention, WindowAttention
+from harness.layers.sparsity import sparsify_linears, weight_density, zeroed_blocks
+from harness.layers.token_merging import TokenMerging, merge_tokens
+from harness.layers.token_pruning import TokenPruning, prune_tokens
 
-__all__ = ["TokenPruning", "prune_tokens", "tokens_after_pruning"]
+__all__ = [
+    "Attention",
+    "PooledAttention",
+    "TokenMerging",
+    "TokenPruning",
+    "WindowAttention",
+    "merge_tokens",
+    "prune_tokens",
+    "sparsify_linears",
+    "weight_density",
+    "zeroed_blocks",
+]

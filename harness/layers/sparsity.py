@@ -1,0 +1,57 @@
+"""Weight sparsity of the Linear layers in transformer blocks: 2:4 (GPUSQ-ViT) and block
+(LPViT-style), both chosen by magnitude.
+
+The masks are applied to the weights themselves, so the accuracy effect is real on every device.
+Whether a device also runs them faster depends on its kernels (2:4 semi-structured kernels need
+CUDA compute capability 8.0+ in fp16/bf16); the device says so, not this module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def zeroed_blocks(total: int, sparsity: float) -> int:
+    """How many of ``total`` blocks a block-sparsity fraction zeroes (the cost model uses this)."""
+    return int(total * sparsity + 0.5)
+
+
+def two_four_mask(weight: torch.Tensor) -> torch.Tensor:
+    """Keep the 2 largest-magnitude weights of every 4 consecutive inputs of each output row."""
+    rows, cols = weight.shape
+    groups = weight.abs().reshape(rows, cols // 4, 4)
+    mask = torch.zeros_like(groups, dtype=torch.bool)
+    mask.scatter_(-1, groups.topk(2, dim=-1).indices, True)
+    return mask.reshape(rows, cols)
+
+
+def block_mask(weight: torch.Tensor, block: int, sparsity: float) -> torch.Tensor:
+    """Zero the ``sparsity`` fraction of ``block``×``block`` tiles with the smallest L2 norm."""
+    rows, cols = weight.shape
+    tiles = weight.pow(2).reshape(rows // block, block, cols // block, block).sum(dim=(1, 3))
+    keep = torch.ones(tiles.numel(), dtype=torch.bool)
+    keep[tiles.flatten().argsort()[: zeroed_blocks(tiles.numel(), sparsity)]] = False
+    keep = keep.reshape(tiles.shape)
+    return keep.repeat_interleave(block, dim=0).repeat_interleave(block, dim=1)
+
+
+def sparsify_linears(module: nn.Module, pattern: str, block: int = 32, sparsity: float = 0.5) -> None:
+    """Zero weights of every Linear in ``module`` in place: ``pattern`` is ``2:4`` or ``block``."""
+    with torch.no_grad():
+        for layer in module.modules():
+            if not isinstance(layer, nn.Linear):
+                continue
+            if pattern == "2:4":
+                mask = two_four_mask(layer.weight)
+            else:
+                mask = block_mask(layer.weight, block, sparsity)
+            layer.weight.mul_(mask)
+
+
+def weight_density(layer: nn.Linear) -> float:
+    """Fraction of non-zero weights: the share of a sparse layer's MACs that do work."""
+    return float(torch.count_nonzero(layer.weight)) / layer.weight.numel()
+
+
+__all__ = ["block_mask", "sparsify_linears", "two_four_mask", "weight_density", "zeroed_blocks"]

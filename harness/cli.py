@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"accuracy estimator (default {DEFAULT_ESTIMATOR})")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="pin a configuration key of the space, e.g. --set keep_rate=1.0")
+    search.add_argument("--keep-unaccelerated", action="store_true",
+                        help="keep precision and sparsity choices the device does not run faster "
+                        "(default: drop them from the space, with a note)")
     search.add_argument("--study", help="study name (default SPACE-DEVICE-BUDGETS)")
     search.add_argument("--storage",
                         help="Optuna storage: RDB URL or journal file (default OUT/study.journal)")
@@ -97,6 +100,31 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--storage", help="storage URL or journal file (default OUT/study.journal)")
     report.add_argument("--study", help="study name (default: the only study in the storage)")
     report.set_defaults(handler=cmd_report)
+
+    knobs = commands.add_parser(
+        "bench-knobs", help="speed-up of each efficiency knob over the dense fp32 model",
+        description="Time each knob setting against the dense fp32 model of the same "
+        "architecture, interleaved in rounds (the first model alternating), and report the median "
+        "speed-up over rounds with its 95% CI next to the MACs the knob saves.",
+    )
+    knobs.add_argument("--device", default=DEFAULT_DEVICE,
+                       help=f"device profile name or YAML path (default {DEFAULT_DEVICE})")
+    knobs.add_argument("--arch", nargs="+", default=["deit_small", "deit_tiny"], metavar="ARCH",
+                       help="presets (default deit_small deit_tiny)")
+    knobs.add_argument("--batch-size", nargs="+", type=int, default=[8], metavar="N",
+                       help="images per timed call (default 8)")
+    knobs.add_argument("--knob", action="append", metavar="KEY=VALUE[,KEY=VALUE]",
+                       help="a knob setting to measure instead of the default ten (repeatable), "
+                       "e.g. --knob merge_r=16 --knob keep_rate=0.7,keep_layers=[4,7,10]")
+    knobs.add_argument("--rounds", type=int, default=7,
+                       help="interleaved rounds per setting (default 7; below 6 the interval is "
+                       "the min-max range of the rounds, not a 95%% CI)")
+    knobs.add_argument("--iters", type=int, default=5,
+                       help="timed calls of each model per round (default 5)")
+    knobs.add_argument("--out", type=Path, help="directory to write knobs.json and knobs.md to")
+    knobs.add_argument("--json", action="store_true", help="print the JSON record on stdout")
+    knobs.add_argument("--quiet", action="store_true", help="no per-setting progress on stderr")
+    knobs.set_defaults(handler=cmd_bench_knobs)
 
     spaces = commands.add_parser("spaces", help="list the bundled search spaces")
     spaces.add_argument("--json", action="store_true")
@@ -139,6 +167,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         SearchSettings,
         check_budgets_reachable,
         default_storage,
+        restrict_to_device,
         run_search,
     )
 
@@ -153,6 +182,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     check_budgets_reachable(space, budgets)
     estimator = get_estimator(args.accuracy)
     device = get_device(args.device)
+    space, capability_notes = restrict_to_device(space, device, args.keep_unaccelerated)
+    for note in capability_notes:
+        print(f"harness: note: {note}", file=sys.stderr)
     study_name = args.study or "-".join([space.name, device.name, *(b.text.lower() for b in budgets)])
     out_dir = args.out or Path("reports") / study_name
     settings = SearchSettings(
@@ -171,6 +203,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         study.set_user_attr("environment", environment)
         study.set_user_attr("run_settings", run_settings)
         study.set_user_attr("estimator_description", estimator.description)
+        study.set_user_attr("capability_notes", capability_notes)
         progress.start(settings, study)
 
     interrupted = False
@@ -217,10 +250,14 @@ def cmd_measure(args: argparse.Namespace) -> int:
         "config": config.to_dict(),
         "config_key": config.key(),
         "gmacs": analytic.gmacs,
+        "effective_gmacs": analytic.effective_gmacs,
         "params_m": analytic.params_m,
         "gmacs_fvcore": traced.gmacs,
+        "effective_gmacs_fvcore": traced.effective_gmacs,
         "params_m_fvcore": traced.params_m,
+        "tokens_per_block": [counts.tokens_out for counts in config.token_plan()],
         "device": device.name,
+        "knobs": [k.to_dict() for k in device.knob_support(config)],
     }
     if not args.no_latency:
         result.update(measure_candidate(config, device, estimator, _protocol(device, args)))
@@ -235,7 +272,15 @@ def cmd_measure(args: argparse.Namespace) -> int:
 def _print_measurement(result: dict[str, Any]) -> None:
     print(f"{result['arch']} ({result['config_key']}) on {result['device']}")
     print(f"  GMACs       {result['gmacs']:.4f}  (fvcore {result['gmacs_fvcore']:.4f})")
+    if result["effective_gmacs"] != result["gmacs"]:
+        print(f"  effective   {result['effective_gmacs']:.4f} GMACs without zero weights "
+              f"(fvcore {result['effective_gmacs_fvcore']:.4f})")
     print(f"  params      {result['params_m']:.3f} M  (fvcore {result['params_m_fvcore']:.3f} M)")
+    print(f"  tokens      {result['tokens_per_block']} after each block")
+    for knob in result["knobs"]:
+        verdict = "accelerated" if knob["accelerated"] else "NOT accelerated"
+        print(f"  {knob['knob']:<11} {knob['detail']}: {verdict} on {result['device']} "
+              f"({knob['how']})")
     if "latency_ms" in result:
         lat = result["latency_ms"]
         protocol = result["latency_protocol"]
@@ -282,6 +327,37 @@ def cmd_spaces(args: argparse.Namespace) -> int:
     for row in rows if not args.json else []:
         print(f"{row['name']:<12} {row['size']:.3g} configurations, from {row['min_gmacs']} GMACs: "
               f"{row['description']}")
+    return 0
+
+
+def cmd_bench_knobs(args: argparse.Namespace) -> int:
+    from harness.devices import get_device
+    from harness.environment import capture_environment
+    from harness.knob_bench import DEFAULT_SETTINGS, KnobRow, bench_knobs, parse_knob
+    from harness.models import preset_config
+    from harness.report import write_atomically
+
+    for option, values in (("--rounds", [args.rounds]), ("--iters", [args.iters]),
+                           ("--batch-size", args.batch_size)):
+        if min(values) <= 0:
+            raise UsageError(f"{option} must be positive, got {min(values)}")
+    archs = {name: preset_config(name) for name in args.arch}
+    settings = [parse_knob(text) for text in args.knob] if args.knob else list(DEFAULT_SETTINGS)
+    device = get_device(args.device)
+
+    def on_row(done: int, total: int, row: KnobRow) -> None:
+        if not args.quiet:
+            low, high = row.speedup_ci95
+            print(f"[{done}/{total}] {row.arch} b{row.batch_size} {row.knob}: "
+                  f"{row.speedup:.2f}x ({low:.2f}-{high:.2f})", file=sys.stderr, flush=True)
+
+    result = bench_knobs(device, archs, args.batch_size, settings, args.rounds, args.iters, on_row)
+    document = json.dumps(result.to_json(capture_environment(device)), indent=2) + "\n"
+    markdown = result.to_markdown()
+    if args.out:
+        write_atomically(args.out / "knobs.json", document)
+        write_atomically(args.out / "knobs.md", markdown)
+    print(document if args.json else markdown, end="")
     return 0
 
 

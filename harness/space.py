@@ -123,10 +123,14 @@ class SearchSpace:
         take one value for every block.
         """
         bounds = {key: min for key in _COST_GROWS_WITH} | {key: max for key in _COST_SHRINKS_WITH}
-        fixed = {}
+        fixed: dict[str, Any] = {}
         for key, dim in self.dimensions.items():
             if key in bounds:
                 fixed[key] = bounds[key](_flat(dim.choices))
+        depth = fixed.get("depth", CandidateConfig.depth)
+        for key, dim in self.dimensions.items():
+            if dim.per_layer and key in fixed:  # a per-block list: keep_rate applies in every block
+                fixed[key] = [fixed[key]] * depth
         tried = [key for key in self.dimensions if key not in bounds]
         for combination in itertools.product(*(self._choices(key) for key in tried)):
             values = {**fixed, **dict(zip(tried, combination))}

@@ -4,7 +4,8 @@ Implementations register a *kind* with ``@register_device_kind``; profiles in ``
 name a kind and carry the measurement settings. Rules an implementation must keep:
 
 * ``availability()`` never raises: it returns whether the device is here and, if not, why;
-* ``measure_latency`` times real executions of the model and returns every sample;
+* ``time_call`` times one real execution of the model (wall clock, or device events) in ms;
+  ``measure_latency`` repeats it under a protocol and returns every sample;
 * ``describe()`` returns plain JSON values for the environment record of each result;
 * ``hardware_accelerates`` says whether this machine has what a kernel knob needs (an instruction
   set, a compute capability) beyond the profile listing it.
@@ -21,7 +22,7 @@ import torch
 from harness.config import CandidateConfig
 from harness.knobs import BASELINE, KERNEL_KNOBS, active_knobs
 from harness.precision import convert_precision
-from harness.timing import LatencyMeasurement, MeasurementProtocol
+from harness.timing import LatencyMeasurement, MeasurementProtocol, measure_adaptively
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,20 @@ class BaseDevice(abc.ABC):
         """The model and inputs as this device runs them: in ``config.precision``."""
         return convert_precision(model, inputs, config.precision)
 
+    def configure(self, protocol: MeasurementProtocol) -> None:
+        """Apply the protocol's device settings (threads...) before timing; none by default."""
+
     @abc.abstractmethod
+    def time_call(self, model: torch.nn.Module, inputs: torch.Tensor) -> float:
+        """Milliseconds of one ``model(inputs)``, finished on the device when it returns."""
+
     def measure_latency(
         self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
     ) -> LatencyMeasurement:
-        """Time ``model(inputs)`` following ``protocol``."""
+        """Time ``model(inputs)`` following ``protocol``: warm-up, then adaptive sampling."""
+        self.configure(protocol)
+        with torch.inference_mode():
+            return measure_adaptively(lambda: self.time_call(model, inputs), protocol)
 
 
 DEVICE_KINDS: dict[str, type[BaseDevice]] = {}

@@ -11,7 +11,7 @@ import psutil
 import torch
 
 from harness.devices.base import BaseDevice, register_device_kind
-from harness.timing import LatencyMeasurement, MeasurementProtocol, measure_adaptively
+from harness.timing import MeasurementProtocol
 
 # Kernel knobs that run faster than fp32 only with one of these CPU instruction-set flags: int8
 # dynamic quantisation needs fbgemm's AVX2 kernels; bf16/fp16 need native support, without which
@@ -80,15 +80,10 @@ class CpuDevice(BaseDevice):
             "quantized_engine": torch.backends.quantized.engine,
         }
 
-    def measure_latency(
-        self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
-    ) -> LatencyMeasurement:
+    def configure(self, protocol: MeasurementProtocol) -> None:
         torch.set_num_threads(self.threads(protocol))
 
-        def time_once() -> float:
-            start = time.perf_counter_ns()
-            model(inputs)
-            return (time.perf_counter_ns() - start) / 1e6
-
-        with torch.inference_mode():
-            return measure_adaptively(time_once, protocol)
+    def time_call(self, model: torch.nn.Module, inputs: torch.Tensor) -> float:
+        start = time.perf_counter_ns()
+        model(inputs)
+        return (time.perf_counter_ns() - start) / 1e6

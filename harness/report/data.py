@@ -11,7 +11,8 @@ from optuna.trial import TrialState
 from harness.pareto import Bounds, hypervolume_history, to_losses
 from harness.study import RESULT_SCHEMA_VERSION, pareto_trials, trial_record
 
-PARETO_KEYS = ("config", "config_key", "gmacs", "params_m", "latency_ms", "accuracy")
+PARETO_KEYS = ("config", "config_key", "gmacs", "effective_gmacs", "params_m", "latency_ms",
+               "accuracy", "knobs")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,15 @@ class ReportData:
     @property
     def measured(self) -> list[dict[str, Any]]:
         return [t for t in self.trials if t["state"] == "COMPLETE"]
+
+    @property
+    def knob_support(self) -> list[dict[str, Any]]:
+        """Each knob value the measured trials used, once, with whether the device accelerates it."""
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for trial in self.measured:
+            for knob in trial.get("knobs", []):
+                seen.setdefault((knob["knob"], knob["value"]), knob)
+        return [seen[key] for key in sorted(seen)]
 
     def pareto_json(self) -> list[dict[str, Any]]:
         """The Pareto set as written to ``pareto.json``."""

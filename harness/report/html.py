@@ -25,8 +25,7 @@ td.wrap{white-space:normal;overflow-wrap:anywhere;min-width:9em} td.text,th.text
 img{max-width:100%} .scroll{overflow-x:auto} .note{color:#555;font-size:.9em} code{background:#f5f5f5;padding:0 .2em}
 """
 
-KNOB_COLUMNS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "head_dim", "patch_size",
-                "img_size", "keep_rate", "keep_layers")
+ARCH_COLUMNS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "img_size")
 
 
 def render_html(data: ReportData) -> str:
@@ -41,6 +40,8 @@ def render_html(data: ReportData) -> str:
         "before being built, so they have no latency and are counted above.</p>"),
         "<h2>Pareto-optimal configurations</h2>",
         _pareto_table(data),
+        "<h2>Efficiency knobs on this device</h2>",
+        _knob_support(data),
         _failed_table(data),
         "<h2>Hypervolume over trials</h2>",
         _img(_hypervolume_figure(data)) if data.hypervolume else "<p>No feasible trial yet.</p>",
@@ -150,19 +151,44 @@ def _format_knob(value: Any) -> str:
 def _pareto_table(data: ReportData) -> str:
     if not data.pareto:
         return "<p>No measured configuration meets the budgets yet.</p>"
-    header = ["trial", *KNOB_COLUMNS, "GMACs", "params (M)", "latency median (ms)",
-              "p90 (ms)", "95% CI (ms)", "n", "accuracy estimate"]
+    header = ["trial", *ARCH_COLUMNS, "knobs", "GMACs", "effective GMACs", "params (M)",
+              "latency median (ms)", "p90 (ms)", "95% CI (ms)", "n", "accuracy estimate"]
     rows = []
     for t in data.pareto:
         latency = t["latency_ms"]
         rows.append([
-            t["number"], *(_format_knob(t["config"][k]) for k in KNOB_COLUMNS),
-            f"{t['gmacs']:.3f}", f"{t['params_m']:.2f}", f"{latency['median']:.3f}",
-            f"{latency['p90']:.3f}", f"[{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}]",
+            t["number"], *(_format_knob(t["config"][k]) for k in ARCH_COLUMNS),
+            _knobs_cell(t.get("knobs", [])), f"{t['gmacs']:.3f}",
+            f"{t.get('effective_gmacs', t['gmacs']):.3f}", f"{t['params_m']:.2f}",
+            f"{latency['median']:.3f}", f"{latency['p90']:.3f}",
+            f"[{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}]",
             latency["n"], f"{t['accuracy']['value']:.4f}",
         ])
-    knob_cells = range(1, 1 + len(KNOB_COLUMNS))
-    return f"<div class='scroll'>{_table(header, rows, css_id='pareto', wrap=knob_cells)}</div>"
+    wrapped = range(1, 2 + len(ARCH_COLUMNS))
+    return f"<div class='scroll'>{_table(header, rows, css_id='pareto', wrap=wrapped)}</div>"
+
+
+def _knobs_cell(knobs: list[dict[str, Any]]) -> str:
+    """Active knobs in short; a knob the device does not accelerate is marked, never hidden."""
+    parts = [f"{k['knob']}: {k['detail']}" + ("" if k["accelerated"] else " (NOT accelerated)")
+             for k in knobs if not (k["knob"] == "precision" and k["value"] == "fp32")]
+    return "; ".join(parts) or "none (fp32)"
+
+
+def _knob_support(data: ReportData) -> str:
+    notes = data.metadata.get("capability_notes", [])
+    items = "".join(f"<li>{_e(note)}</li>" for note in notes)
+    intro = (f"<p>Search space restricted to what the device accelerates:</p><ul>{items}</ul>"
+             if notes else "")
+    rows = [[k["knob"], k["value"], "yes" if k["accelerated"] else "no", k["how"]]
+            for k in data.knob_support]
+    table = _table(["knob", "value", "accelerated", "how"], rows, wrap=(3,)) if rows else (
+        "<p>No measured trial used a knob.</p>")
+    return intro + table + (
+        "<p class='note'>Token pruning, merging and attention variants do less work through the "
+        "same dense kernels, so their measured latency is their real effect. Sparsity and "
+        "precision need kernels: where a device lacks them, masks are still applied (the "
+        "accuracy effect is real) and the measured latency shows no gain.</p>")
 
 
 def _failed_table(data: ReportData) -> str:
@@ -207,15 +233,17 @@ def _methods(meta: dict[str, Any]) -> str:
     protocol = json.dumps(meta.get("run_settings", {}).get("measurement", {}))
     items = [
         ("<b>GMACs and parameters</b>: closed-form count (<code>harness.cost.estimate_cost</code>), "
-        "which equals fvcore's count of the built model (tested within 1%); ViT papers call "
-        "these GMACs 'GFLOPs' and the <code>gflop</code> budget unit follows that convention."),
+        "which equals fvcore's count of the built model (tested); ViT papers call "
+        "these GMACs 'GFLOPs' and the <code>gflop</code> budget unit follows that convention. "
+        "Effective GMACs leave out the MACs of zero weights (sparsity); budgets use GMACs."),
         ("<b>Latency</b>: real executions of the built PyTorch model on the device "
         f"({_e(meta.get('device'))}); warm-up, then timed iterations until the 95% CI of the "
         "median (binomial order statistics) is within the target or the time cap is hit. "
         f"Protocol: <code>{_e(protocol)}</code> (threads null: one per physical core; each "
         "trial records the count it used). Each trial stores its raw samples and the host load."),
         (f"<b>Accuracy estimate</b>: {_e(meta.get('estimator_description', meta.get('estimator')))}"
-        " on the built model (a training-free score, not a top-1 accuracy)."),
+        " on the built fp32 model (a training-free score, not a top-1 accuracy; it sees token "
+        "reduction and sparsity masks, not the effect of lower precision)."),
         ("<b>Budgets</b>: hard constraints through Optuna's constraint API; MAC and parameter "
         "budgets are checked analytically before a candidate is built (rejected trials are "
         "PRUNED with their violation, which TPE learns from); a latency budget is checked on the "

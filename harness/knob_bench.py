@@ -1,0 +1,299 @@
+"""The knob benchmark: how much faster each efficiency knob makes a model, against the dense fp32
+model of the same architecture, and how that compares with the MACs it saves.
+
+The dense reference and the knob model are timed *interleaved in one run*: after a warm-up of
+both, each of R rounds times k calls of one then k calls of the other, alternating which goes
+first. Drift of a shared host (frequency, other processes) then hits both alike within a round,
+and the per-round ratio of medians cancels it; the speed-up is the median of those ratios with the
+distribution-free 95% CI of the median (``harness.stats.median_ci``). Both models are built from
+the same seed, so their weights differ only by what the knob does to them.
+
+The benchmark is computed once as rows (``bench_knobs``) and rendered to JSON and Markdown.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from harness.config import CandidateConfig, parse_set_options
+from harness.cost import estimate_cost
+from harness.devices import BaseDevice
+from harness.devices.base import KnobSupport
+from harness.errors import ConfigError
+from harness.knobs import BASELINE
+from harness.models import build_model
+from harness.stats import median_ci
+from harness.timing import MeasurementProtocol
+
+SCHEMA_VERSION = 1
+MODEL_SEED = 0  # dense and knob model share it: identical weights apart from the knob
+INPUT_SEED = 0
+# The switches that turn every knob off: the dense fp32 reference of an architecture.
+KNOBS_OFF: dict[str, Any] = {
+    "keep_rate": 1.0, "merge_r": 0, "attention": "global", "weight_sparsity": "dense",
+    "precision": "fp32",
+}
+# Keys a knob setting may set: the switches and the settings of the knobs they turn on. Other keys
+# change the architecture, so the dense reference would no longer be the same network.
+KNOB_KEYS = (
+    "keep_rate", "keep_layers", "fuse_tokens", "merge_r", "merge_schedule", "attention",
+    "window_size", "kv_pool", "weight_sparsity", "sparsity_block", "block_sparsity", "precision",
+)
+# Commas outside brackets separate assignments, so list values such as keep_layers=[4,7,10] stay whole.
+_TOP_LEVEL_COMMA = re.compile(r",(?![^\[]*\])")
+
+
+@dataclass(frozen=True)
+class KnobSetting:
+    """One knob setting: configuration keys applied to the dense reference, and its table label."""
+
+    label: str
+    values: Mapping[str, Any]
+
+
+DEFAULT_SETTINGS: tuple[KnobSetting, ...] = (
+    KnobSetting("merge_r=8", {"merge_r": 8}),
+    KnobSetting("merge_r=16", {"merge_r": 16}),
+    KnobSetting("keep_rate=0.7", {"keep_rate": 0.7, "keep_layers": (4, 7, 10)}),
+    KnobSetting("keep_rate=0.5", {"keep_rate": 0.5, "keep_layers": (4, 7, 10)}),
+    KnobSetting("attention=window", {"attention": "window", "window_size": 7}),
+    KnobSetting("attention=pooled", {"attention": "pooled", "kv_pool": 2}),
+    KnobSetting("weight_sparsity=2:4", {"weight_sparsity": "2:4"}),
+    KnobSetting("weight_sparsity=block",
+                {"weight_sparsity": "block", "block_sparsity": 0.9, "sparsity_block": 32}),
+    KnobSetting("precision=int8", {"precision": "int8"}),
+    KnobSetting("precision=bf16", {"precision": "bf16"}),
+)
+
+
+def parse_knob(text: str) -> KnobSetting:
+    """A ``--knob KEY=VALUE[,KEY=VALUE]`` option; values as in ``--set`` (YAML scalars or lists)."""
+    values: dict[str, Any] = {}
+    for part in _TOP_LEVEL_COMMA.split(text):
+        key, sep, _ = part.partition("=")
+        if not sep or key.strip() not in KNOB_KEYS:
+            raise ConfigError(f"--knob expects KEY=VALUE[,KEY=VALUE] with knob keys "
+                              f"({', '.join(KNOB_KEYS)}), got {text!r}")
+        try:
+            values.update(parse_set_options([part]))
+        except ConfigError as error:
+            raise ConfigError(f"--knob {str(error).removeprefix('--set ')}") from None
+    return KnobSetting(text.strip(), values)
+
+
+@dataclass(frozen=True)
+class KnobRow:
+    """One knob setting on one architecture and batch size, with its dense reference."""
+
+    device: str
+    arch: str
+    batch_size: int
+    knob: str
+    settings: Mapping[str, Any]
+    gmacs: float  # the knob model's MACs, zero weights included (what dense kernels compute)
+    effective_gmacs: float  # without the MACs of zero weights
+    params_m: float
+    dense_gmacs: float
+    latency_ms: float  # median of every timed call of the knob model
+    dense_latency_ms: float
+    speedup: float  # median over rounds of median(dense) / median(knob)
+    speedup_ci95: tuple[float, float]
+    round_speedups: list[float]
+    accelerated: bool  # the device runs every knob of the setting faster (knob_support)
+    how: str
+    knobs: list[dict[str, Any]] = field(repr=False)
+
+    @property
+    def mac_reduction(self) -> float:
+        return self.dense_gmacs / self.effective_gmacs
+
+    @property
+    def speedup_per_mac_reduction(self) -> float:
+        """1.0: the knob turns all the MACs it saves into time; below, overheads eat some."""
+        return self.speedup / self.mac_reduction
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "speedup_ci95": list(self.speedup_ci95),
+                "mac_reduction": self.mac_reduction,
+                "speedup_per_mac_reduction": self.speedup_per_mac_reduction}
+
+
+@dataclass(frozen=True)
+class KnobBenchResult:
+    """Rows of one benchmark run with how they were measured; rendered to JSON and Markdown."""
+
+    device: str
+    measurement: dict[str, Any]
+    rows: list[KnobRow]
+
+    def to_json(self, environment: dict[str, Any]) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "device": self.device,
+                "environment": environment, "measurement": self.measurement,
+                "rows": [row.to_dict() for row in self.rows]}
+
+    def to_markdown(self) -> str:
+        groups: dict[tuple[str, str, int], list[KnobRow]] = {}
+        for row in self.rows:
+            groups.setdefault((row.device, row.arch, row.batch_size), []).append(row)
+        return "\n".join(_markdown_table(*key, group) for key, group in groups.items())
+
+
+_COLUMNS = ("knob", "GMACs", "eff. GMACs", "params (M)", "latency (ms)", "dense (ms)",
+            "speed-up [95% CI]", "MAC reduction", "speed-up / MAC reduction", "accelerated", "how")
+
+
+def _markdown_table(device: str, arch: str, batch_size: int, rows: list[KnobRow]) -> str:
+    lines = [f"## {device} · {arch} · batch {batch_size}", "",
+             f"Dense fp32 reference: {rows[0].dense_gmacs:.3f} GMACs per image.", "",
+             "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    for row in rows:
+        low, high = row.speedup_ci95
+        cells = [row.knob.replace("|", "\\|"), f"{row.gmacs:.3f}", f"{row.effective_gmacs:.3f}",
+                 f"{row.params_m:.2f}", f"{row.latency_ms:.2f}", f"{row.dense_latency_ms:.2f}",
+                 f"{row.speedup:.2f}x [{low:.2f}, {high:.2f}]", f"{row.mac_reduction:.2f}x",
+                 f"{row.speedup_per_mac_reduction:.2f}", "yes" if row.accelerated else "no",
+                 row.how.replace("|", "\\|")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+Prepared = tuple[torch.nn.Module, torch.Tensor]
+
+
+def _prepare(device: BaseDevice, config: CandidateConfig, batch_size: int) -> Prepared:
+    """The model and inputs of ``config`` as the device runs them; same seeds for every model."""
+    generator = torch.Generator().manual_seed(INPUT_SEED)
+    inputs = torch.randn(batch_size, 3, config.img_size, config.img_size, generator=generator)
+    return device.prepare(build_model(config, seed=MODEL_SEED), inputs, config)
+
+
+def _time_calls(device: BaseDevice, prepared: Prepared, iters: int) -> list[float]:
+    """Milliseconds of each of ``iters`` calls."""
+    return [device.time_call(*prepared) for _ in range(iters)]
+
+
+def _warm_up(device: BaseDevice, prepared: Prepared, protocol: MeasurementProtocol) -> None:
+    """The device profile's warm-up: at least ``warmup_min_iters`` calls and ``warmup_min_s``."""
+    start, calls = time.perf_counter(), 0
+    while calls < protocol.warmup_min_iters or time.perf_counter() - start < protocol.warmup_min_s:
+        device.time_call(*prepared)
+        calls += 1
+
+
+@dataclass(frozen=True)
+class PairedTiming:
+    """Every timed call of the dense and the knob model (ms), and each round's speed-up."""
+
+    dense_ms: list[float]
+    knob_ms: list[float]
+    round_speedups: list[float]
+
+
+def time_interleaved(
+    device: BaseDevice, dense: Prepared, knob: Prepared, protocol: MeasurementProtocol,
+    rounds: int, iters: int,
+) -> PairedTiming:
+    """Warm both models up, then ``rounds`` rounds of ``iters`` calls of each, the first model
+    alternating (ABBA...), so slow drift of the host cancels in each round's ratio of medians."""
+    _warm_up(device, dense, protocol)
+    _warm_up(device, knob, protocol)
+    dense_ms: list[float] = []
+    knob_ms: list[float] = []
+    ratios = []
+    for round_number in range(rounds):
+        dense_first = round_number % 2 == 0
+        first = _time_calls(device, dense if dense_first else knob, iters)
+        second = _time_calls(device, knob if dense_first else dense, iters)
+        dense_round, knob_round = (first, second) if dense_first else (second, first)
+        ratios.append(statistics.median(dense_round) / statistics.median(knob_round))
+        dense_ms += dense_round
+        knob_ms += knob_round
+    return PairedTiming(dense_ms, knob_ms, ratios)
+
+
+def _how(support: list[KnobSupport]) -> str:
+    """How the device runs the knobs the setting turns on (the fp32/dense baselines left out)."""
+    active = [s for s in support if BASELINE.get(s.knob) != s.value]
+    return "; ".join(f"{s.knob}: {s.how}" for s in active) or "no knob is on: the dense model"
+
+
+def _row(device: BaseDevice, arch: str, batch_size: int, setting: KnobSetting,
+         dense: CandidateConfig, knob: CandidateConfig, timing: PairedTiming) -> KnobRow:
+    dense_cost, knob_cost = estimate_cost(dense), estimate_cost(knob)
+    support = device.knob_support(knob)
+    return KnobRow(
+        device=device.name, arch=arch, batch_size=batch_size, knob=setting.label,
+        settings=dict(setting.values), gmacs=knob_cost.gmacs,
+        effective_gmacs=knob_cost.effective_gmacs, params_m=knob_cost.params_m,
+        dense_gmacs=dense_cost.gmacs, latency_ms=statistics.median(timing.knob_ms),
+        dense_latency_ms=statistics.median(timing.dense_ms),
+        speedup=statistics.median(timing.round_speedups),
+        speedup_ci95=median_ci(timing.round_speedups), round_speedups=timing.round_speedups,
+        accelerated=all(s.accelerated for s in support), how=_how(support),
+        knobs=[s.to_dict() for s in support],
+    )
+
+
+def _knob_configs(
+    archs: Mapping[str, CandidateConfig], settings: Sequence[KnobSetting]
+) -> dict[str, tuple[CandidateConfig, list[CandidateConfig]]]:
+    """Each architecture's dense reference and knob configurations, all validated before any
+    timing starts, so an invalid setting fails in a second rather than after minutes."""
+    configs = {}
+    for name, arch in archs.items():
+        dense = arch.replace(**KNOBS_OFF)
+        knobs = [CandidateConfig.from_dict({**dense.to_dict(), **setting.values},
+                                            where=f"knob {setting.label} on {name}: ")
+                 for setting in settings]
+        configs[name] = (dense, knobs)
+    return configs
+
+
+def bench_knobs(
+    device: BaseDevice,
+    archs: Mapping[str, CandidateConfig],
+    batch_sizes: Sequence[int],
+    settings: Sequence[KnobSetting],
+    rounds: int,
+    iters: int,
+    on_row: Callable[[int, int, KnobRow], None] | None = None,
+) -> KnobBenchResult:
+    """Time every knob setting against its architecture's dense fp32 reference (``KNOBS_OFF``
+    applied to the architecture), per batch size; ``on_row(done, total, row)`` after each row."""
+    configs = _knob_configs(archs, settings)
+    protocol = device.profile.protocol
+    device.configure(protocol)
+    total = len(archs) * len(batch_sizes) * len(settings)
+    rows: list[KnobRow] = []
+    with torch.inference_mode():
+        for name, (dense_config, knob_configs) in configs.items():
+            for batch_size in batch_sizes:
+                dense = _prepare(device, dense_config, batch_size)
+                for setting, knob_config in zip(settings, knob_configs):
+                    knob = _prepare(device, knob_config, batch_size)
+                    timing = time_interleaved(device, dense, knob, protocol, rounds, iters)
+                    rows.append(_row(device, name, batch_size, setting, dense_config, knob_config,
+                                     timing))
+                    if on_row is not None:
+                        on_row(len(rows), total, rows[-1])
+    return KnobBenchResult(device.name, _measurement(device, rounds, iters), rows)
+
+
+def _measurement(device: BaseDevice, rounds: int, iters: int) -> dict[str, Any]:
+    """How the rows were measured, for the JSON record."""
+    protocol = device.profile.protocol
+    return {
+        "method": "interleaved rounds, first model alternating; speed-up = median over rounds "
+                  "of median(dense) / median(knob), 95% CI of that median by order statistics "
+                  "(the min-max range of the ratios below 6 rounds)",
+        "rounds": rounds, "iters_per_round": iters, "threads": torch.get_num_threads(),
+        "warmup_min_iters": protocol.warmup_min_iters, "warmup_min_s": protocol.warmup_min_s,
+        "model_seed": MODEL_SEED, "input_seed": INPUT_SEED,
+    }

@@ -28,6 +28,10 @@ def _blocks(numbers: list[int]) -> str:
     return ",".join(str(n) for n in numbers)
 
 
+def _per_block(values: list[int]) -> str:
+    return f"{values[0]} in every block" if len(set(values)) == 1 else f"per block {values}"
+
+
 def active_knobs(config: CandidateConfig) -> list[ActiveKnob]:
     """Every knob ``config`` turns on, plus its precision (always present)."""
     blocks = range(config.depth)
@@ -41,8 +45,8 @@ def active_knobs(config: CandidateConfig) -> list[ActiveKnob]:
     merging = [config.merge_r_at(b) for b in blocks]
     if any(merging):
         merged = [counts.merged for counts in config.token_plan()]
-        knobs.append(ActiveKnob("token_merging", "tome", f"merge_r per block {merging} "
-                                f"(after ToMe's cap: {merged})"))
+        capped = "" if merged == merging else f", {_per_block(merged)} after ToMe's cap"
+        knobs.append(ActiveKnob("token_merging", "tome", f"r {_per_block(merging)}{capped}"))
     variants = [config.attention_at(b) for b in blocks]
     if config.attention in ("window", "pooled") and config.attention not in variants:
         knobs.append(ActiveKnob("attention", config.attention, f"{config.attention} applies to no "

@@ -8,6 +8,7 @@ from typing import Any, TextIO
 
 from optuna.trial import TrialState
 
+from harness.knobs import BASELINE
 from harness.study import measured_count
 
 
@@ -41,9 +42,9 @@ class Progress:
         gmacs = f"{record['gmacs']:.3f} GMACs" if "gmacs" in record else ""
         if outcome.state == TrialState.COMPLETE:
             lat, acc = record["latency_ms"], record["accuracy"]
-            detail = (f"measured {gmacs}  latency {lat['median']:.2f} ms "
-                      f"[{lat['ci95'][0]:.2f}, {lat['ci95'][1]:.2f}] n={lat['n']}  "
-                      f"accuracy {acc['value']:.4f}")
+            detail = (f"measured {gmacs} {_knob_tags(record.get('knobs', []))} latency "
+                      f"{lat['median']:.2f} ms [{lat['ci95'][0]:.2f}, {lat['ci95'][1]:.2f}] "
+                      f"n={lat['n']}  accuracy {acc['value']:.4f}")
         elif outcome.state == TrialState.PRUNED:
             detail = f"rejected {gmacs}: {record.get('rejected', '')}"
         else:
@@ -59,6 +60,13 @@ class Progress:
     def finish(self, study: Any) -> None:
         self._print(f"harness: done in {_clock(time.perf_counter() - self.started)}; "
                     f"{len(study.best_trials)} Pareto-optimal configurations within budget")
+
+
+def _knob_tags(knobs: list[dict[str, Any]]) -> str:
+    """``[tome+int8]``: the knobs on, ``(slow)`` after one the device does not accelerate."""
+    tags = [k["value"] + ("" if k["accelerated"] else "(slow)") for k in knobs
+            if BASELINE.get(k["knob"]) != k["value"]]
+    return f"[{'+'.join(tags) or 'plain'}]"
 
 
 def _best_so_far(study: Any) -> str:

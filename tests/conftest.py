@@ -37,6 +37,8 @@ measurement:
   max_samples: 40
   target_ci_rel: 0.05
   time_cap_s: 0.05
+accelerates:
+  precision: [int8, bf16, fp16]
 """
 
 

@@ -128,3 +128,57 @@ def test_failed_trials_are_listed_apart_with_their_error(tiny_space_file, fast_d
     assert "<h2>Failed trials</h2>" in report and "ValueError: synthetic failure" in report
     pareto = json.loads((tmp_path / "pareto.json").read_text())
     assert pareto and all(entry["config"]["depth"] == 2 for entry in pareto)
+
+
+KNOB_SPACE = """\
+schema_version: 1
+name: knobs
+params:
+  embed_dim: 32
+  depth: 2
+  num_heads: 2
+  head_dim: 16
+  patch_size: 8
+  img_size: 32
+  num_classes: 10
+  merge_r: [0, 2]
+  weight_sparsity: [dense, "2:4"]
+  precision: [fp32, int8, fp16]
+"""
+
+
+def test_search_drops_unaccelerated_knobs_and_the_report_says_what_ran(
+    fast_device_file, tmp_path, capsys, monkeypatch
+):
+    from harness.devices import cpu
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset({"avx2"}))
+    space = tmp_path / "knobs.yaml"
+    space.write_text(KNOB_SPACE)
+    out = tmp_path / "out"
+    args = ["search", "--space", str(space), "--device", str(fast_device_file), "--trials", "6",
+            "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "harness: note:" in line]
+    assert len(notes) == 2
+    assert "weight_sparsity 2:4 is not accelerated on fastcpu" in notes[0] and "dropped" in notes[0]
+    assert "precision fp16 is not accelerated" in notes[1] and "avx512_fp16" in notes[1]
+    trials = json.loads((out / "trials.json").read_text())["trials"]
+    measured = [t for t in trials if t["state"] == "COMPLETE"]
+    assert {t["config"]["precision"] for t in measured} <= {"fp32", "int8"}
+    assert all(t["config"]["weight_sparsity"] == "dense" for t in measured)
+    report = (out / "report.html").read_text()
+    assert "Efficiency knobs on this device" in report and "dropped from the space" in report
+
+    # Pinned by the user: kept, measured, and marked as not accelerated wherever it appears.
+    pinned = tmp_path / "pinned"
+    assert main([*args[:-1], str(pinned), "--set", "weight_sparsity=2:4", "--study", "p"]) == 0
+    assert "kept as asked" in capsys.readouterr().err
+    pareto = json.loads((pinned / "pareto.json").read_text())
+    assert pareto and all(e["effective_gmacs"] < e["gmacs"] for e in pareto)
+    sparsity = [k for e in pareto for k in e["knobs"] if k["knob"] == "weight_sparsity"]
+    assert sparsity and not any(k["accelerated"] for k in sparsity)
+    parser = _ReportParser()
+    parser.feed((pinned / "report.html").read_text())
+    assert all("weight_sparsity: 2 of every 4 weights zeroed (NOT accelerated)" in " ".join(row)
+               for row in parser.pareto_rows)

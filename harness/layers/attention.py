@@ -38,9 +38,23 @@ class _MultiHead(nn.Module):
         return self.proj(x.transpose(1, 2).reshape(batch, tokens, -1))
 
 
-def _check_full_grid(size: torch.Tensor | None, need_cls_attention: bool, need_keys: bool) -> None:
-    if size is not None or need_cls_attention or need_keys:
-        raise ValueError("grid attention variants run only in blocks that do not reduce tokens")
+class _GridVariant:
+    """Mixin of the variants that need the whole patch grid: they run only in blocks that do not
+    reduce tokens, so they never take token sizes nor give the class attention row or keys."""
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        size: torch.Tensor | None = None,
+        need_cls_attention: bool = False,
+        need_keys: bool = False,
+    ) -> AttentionOutput:
+        if size is not None or need_cls_attention or need_keys:
+            raise ValueError("grid attention variants run only in blocks that do not reduce tokens")
+        return self.attend(x), None, None
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class Attention(_MultiHead):
@@ -74,7 +88,7 @@ class Attention(_MultiHead):
         return out, cls_attention, keys
 
 
-class WindowAttention(Attention):
+class WindowAttention(_GridVariant, Attention):
     """Local attention: each ``window``×``window`` patch window attends to itself and the class
     token (Swin-style windows, without shifting); the class token attends to every token."""
 
@@ -86,14 +100,7 @@ class WindowAttention(Attention):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, window={self.window}"
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        size: torch.Tensor | None = None,
-        need_cls_attention: bool = False,
-        need_keys: bool = False,
-    ) -> AttentionOutput:
-        _check_full_grid(size, need_cls_attention, need_keys)
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._heads(self.qkv(x), 3)
         batch, heads, _, dim = q.shape
         side, window = self.grid // self.window, self.window
@@ -110,10 +117,10 @@ class WindowAttention(Attention):
         local = local.reshape(batch, side, side, heads, window, window, dim)
         local = local.permute(0, 3, 1, 4, 2, 5, 6).reshape(batch, heads, -1, dim)
         cls_out = F.scaled_dot_product_attention(q[:, :, :1], k, v)
-        return self._merge_heads(torch.cat([cls_out, local], dim=2)), None, None
+        return self._merge_heads(torch.cat([cls_out, local], dim=2))
 
 
-class PooledAttention(_MultiHead):
+class PooledAttention(_GridVariant, _MultiHead):
     """Global attention to pooled keys/values (PVT's spatial reduction; HiLo's low-frequency
     path): keys and values come from the class token and the patch grid averaged over
     ``pool``×``pool`` cells, so the key/value projection and the attention shrink by ~``pool``²."""
@@ -130,17 +137,10 @@ class PooledAttention(_MultiHead):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, pool={self.pool}"
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        size: torch.Tensor | None = None,
-        need_cls_attention: bool = False,
-        need_keys: bool = False,
-    ) -> AttentionOutput:
-        _check_full_grid(size, need_cls_attention, need_keys)
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, channels = x.shape
         patches = x[:, 1:].transpose(1, 2).reshape(batch, channels, self.grid, self.grid)
         pooled = F.adaptive_avg_pool2d(patches, self.grid // self.pool).flatten(2).transpose(1, 2)
         (q,) = self._heads(self.q(x), 1)
         k, v = self._heads(self.kv(torch.cat([x[:, :1], pooled], dim=1)), 2)
-        return self._merge_heads(F.scaled_dot_product_attention(q, k, v)), None, None
+        return self._merge_heads(F.scaled_dot_product_attention(q, k, v))

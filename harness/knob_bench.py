@@ -25,7 +25,7 @@ import torch
 from harness.config import CandidateConfig, parse_set_options
 from harness.cost import estimate_cost
 from harness.devices import BaseDevice
-from harness.devices.base import KnobSupport
+from harness.devices.base import KnobSupport, inference_context
 from harness.errors import ConfigError
 from harness.knobs import BASELINE
 from harness.models import build_model
@@ -176,14 +176,15 @@ def _prepare(device: BaseDevice, config: CandidateConfig, batch_size: int) -> Pr
 
 def _time_calls(device: BaseDevice, prepared: Prepared, iters: int) -> list[float]:
     """Milliseconds of each of ``iters`` calls."""
-    return [device.time_call(*prepared) for _ in range(iters)]
+    with inference_context(prepared[0]):
+        return [device.time_call(*prepared) for _ in range(iters)]
 
 
 def _warm_up(device: BaseDevice, prepared: Prepared, protocol: MeasurementProtocol) -> None:
     """The device profile's warm-up: at least ``warmup_min_iters`` calls and ``warmup_min_s``."""
     start, calls = time.perf_counter(), 0
     while calls < protocol.warmup_min_iters or time.perf_counter() - start < protocol.warmup_min_s:
-        device.time_call(*prepared)
+        _time_calls(device, prepared, 1)
         calls += 1
 
 
@@ -272,17 +273,16 @@ def bench_knobs(
     device.configure(protocol)
     total = len(archs) * len(batch_sizes) * len(settings)
     rows: list[KnobRow] = []
-    with torch.inference_mode():
-        for name, (dense_config, knob_configs) in configs.items():
-            for batch_size in batch_sizes:
-                dense = _prepare(device, dense_config, batch_size)
-                for setting, knob_config in zip(settings, knob_configs):
-                    knob = _prepare(device, knob_config, batch_size)
-                    timing = time_interleaved(device, dense, knob, protocol, rounds, iters)
-                    rows.append(_row(device, name, batch_size, setting, dense_config, knob_config,
-                                     timing))
-                    if on_row is not None:
-                        on_row(len(rows), total, rows[-1])
+    for name, (dense_config, knob_configs) in configs.items():
+        for batch_size in batch_sizes:
+            dense = _prepare(device, dense_config, batch_size)
+            for setting, knob_config in zip(settings, knob_configs):
+                knob = _prepare(device, knob_config, batch_size)
+                timing = time_interleaved(device, dense, knob, protocol, rounds, iters)
+                rows.append(_row(device, name, batch_size, setting, dense_config, knob_config,
+                                 timing))
+                if on_row is not None:
+                    on_row(len(rows), total, rows[-1])
     return KnobBenchResult(device.name, _measurement(device, rounds, iters), rows)
 
 

@@ -11,11 +11,14 @@ Everything a trial produced is stored as plain JSON in its user attributes, so t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,10 +204,34 @@ def run_search(
     inputs = _inputs(settings)
     shared_weights = _shared_weights(settings.space)
     try:
-        _run_trials(study, settings, inputs, shared_weights, on_trial)
+        with _interrupt_requests() as interrupt:
+            _run_trials(study, settings, inputs, shared_weights, on_trial, interrupt)
     except KeyboardInterrupt:
         raise SearchInterrupted(study) from None
     return study
+
+
+@contextlib.contextmanager
+def _interrupt_requests() -> Iterator[threading.Event]:
+    """SIGINT raises KeyboardInterrupt as usual and also sets the yielded event.
+
+    A KeyboardInterrupt raised while Python runs a finaliser (a tensor or file being freed) is
+    printed and swallowed; the event lets the loop stop at the next trial all the same.
+    """
+    requested = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield requested  # signal handlers can only be set from the main thread
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        requested.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield requested
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run_trials(
@@ -213,9 +240,12 @@ def _run_trials(
     inputs: dict[int, torch.Tensor],
     shared_weights: dict[str, torch.Tensor] | None,
     on_trial: Callable[[TrialOutcome, optuna.Study], None] | None,
+    interrupt: threading.Event,
 ) -> None:
     rejected_in_a_row = 0
     while measured_count(study) < settings.n_trials:
+        if interrupt.is_set():
+            raise KeyboardInterrupt
         if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
             raise StudyError(
                 f"{MAX_REJECTED_IN_A_ROW} candidates in a row were over budget; the budget leaves "

@@ -98,8 +98,16 @@ def test_knob_and_dense_models_share_weights_and_inputs(device):
 
 def test_rounds_alternate_which_model_goes_first(device):
     calls = []
-    dense = (lambda _: calls.append("D"), None)
-    knob = (lambda _: calls.append("K"), None)
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, inputs):
+            calls.append(self.name)
+
+    dense, knob = (Recorder("D"), None), (Recorder("K"), None)
     protocol = MeasurementProtocol(warmup_min_iters=1, warmup_min_s=1e-9)
     timing = time_interleaved(device, dense, knob, protocol, rounds=3, iters=2)
     assert "".join(calls) == "D" + "K" + "DDKK" + "KKDD" + "DDKK"

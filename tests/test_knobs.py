@@ -14,6 +14,7 @@ from harness.config import CandidateConfig
 from harness.cost import count_cost_fvcore, estimate_cost
 from harness.devices import cpu as cpu_module
 from harness.devices import get_device
+from harness.devices.base import inference_context
 from harness.errors import ConfigError
 from harness.layers import Attention, PooledAttention, WindowAttention, merge_tokens
 from harness.models import build_model, preset_config
@@ -289,3 +290,40 @@ def test_per_layer_attention_is_sampled_only_where_the_grid_is_whole():
         assert all(v == "global" for v in config.attention[grid_blocks:])
     costs = [estimate_cost(c).macs for c in configs]
     assert min(estimate_cost(c).macs for c in space.corner_configs()) <= min(costs)
+
+
+SPARSE_CPU = """\
+schema_version: 1
+name: sparsecpu
+kind: cpu
+measurement: {batch_size: 1, threads: 1, warmup_min_s: 0.001, warmup_min_iters: 2, min_samples: 10,
+              max_samples: 20, target_ci_rel: 0.05, time_cap_s: 0.05}
+accelerates:
+  weight_sparsity: [block, "2:4"]
+"""
+
+
+def test_a_device_that_accelerates_sparsity_runs_sparse_kernels(tmp_path, capsys):
+    from harness.errors import DeviceError
+
+    profile = tmp_path / "sparsecpu.yaml"
+    profile.write_text(SPARSE_CPU)
+    device = get_device(str(profile))
+    config = SMALL.replace(weight_sparsity="block", sparsity_block=8, block_sparsity=0.75)
+    model, inputs = device.prepare(build_model(config), IMAGES, config)
+    assert model.blocks[0].mlp.fc1.weight.layout == torch.sparse_bsr
+    with inference_context(model):  # no_grad: BSR matmul fails under inference_mode
+        torch.testing.assert_close(model(inputs), build_model(config)(IMAGES), atol=1e-5, rtol=1e-4)
+    timed = device.measure_latency(model, inputs, device.profile.protocol)
+    assert timed.summary.n >= 10
+    (support,) = [k for k in device.knob_support(config) if k.knob == "weight_sparsity"]
+    assert support.accelerated and "BSR" in support.how
+
+    two_four = SMALL.replace(weight_sparsity="2:4")
+    with pytest.raises(DeviceError, match="semi-structured kernels, which need precision fp16 or bf16; got fp32"):
+        device.prepare(build_model(two_four), IMAGES, two_four)
+    if not torch.cuda.is_available():  # the kernels are CUDA-only: said in one line, not a traceback
+        assert main(["measure", "--device", str(profile), "--set", "weight_sparsity=2:4",
+                     "--set", "precision=fp16"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "weight_sparsity 2:4 on sparsecpu: torch" in err[0]

@@ -117,3 +117,25 @@ def test_rdb_storage_url_is_passed_to_optuna_and_resumes(tiny_space_file, fast_d
     assert measured_count(study) == 3
     assert isinstance(study._storage, optuna.storages.RDBStorage) or (tmp_path / "study.db").is_file()
     assert not (tmp_path / "out" / "study.journal").exists()
+
+
+def test_an_interrupt_swallowed_mid_trial_still_stops_the_search(tiny_space_file, fast_device_file, tmp_path):
+    import os
+    import signal
+    import time
+
+    from harness.study import SearchInterrupted
+
+    def interrupt_and_swallow(outcome, study):
+        # As when SIGINT lands in a finaliser: Python prints the KeyboardInterrupt and drops it.
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+    settings = _settings(tiny_space_file, fast_device_file, tmp_path, n_trials=6)
+    with pytest.raises(SearchInterrupted) as stopped:
+        run_search(settings, on_trial=interrupt_and_swallow)
+    assert len(stopped.value.study.trials) == 1
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

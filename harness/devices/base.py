@@ -14,13 +14,16 @@ name a kind and carry the measurement settings. Rules an implementation must kee
 from __future__ import annotations
 
 import abc
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from harness.config import CandidateConfig
+from harness.errors import DeviceError
 from harness.knobs import BASELINE, KERNEL_KNOBS, active_knobs
+from harness.layers import SPARSE_KERNELS, use_sparse_kernels
 from harness.precision import convert_precision
 from harness.timing import LatencyMeasurement, MeasurementProtocol, measure_adaptively
 
@@ -88,8 +91,10 @@ class BaseDevice(abc.ABC):
         for knob in active_knobs(config):
             if knob.knob in KERNEL_KNOBS:
                 accelerated, how = self.accelerates(knob.knob, knob.value)
-                if not accelerated and knob.knob == "weight_sparsity":
-                    how += "; masks applied (accuracy effect is real), computed by dense kernels"
+                if knob.knob == "weight_sparsity":
+                    how = (f"{SPARSE_KERNELS[knob.value]}; {how}" if accelerated else
+                           f"{how}; masks applied (accuracy effect is real), computed by dense "
+                           "kernels")
             else:
                 accelerated, how = True, "less work through the same dense kernels"
             support.append(KnobSupport(knob.knob, knob.value, knob.detail, accelerated, how))
@@ -98,8 +103,29 @@ class BaseDevice(abc.ABC):
     def prepare(
         self, model: torch.nn.Module, inputs: torch.Tensor, config: CandidateConfig
     ) -> tuple[torch.nn.Module, torch.Tensor]:
-        """The model and inputs as this device runs them: in ``config.precision``."""
-        return convert_precision(model, inputs, config.precision)
+        """The model and inputs as this device runs them: in ``config.precision``, and with sparse
+        weights in the format of the device's sparse kernels where it accelerates them.
+
+        Raises:
+            DeviceError: the device's sparse kernels cannot run this combination.
+        """
+        model, inputs = convert_precision(model, inputs, config.precision)
+        pattern = config.weight_sparsity
+        if pattern == "dense" or not self.accelerates("weight_sparsity", pattern)[0]:
+            return model, inputs
+        if pattern == "2:4" and config.precision not in ("fp16", "bf16"):
+            raise DeviceError(f"weight_sparsity 2:4 on {self.name} runs on semi-structured "
+                              f"kernels, which need precision fp16 or bf16; got {config.precision}")
+        if config.precision == "int8":
+            raise DeviceError(f"weight_sparsity {pattern} on {self.name} runs on sparse float "
+                              "kernels, which int8 dynamic quantisation replaces; choose one")
+        try:
+            use_sparse_kernels(model.blocks, pattern, config.sparsity_block)
+        except (RuntimeError, NotImplementedError) as error:
+            raise DeviceError(f"weight_sparsity {pattern} on {self.name}: torch "
+                              f"{torch.__version__} has no such kernel here "
+                              f"({str(error).splitlines()[0]})") from None
+        return model, inputs
 
     def configure(self, protocol: MeasurementProtocol) -> None:
         """Apply the protocol's device settings (threads...) before timing; none by default."""
@@ -113,8 +139,16 @@ class BaseDevice(abc.ABC):
     ) -> LatencyMeasurement:
         """Time ``model(inputs)`` following ``protocol``: warm-up, then adaptive sampling."""
         self.configure(protocol)
-        with torch.inference_mode():
+        with inference_context(model):
             return measure_adaptively(lambda: self.time_call(model, inputs), protocol)
+
+
+def inference_context(model: torch.nn.Module) -> AbstractContextManager[Any]:
+    """``torch.inference_mode()``, except for a model with sparse-format weights: torch 2.13's BSR
+    matmul fails under it ("Cannot set version_counter for inference tensor"), so ``no_grad``."""
+    if any(p.layout != torch.strided for p in model.parameters()):
+        return torch.no_grad()
+    return torch.inference_mode()
 
 
 DEVICE_KINDS: dict[str, type[BaseDevice]] = {}

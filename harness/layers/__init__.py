@@ -1,11 +1,18 @@
 """Efficiency knobs as small modules: a pure function does the work, a thin module wraps it."""
 
 from harness.layers.attention import Attention, PooledAttention, WindowAttention
-from harness.layers.sparsity import sparsify_linears, weight_density, zeroed_blocks
+from harness.layers.sparsity import (
+    SPARSE_KERNELS,
+    sparsify_linears,
+    use_sparse_kernels,
+    weight_density,
+    zeroed_blocks,
+)
 from harness.layers.token_merging import TokenMerging, merge_tokens
 from harness.layers.token_pruning import TokenPruning, prune_tokens
 
 __all__ = [
+    "SPARSE_KERNELS",
     "Attention",
     "PooledAttention",
     "TokenMerging",
@@ -14,6 +21,7 @@ __all__ = [
     "merge_tokens",
     "prune_tokens",
     "sparsify_linears",
+    "use_sparse_kernels",
     "weight_density",
     "zeroed_blocks",
 ]

@@ -3,10 +3,13 @@
 
 The masks are applied to the weights themselves, so the accuracy effect is real on every device.
 Whether a device also runs them faster depends on its kernels (2:4 semi-structured kernels need
-CUDA compute capability 8.0+ in fp16/bf16); the device says so, not this module.
+CUDA compute capability 8.0+ in fp16/bf16); the device says so, and only then stores the weights
+in a sparse format (``use_sparse_kernels``).
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import nn
@@ -47,6 +50,33 @@ def sparsify_linears(module: nn.Module, pattern: str, block: int = 32, sparsity:
             else:
                 mask = block_mask(layer.weight, block, sparsity)
             layer.weight.mul_(mask)
+
+
+# Kernels that skip zero weights, per pattern: what a device that accelerates it runs.
+SPARSE_KERNELS = {
+    "2:4": "weights stored 2:4 semi-structured (torch.sparse.to_sparse_semi_structured)",
+    "block": "weights stored as BSR with sparsity_block blocks (Tensor.to_sparse_bsr)",
+}
+
+
+def use_sparse_kernels(module: nn.Module, pattern: str, block: int = 32) -> None:
+    """Store the (already masked) weight of every Linear in ``module`` in the sparse format whose
+    kernels skip the zeros: 2:4 semi-structured (CUDA, compute capability 8.0+, fp16/bf16) or BSR
+    with ``block``×``block`` blocks. ``F.linear`` dispatches to the sparse kernels.
+
+    Raises:
+        RuntimeError: the installed torch has no such kernel for this device or dtype.
+    """
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            weight = layer.weight.detach()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*is in beta state.*")
+                if pattern == "2:4":
+                    sparse = torch.sparse.to_sparse_semi_structured(weight)
+                else:
+                    sparse = weight.to_sparse_bsr((block, block))
+            layer.weight = nn.Parameter(sparse, requires_grad=False)
 
 
 def weight_density(layer: nn.Linear) -> float:

@@ -19,6 +19,13 @@ CHECK_EVERY = 10  # samples between two CI checks: the check costs ~0.1 ms
 
 @dataclass(frozen=True)
 class MeasurementProtocol:
+    """How a device measures: the latency stopping rule, then the energy windows.
+
+    Energy counters update slowly (NVML every ~20-100 ms, RAPL every ~1 ms but noisy), so energy is
+    read over ``energy_windows`` windows of at least ``energy_window_s`` each, the workload looped
+    to fill them, after ``idle_s`` of idle power measured apart.
+    """
+
     batch_size: int = 1
     threads: int | None = None
     warmup_min_s: float = 0.5
@@ -27,6 +34,12 @@ class MeasurementProtocol:
     max_samples: int = 2000
     target_ci_rel: float = 0.01
     time_cap_s: float = 5.0
+    energy: bool = True
+    energy_window_s: float = 1.0
+    energy_windows: int = 5
+    idle_s: float = 1.0
+    l2_flush: bool = False  # GPUs: overwrite the L2 cache before each timed call
+    cuda_graphs: bool = False  # GPUs: capture the forward once and replay it
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -40,6 +53,10 @@ class LatencyMeasurement:
     warmup_s: float
     timed_s: float
     stop_reason: str  # "ci_target", "time_cap" or "max_samples"
+    # Device state during the run (clocks, temperature, throttle reasons sampled...), and whether
+    # the device throttled: None when it cannot tell.
+    conditions: dict[str, Any] = field(default_factory=dict)
+    throttled: bool | None = None
 
     def protocol_record(self) -> dict[str, Any]:
         return {

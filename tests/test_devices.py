@@ -44,3 +44,40 @@ def test_malformed_profiles_name_the_file_and_key(text, message):
 def test_unknown_device_lists_the_valid_ones():
     with pytest.raises(DeviceError, match="unknown device 'a100'; valid: cpu"):
         get_device("a100")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("kind: cpu\nmeasurement: {l2_flush: 1}\n", r"measurement.l2_flush: expected true or false, got 1"),
+        ("kind: cpu\nhardware: {tdp_w: -5}\n", r"hardware.tdp_w: expected a positive number, got -5"),
+        ("kind: cpu\nhardware: {peak_tflops: {fp4: 3}}\n", r"hardware.peak_tflops: expected a mapping of fp64, fp32"),
+        ("kind: cpu\nhardware: {match: {name: A100}}\n", r"hardware.match: expected a mapping of nvml_name_contains"),
+        ("kind: cpu\nhardware: {colour: red}\n", r"hardware.colour: unknown key; valid: match, peak_tflops"),
+        ("kind: cpu\nmesurement: {}\n", r"gpu.yaml: unknown key 'mesurement'; valid: schema_version, name, kind"),
+    ],
+)
+def test_malformed_hardware_and_protocol_blocks(text, message):
+    with pytest.raises(DeviceError, match=message):
+        parse_profile(text, "gpu.yaml")
+
+
+def test_energy_is_unavailable_with_a_reason_by_default():
+    from harness.devices.base import BaseDevice, EnergyMeasurement
+
+    class NoCounter(BaseDevice):
+        kind = "test"
+
+        def availability(self):
+            return True, "always"
+
+        def describe(self):
+            return {}
+
+        def time_call(self, model, inputs):
+            return 1.0
+
+    device = NoCounter(parse_profile("kind: cpu\n", "x.yaml"))
+    energy = device.measure_energy(torch.nn.Identity(), torch.zeros(1), device.profile.protocol)
+    assert energy == EnergyMeasurement.unavailable("device kind 'test' has no energy counter")
+    assert energy.to_dict()["joules_per_inference"] is None and energy.status == "unavailable"

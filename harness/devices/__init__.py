@@ -17,6 +17,8 @@ from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
 SCHEMA_VERSION = 1
 PROFILES_PACKAGE = "harness.device_profiles"
 _PROTOCOL_FIELDS = {f.name: f.type for f in dataclasses.fields(MeasurementProtocol)}
+PROFILE_KEYS = ("schema_version", "name", "kind", "description", "measurement", "accelerates",
+                "hardware")
 
 
 def bundled_device_names() -> list[str]:
@@ -35,6 +37,9 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         raise DeviceError(f"{source}: expected a mapping with keys name, kind, measurement")
     if document.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
         raise DeviceError(f"{source}: schema_version: expected {SCHEMA_VERSION}")
+    unknown = set(document) - set(PROFILE_KEYS)
+    if unknown:
+        raise DeviceError(f"{source}: unknown key {min(unknown)!r}; valid: {', '.join(PROFILE_KEYS)}")
     kind = document.get("kind")
     if kind not in DEVICE_KINDS:
         raise DeviceError(f"{source}: kind: expected one of {', '.join(DEVICE_KINDS)}, got {kind!r}")
@@ -45,6 +50,7 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         protocol=_parse_protocol(document.get("measurement") or {}, source),
         source=source,
         accelerates=_parse_accelerates(document.get("accelerates") or {}, source),
+        hardware=_parse_hardware(document.get("hardware") or {}, source),
     )
 
 
@@ -78,6 +84,10 @@ def _parse_protocol(values: Any, source: str) -> MeasurementProtocol:
         nullable = key == "threads"
         if value is None and nullable:
             continue
+        if _PROTOCOL_FIELDS[key] == "bool":
+            if not isinstance(value, bool):
+                raise DeviceError(f"{source}: measurement.{key}: expected true or false, got {value!r}")
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise DeviceError(f"{source}: measurement.{key}: expected a positive number, got {value!r}")
         if "int" in str(_PROTOCOL_FIELDS[key]) and not isinstance(value, int):
@@ -86,6 +96,49 @@ def _parse_protocol(values: Any, source: str) -> MeasurementProtocol:
         return MeasurementProtocol(**values)
     except TypeError as error:
         raise DeviceError(f"{source}: measurement: {error}") from None
+
+
+# What a profile's ``hardware:`` block may hold: datasheet figures (for roofline context) and the
+# rules that recognise the device on a host.
+PEAK_PRECISIONS = ("fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8")
+MATCH_RULES = ("nvml_name_contains",)
+
+
+def _parse_hardware(values: Any, source: str) -> dict[str, Any]:
+    where = f"{source}: hardware"
+    if not isinstance(values, dict):
+        raise DeviceError(f"{where}: expected a mapping")
+    checks = {
+        "match": lambda v: isinstance(v, dict) and set(v) <= set(MATCH_RULES)
+        and all(isinstance(x, str) and x for x in v.values()),
+        "peak_tflops": lambda v: isinstance(v, dict) and set(v) <= set(PEAK_PRECISIONS)
+        and all(_positive(x) for x in v.values()),
+        "memory_bandwidth_gbs": _positive,
+        "tdp_w": _positive,
+        "compute_capability": lambda v: isinstance(v, str) and _is_version(v),
+        "datasheet": lambda v: isinstance(v, str),
+    }
+    expected = {
+        "match": f"a mapping of {', '.join(MATCH_RULES)} to non-empty strings",
+        "peak_tflops": f"a mapping of {', '.join(PEAK_PRECISIONS)} to positive numbers",
+        "memory_bandwidth_gbs": "a positive number", "tdp_w": "a positive number",
+        "compute_capability": "a version string such as '8.0'", "datasheet": "a string",
+    }
+    for key, value in values.items():
+        if key not in checks:
+            raise DeviceError(f"{where}.{key}: unknown key; valid: {', '.join(checks)}")
+        if not checks[key](value):
+            raise DeviceError(f"{where}.{key}: expected {expected[key]}, got {value!r}")
+    return dict(values)
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _is_version(text: str) -> bool:
+    major, _, minor = text.partition(".")
+    return major.isdigit() and minor.isdigit()
 
 
 def get_device(name_or_path: str) -> BaseDevice:

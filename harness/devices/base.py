@@ -8,7 +8,10 @@ name a kind and carry the measurement settings. Rules an implementation must kee
   ``measure_latency`` repeats it under a protocol and returns every sample;
 * ``describe()`` returns plain JSON values for the environment record of each result;
 * ``hardware_accelerates`` says whether this machine has what a kernel knob needs (an instruction
-  set, a compute capability) beyond the profile listing it.
+  set, a compute capability) beyond the profile listing it;
+* ``measure_energy`` returns an ``EnergyMeasurement`` whose status says whether the figure was
+  measured, estimated (only on the user's explicit request) or is unavailable, and why; it never
+  raises for a missing or unreadable counter.
 """
 
 from __future__ import annotations
@@ -37,6 +40,39 @@ class DeviceProfile:
     source: str
     # Kernel knob → the values this device runs faster than the baseline (fp32, dense).
     accelerates: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Datasheet figures and the rules that recognise the hardware (see ``HARDWARE_KEYS``).
+    hardware: dict[str, Any] = field(default_factory=dict)
+
+
+ENERGY_STATUSES = ("measured", "estimated", "unavailable")
+
+
+@dataclass(frozen=True)
+class EnergyMeasurement:
+    """Energy per inference and where it came from; a figure is never reported without its
+    ``status`` (measured / estimated / unavailable), ``source`` and ``reason``.
+
+    ``joules_per_inference`` is per call of the model (one batch), net of nothing: the idle power
+    (``idle_power_w``) is reported apart so readers can subtract it.
+    """
+
+    status: str
+    source: str | None  # e.g. "nvml_total_energy", "nvml_power_sampling", "rapl"; None if unavailable
+    reason: str  # what was read, or why nothing could be
+    joules_per_inference: float | None = None
+    ci95: tuple[float, float] | None = None
+    idle_power_w: float | None = None
+    windows: int = 0
+    window_s: float | None = None
+
+    @classmethod
+    def unavailable(cls, reason: str) -> EnergyMeasurement:
+        return cls(status="unavailable", source=None, reason=reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dict(self.__dict__)
+        values["ci95"] = list(self.ci95) if self.ci95 else None
+        return values
 
 
 @dataclass(frozen=True)
@@ -126,6 +162,12 @@ class BaseDevice(abc.ABC):
                               f"{torch.__version__} has no such kernel here "
                               f"({str(error).splitlines()[0]})") from None
         return model, inputs
+
+    def measure_energy(
+        self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
+    ) -> EnergyMeasurement:
+        """Joules per call of ``model(inputs)``; unavailable unless the kind reads a counter."""
+        return EnergyMeasurement.unavailable(f"device kind {self.kind!r} has no energy counter")
 
     def configure(self, protocol: MeasurementProtocol) -> None:
         """Apply the protocol's device settings (threads...) before timing; none by default."""

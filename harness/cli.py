@@ -126,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     knobs.add_argument("--quiet", action="store_true", help="no per-setting progress on stderr")
     knobs.set_defaults(handler=cmd_bench_knobs)
 
+    devices = commands.add_parser(
+        "devices", help="list the device profiles and whether each device is on this host",
+        description="List every bundled device profile with its kind, whether the device is "
+        "present on this host and, if not, why (no CUDA, no NVML, a GPU of another name...).",
+    )
+    devices.add_argument("--json", action="store_true",
+                         help="print a list of {name, kind, present, reason, description}")
+    devices.set_defaults(handler=cmd_devices)
+
     spaces = commands.add_parser("spaces", help="list the bundled search spaces")
     spaces.add_argument("--json", action="store_true")
     spaces.set_defaults(handler=cmd_spaces)
@@ -137,6 +146,8 @@ def _add_measurement_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads (default: profile)")
     parser.add_argument("--time-cap", type=float, metavar="SECONDS",
                         help="time spent timing one candidate at most (default: profile)")
+    parser.add_argument("--no-energy", action="store_true",
+                        help="skip the energy windows (energy is then reported as unavailable)")
 
 
 def _protocol(device: Any, args: argparse.Namespace) -> Any:
@@ -149,6 +160,8 @@ def _protocol(device: Any, args: argparse.Namespace) -> Any:
             raise UsageError(f"{option} must be positive, got {value}")
         if value is not None:
             overrides[field] = value
+    if args.no_energy:
+        overrides["energy"] = False
     return dataclasses.replace(device.profile.protocol, **overrides)
 
 
@@ -269,6 +282,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ms(value: float | None, min_samples: int) -> str:
+    return f"{value:.3f} ms" if value is not None else f"n/a (<{min_samples} samples)"
+
+
 def _print_measurement(result: dict[str, Any]) -> None:
     print(f"{result['arch']} ({result['config_key']}) on {result['device']}")
     print(f"  GMACs       {result['gmacs']:.4f}  (fvcore {result['gmacs_fvcore']:.4f})")
@@ -284,10 +301,20 @@ def _print_measurement(result: dict[str, Any]) -> None:
     if "latency_ms" in result:
         lat = result["latency_ms"]
         protocol = result["latency_protocol"]
-        print(f"  latency     median {lat['median']:.3f} ms  p90 {lat['p90']:.3f} ms  "
+        print(f"  latency     median {lat['median']:.3f} ms  p90 {_ms(lat['p90'], 64)}  "
               f"95% CI [{lat['ci95'][0]:.3f}, {lat['ci95'][1]:.3f}]  CV {lat['cv']:.3f}  "
               f"n={lat['n']} (batch {protocol['batch_size']}, {protocol['threads']} threads, "
               f"stopped by {protocol['stop_reason']})")
+        energy = result["energy"]
+        if energy["status"] == "unavailable":
+            print(f"  energy      unavailable: {energy['reason']}")
+        else:
+            low, high = energy["ci95"]
+            print(f"  energy      {energy['joules_per_inference']:.4f} J per call "
+                  f"[{low:.4f}, {high:.4f}] ({energy['status']}, {energy['source']}; idle "
+                  f"{energy['idle_power_w']:.1f} W; {energy['reason']})")
+        if result["throttled"]:
+            print(f"  THROTTLED   {result['conditions'].get('throttle_reasons', 'see conditions')}")
         print(f"  accuracy    {result['accuracy']['value']:.4f} ({result['accuracy']['estimator']})")
 
 
@@ -309,6 +336,19 @@ def cmd_report(args: argparse.Namespace) -> int:
                          f"{', '.join(names) or 'none'}")
     report = write_report(optuna.load_study(study_name=name, storage=storage), args.out)
     print(report)
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from harness.devices import device_statuses
+
+    statuses = device_statuses()
+    if args.json:
+        print(json.dumps([s.to_dict() for s in statuses], indent=2))
+        return 0
+    for status in statuses:
+        where = "present" if status.present else "absent"
+        print(f"{status.name:<12} {status.kind:<6} {where:<8} {status.reason}")
     return 0
 
 

@@ -26,12 +26,27 @@ def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float
     return float(ordered[max(low_rank - 1, 0)]), float(ordered[min(high_rank - 1, n - 1)])
 
 
+# Fewest samples for a tail percentile to be reported, as MLPerf LoadGen requires (99% confidence
+# that the estimate bounds the true percentile); below them the percentile is None.
+MIN_SAMPLES_FOR_PERCENTILE = {90: 64, 99: 662}
+
+
+def tail_percentile(values: np.ndarray, percentile: int) -> float | None:
+    if len(values) < MIN_SAMPLES_FOR_PERCENTILE[percentile]:
+        return None
+    return float(np.percentile(values, percentile))
+
+
 @dataclass(frozen=True)
 class LatencySummary:
-    """Summary of latency samples in milliseconds; ``ci95`` is the median's 95% interval."""
+    """Summary of latency samples in milliseconds; ``ci95`` is the median's 95% interval.
+
+    ``p90`` and ``p99`` are None with fewer samples than ``MIN_SAMPLES_FOR_PERCENTILE`` asks.
+    """
 
     median: float
-    p90: float
+    p90: float | None
+    p99: float | None
     ci95: tuple[float, float]
     cv: float
     n: int
@@ -55,7 +70,8 @@ def summarize(samples_ms: Sequence[float]) -> LatencySummary:
     mean = float(values.mean())
     return LatencySummary(
         median=float(np.median(values)),
-        p90=float(np.percentile(values, 90)),
+        p90=tail_percentile(values, 90),
+        p99=tail_percentile(values, 99),
         ci95=median_ci(values),
         cv=float(values.std(ddof=1) / mean) if len(values) > 1 else 0.0,
         n=len(values),

@@ -34,6 +34,7 @@ from harness.budget import Budget
 from harness.config import CandidateConfig
 from harness.cost import Cost, estimate_cost
 from harness.devices import BaseDevice
+from harness.devices.base import EnergyMeasurement
 from harness.errors import BudgetError, ConfigError, StudyError
 from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
@@ -416,6 +417,13 @@ def measure_candidate(
     measurement = device.measure_latency(model, inputs, protocol)
     phase_s["latency"] = time.perf_counter() - start
     result["latency_ms"] = measurement.summary.to_dict()
+    result["throttled"] = measurement.throttled
+    result["conditions"] = measurement.conditions
+    start = time.perf_counter()
+    energy = (device.measure_energy(model, inputs, protocol) if protocol.energy
+              else EnergyMeasurement.unavailable("energy measurement turned off (--no-energy)"))
+    phase_s["energy"] = time.perf_counter() - start
+    result["energy"] = energy.to_dict()
     # A tight CI cannot reveal a host that was busy for the whole window: record the load.
     result["host_load_1m"] = {"before": load_before, "after": os.getloadavg()[0]}
     result["latency_samples_ms"] = [round(s, 5) for s in measurement.samples_ms]

@@ -46,6 +46,25 @@ def test_measure_json_with_latency(fast_device_file, capsys):
     assert result["latency_protocol"]["batch_size"] == 2 and result["latency_protocol"]["threads"] == 1
     assert result["config"]["keep_rate"] == 0.7
     assert result["accuracy"]["estimator"] == "proxy:dss"
+    energy = result["energy"]
+    assert energy["status"] in ("measured", "unavailable") and energy["reason"]
+    assert (energy["joules_per_inference"] is None) == (energy["status"] == "unavailable")
+    assert "throttled" in result and "conditions" in result
+    assert main([*args, "--no-energy"]) == 0
+    skipped = json.loads(capsys.readouterr().out)["energy"]
+    assert skipped == {"status": "unavailable", "source": None, "joules_per_inference": None,
+                       "reason": "energy measurement turned off (--no-energy)", "ci95": None,
+                       "idle_power_w": None, "windows": 0, "window_s": None}
+
+
+def test_devices_lists_every_profile_with_presence_and_reason(capsys):
+    assert main(["devices", "--json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows["cpu"]["present"] is True and rows["cpu"]["kind"] == "cpu"
+    assert all(set(row) >= {"name", "kind", "present", "reason"} and row["reason"]
+               for row in rows.values())
+    assert main(["devices"]) == 0
+    assert capsys.readouterr().out.startswith("cpu")
 
 
 @pytest.mark.parametrize(

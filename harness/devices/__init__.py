@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,13 +142,45 @@ def _is_version(text: str) -> bool:
     return major.isdigit() and minor.isdigit()
 
 
+@dataclass(frozen=True)
+class DeviceStatus:
+    """One bundled profile on this host: ``harness devices`` prints these."""
+
+    name: str
+    kind: str
+    present: bool
+    reason: str
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def device_statuses() -> list[DeviceStatus]:
+    """Every bundled profile, whether its device is on this host, and why not."""
+    statuses = []
+    for name in bundled_device_names():
+        profile = load_profile(name)
+        present, reason = DEVICE_KINDS[profile.kind](profile).availability()
+        statuses.append(DeviceStatus(profile.name, profile.kind, present, reason,
+                                     profile.description))
+    return statuses
+
+
 def get_device(name_or_path: str) -> BaseDevice:
-    """The device of a profile, checked to be present on this host."""
+    """The device of a profile, checked to be present on this host.
+
+    Raises:
+        DeviceError: unknown or malformed profile, or the device is not on this host (the message
+            says what was found instead and which bundled devices are present).
+    """
     profile = load_profile(name_or_path)
     device = DEVICE_KINDS[profile.kind](profile)
     present, reason = device.availability()
     if not present:
-        raise DeviceError(f"device {profile.name!r} is not available on this host: {reason}")
+        here = ", ".join(s.name for s in device_statuses() if s.present) or "none"
+        raise DeviceError(f"device {profile.name!r} is not available on this host: {reason}; "
+                          f"present here: {here} (see 'harness devices')")
     return device
 
 
@@ -156,7 +189,9 @@ __all__ = [
     "BaseDevice",
     "CpuDevice",
     "DeviceProfile",
+    "DeviceStatus",
     "bundled_device_names",
+    "device_statuses",
     "get_device",
     "load_profile",
     "register_device_kind",

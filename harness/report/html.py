@@ -60,7 +60,7 @@ def render_html(data: ReportData) -> str:
         "<h2>Environment</h2>",
         _key_values(_flatten(meta.get("environment", {}))),
         "<h2>How each number was obtained</h2>",
-        _methods(meta),
+        _methods(meta, data),
         "<h2>All trials</h2>",
         _all_trials_table(data),
     ]
@@ -152,7 +152,8 @@ def _pareto_table(data: ReportData) -> str:
     if not data.pareto:
         return "<p>No measured configuration meets the budgets yet.</p>"
     header = ["trial", *ARCH_COLUMNS, "knobs", "GMACs", "effective GMACs", "params (M)",
-              "latency median (ms)", "p90 (ms)", "95% CI (ms)", "n", "accuracy estimate"]
+              "latency median (ms)", "p90 (ms)", "95% CI (ms)", "n", "energy (J/call)",
+              "accuracy estimate"]
     rows = []
     for t in data.pareto:
         latency = t["latency_ms"]
@@ -160,12 +161,20 @@ def _pareto_table(data: ReportData) -> str:
             t["number"], *(_format_knob(t["config"][k]) for k in ARCH_COLUMNS),
             _knobs_cell(t.get("knobs", [])), f"{t['gmacs']:.3f}",
             f"{t.get('effective_gmacs', t['gmacs']):.3f}", f"{t['params_m']:.2f}",
-            f"{latency['median']:.3f}", f"{latency['p90']:.3f}",
+            f"{latency['median']:.3f}" + (" THROTTLED" if t.get("throttled") else ""),
+            f"{latency['p90']:.3f}" if latency.get("p90") is not None else "n/a (n<64)",
             f"[{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}]",
-            latency["n"], f"{t['accuracy']['value']:.4f}",
+            latency["n"], _energy_cell(t.get("energy")), f"{t['accuracy']['value']:.4f}",
         ])
     wrapped = range(1, 2 + len(ARCH_COLUMNS))
     return f"<div class='scroll'>{_table(header, rows, css_id='pareto', wrap=wrapped)}</div>"
+
+
+def _energy_cell(energy: dict[str, Any] | None) -> str:
+    if not energy or energy["status"] == "unavailable":
+        return "unavailable"
+    low, high = energy["ci95"]
+    return f"{energy['joules_per_inference']:.4f} [{low:.4f}, {high:.4f}] ({energy['status']})"
 
 
 def _knobs_cell(knobs: list[dict[str, Any]]) -> str:
@@ -229,7 +238,20 @@ def _space_table(space: dict[str, Any]) -> str:
     return _table(["key", "choices", ""], rows)
 
 
-def _methods(meta: dict[str, Any]) -> str:
+def _energy_method(data: ReportData) -> str:
+    """How energy was obtained across the measured trials: sources used, or why there was none."""
+    energies = [t["energy"] for t in data.measured if "energy" in t]
+    if not energies:
+        return "<b>Energy</b>: not recorded for these trials."
+    sources = sorted({f"{e['status']} from {e['source']} ({e['reason']})" for e in energies
+                      if e["status"] != "unavailable"})
+    missing = sorted({e["reason"] for e in energies if e["status"] == "unavailable"})
+    parts = [f"{_e(s)}" for s in sources] + [f"unavailable: {_e(r)}" for r in missing]
+    return ("<b>Energy</b> per call (one batch), with the median's 95% CI over energy windows and "
+            "idle power reported apart; no figure is ever guessed: " + "; ".join(parts) + ".")
+
+
+def _methods(meta: dict[str, Any], data: ReportData) -> str:
     protocol = json.dumps(meta.get("run_settings", {}).get("measurement", {}))
     items = [
         ("<b>GMACs and parameters</b>: closed-form count (<code>harness.cost.estimate_cost</code>), "
@@ -248,7 +270,9 @@ def _methods(meta: dict[str, Any]) -> str:
         "budgets are checked analytically before a candidate is built (rejected trials are "
         "PRUNED with their violation, which TPE learns from); a latency budget is checked on the "
         "measured median."),
-        "<b>Energy</b>: not measured by this version of the harness.",
+        _energy_method(data),
+        ("<b>Throttling</b>: a trial whose device reported a throttle reason during timing is "
+         "marked THROTTLED next to its latency; 'unknown' where the device cannot tell."),
     ]
     return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
 

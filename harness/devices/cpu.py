@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
@@ -10,7 +11,13 @@ from typing import Any
 import psutil
 import torch
 
-from harness.devices.base import BaseDevice, register_device_kind
+from harness.devices.base import (
+    BaseDevice,
+    EnergyMeasurement,
+    inference_context,
+    register_device_kind,
+)
+from harness.devices.rapl import POWERCAP_ROOT, measure_package_energy, probe_rapl
 from harness.timing import MeasurementProtocol
 
 # Kernel knobs that run faster than fp32 only with one of these CPU instruction-set flags: int8
@@ -48,16 +55,51 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _read_sysfs(path: str) -> str | None:
+def _read_sysfs(path: str | Path) -> str | None:
     try:
         return Path(path).read_text().strip()
     except OSError:
         return None
 
 
+CPU_SYSFS = Path("/sys/devices/system/cpu")
+
+
+def turbo_enabled(root: Path = CPU_SYSFS) -> bool | None:
+    """Whether the CPU may boost above its base clock: ``cpufreq/boost`` (acpi-cpufreq,
+    amd-pstate) or intel_pstate's ``no_turbo``; None when neither is readable (VMs)."""
+    boost = _read_sysfs(root / "cpufreq" / "boost")
+    if boost in ("0", "1"):
+        return boost == "1"
+    no_turbo = _read_sysfs(root / "intel_pstate" / "no_turbo")
+    if no_turbo in ("0", "1"):
+        return no_turbo == "0"
+    return None
+
+
+def cpu_affinity() -> list[int] | None:
+    """The CPUs this process may run on; None where the OS cannot say (macOS)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    return sorted(os.sched_getaffinity(0))
+
+
+def cpu_frequency_mhz() -> dict[str, float] | None:
+    """Current, minimum and maximum clock (MHz) as psutil reads them; None when unavailable."""
+    try:
+        frequency = psutil.cpu_freq()
+    except (OSError, NotImplementedError):
+        return None
+    if frequency is None:
+        return None
+    return {"current": round(frequency.current, 1), "min": round(frequency.min, 1),
+            "max": round(frequency.max, 1)}
+
+
 @register_device_kind
 class CpuDevice(BaseDevice):
     kind = "cpu"
+    powercap_root: Path = POWERCAP_ROOT  # where RAPL is read; tests point it at a fake tree
 
     def availability(self) -> tuple[bool, str]:
         return True, "the host CPU is always present"
@@ -80,13 +122,28 @@ class CpuDevice(BaseDevice):
             "physical_cores": psutil.cpu_count(logical=False),
             "logical_cores": psutil.cpu_count(),
             "torch_threads": torch.get_num_threads(),
-            "governor": _read_sysfs("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+            "governor": _read_sysfs(CPU_SYSFS / "cpu0" / "cpufreq" / "scaling_governor"),
+            "turbo": turbo_enabled(),
+            "affinity": cpu_affinity(),
+            "cpu_freq_mhz": cpu_frequency_mhz(),
             "isa_flags": sorted(cpu_flags() & ISA_FLAGS_OF_INTEREST),
             "quantized_engine": torch.backends.quantized.engine,
         }
 
     def configure(self, protocol: MeasurementProtocol) -> None:
         torch.set_num_threads(self.threads(protocol))
+
+    def measure_energy(
+        self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
+    ) -> EnergyMeasurement:
+        """Joules per call from the RAPL package counters; unavailable, with the reason, when they
+        cannot be read: never a TDP-based guess."""
+        packages = probe_rapl(self.powercap_root)
+        if not packages.readable:
+            return EnergyMeasurement.unavailable(packages.reason)
+        self.configure(protocol)
+        with inference_context(model):
+            return measure_package_energy(packages, lambda: model(inputs), protocol)
 
     def time_call(self, model: torch.nn.Module, inputs: torch.Tensor) -> float:
         start = time.perf_counter_ns()

@@ -29,7 +29,7 @@ def test_cpu_measures_a_real_model(fast_device_file):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("kind: tpu\n", r"gpu.yaml: kind: expected one of cpu, got 'tpu'"),
+        ("kind: tpu\n", r"gpu.yaml: kind: expected one of cpu, cuda, got 'tpu'"),
         ("kind: cpu\nmeasurement: {time_cap: 3}\n", r"gpu.yaml: measurement.time_cap: unknown key; valid: batch_size"),
         ("kind: cpu\nmeasurement: {min_samples: 2.5}\n", r"measurement.min_samples: expected a positive integer, got 2.5"),
         ("kind: cpu\nmeasurement: {time_cap_s: -1}\n", r"measurement.time_cap_s: expected a positive number, got -1"),
@@ -42,7 +42,16 @@ def test_malformed_profiles_name_the_file_and_key(text, message):
 
 
 def test_unknown_device_lists_the_valid_ones():
-    with pytest.raises(DeviceError, match="unknown device 'a100'; valid: cpu"):
+    with pytest.raises(DeviceError, match="unknown device 'tpu_v5'; valid: a100, cpu, h100, h200, "
+                       "jetson-orin, l4, rtx4090 or a path"):
+        get_device("tpu_v5")
+
+
+def test_an_absent_device_says_what_was_found_and_what_is_present():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(DeviceError, match=r"device 'a100' is not available on this host: .*CUDA.*; "
+                       r"present here: cpu \(see 'harness devices'\)"):
         get_device("a100")
 
 

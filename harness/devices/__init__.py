@@ -10,6 +10,7 @@ from typing import Any
 from harness.config import check_value
 from harness.devices.base import DEVICE_KINDS, BaseDevice, DeviceProfile, register_device_kind
 from harness.devices.cpu import CpuDevice
+from harness.devices.cuda import CudaDevice
 from harness.errors import ConfigError, DeviceError
 from harness.knobs import KERNEL_KNOBS
 from harness.timing import MeasurementProtocol
@@ -188,6 +189,7 @@ __all__ = [
     "DEVICE_KINDS",
     "BaseDevice",
     "CpuDevice",
+    "CudaDevice",
     "DeviceProfile",
     "DeviceStatus",
     "bundled_device_names",

@@ -1,20 +1,25 @@
 """Adaptive latency measurement, shared by every device.
 
 A device supplies ``time_once() -> milliseconds`` (wall clock on a CPU, CUDA events on a GPU);
-this module warms up, then samples until the 95% CI of the median is within the target, the time
+this module warms up until the timings (and the device clock, where readable) are steady rather
+than for a fixed count, then samples until the 95% CI of the median is within the target, the time
 cap is hit, or the sample cap is reached, and says which of the three stopped it.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.stats import LatencySummary, summarize
 
 CHECK_EVERY = 10  # samples between two CI checks: the check costs ~0.1 ms
+WARMUP_WINDOW = 16  # calls in each of the two windows the steadiness rule compares
+WARMUP_TOLERANCE = 0.02  # the two windows' median timings within 2% of each other ...
+CLOCK_TOLERANCE = 0.01  # ... and the clock within 1% over the last window (GPU boost bins: 15 MHz)
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class MeasurementProtocol:
     threads: int | None = None
     warmup_min_s: float = 0.5
     warmup_min_iters: int = 5
+    warmup_max_s: float = 10.0  # then stop waiting for steady timings (recorded as not steady)
     min_samples: int = 30
     max_samples: int = 2000
     target_ci_rel: float = 0.01
@@ -67,20 +73,66 @@ class LatencyMeasurement:
         }
 
 
+def warmup_is_steady(
+    timings_ms: Sequence[float],
+    clocks_mhz: Sequence[int | None],
+    window: int = WARMUP_WINDOW,
+    tolerance: float = WARMUP_TOLERANCE,
+) -> bool:
+    """Whether warm-up may stop: the median of the last ``window`` timings is within
+    ``tolerance`` of the window before's, and the clock (a GPU's SM clock read after each call;
+    None where it cannot be read) stayed within ``CLOCK_TOLERANCE`` over the last window, so the
+    device is neither still leaving its idle clocks nor ramping down under a power or thermal
+    limit."""
+    if len(timings_ms) < 2 * window:
+        return False
+    last = statistics.median(timings_ms[-window:])
+    previous = statistics.median(timings_ms[-2 * window:-window])
+    if abs(last - previous) > tolerance * previous:
+        return False
+    clocks = [clock for clock in clocks_mhz[-window:] if clock is not None]
+    return not clocks or max(clocks) - min(clocks) <= CLOCK_TOLERANCE * max(clocks)
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    iterations: int
+    seconds: float
+    steady: bool  # False: stopped by warmup_max_s before the steadiness rule held
+
+
+def warm_up(
+    time_once: Callable[[], float],
+    read_clock: Callable[[], int | None],
+    protocol: MeasurementProtocol,
+) -> WarmUp:
+    """Call ``time_once`` for at least the protocol's warm-up minimum, then until
+    ``warmup_is_steady`` holds or ``warmup_max_s`` (never less than the minimum) has passed."""
+    timings: list[float] = []
+    clocks: list[int | None] = []
+    start = time.perf_counter()
+    limit = max(protocol.warmup_max_s, protocol.warmup_min_s)
+    while True:
+        timings.append(time_once())
+        clocks.append(read_clock())
+        elapsed = time.perf_counter() - start
+        minimum_done = (len(timings) >= protocol.warmup_min_iters
+                        and elapsed >= protocol.warmup_min_s)
+        if minimum_done and warmup_is_steady(timings, clocks):
+            return WarmUp(len(timings), elapsed, steady=True)
+        if elapsed >= limit:
+            return WarmUp(len(timings), elapsed, steady=False)
+
+
 def measure_adaptively(
-    time_once: Callable[[], float], protocol: MeasurementProtocol
+    time_once: Callable[[], float],
+    protocol: MeasurementProtocol,
+    read_clock: Callable[[], int | None] = lambda: None,
 ) -> LatencyMeasurement:
-    """Warm up, then time ``time_once`` until the stopping rule of ``protocol`` is met."""
-    warmup_start = time.perf_counter()
-    warmup_iterations = 0
-    while (
-        warmup_iterations < protocol.warmup_min_iters
-        or time.perf_counter() - warmup_start < protocol.warmup_min_s
-    ):
-        time_once()
-        warmup_iterations += 1
+    """Warm up until steady (``warm_up``), then time ``time_once`` until the stopping rule of
+    ``protocol`` is met; ``read_clock`` gives the device clock where one can be read."""
+    warm = warm_up(time_once, read_clock, protocol)
     timed_start = time.perf_counter()
-    warmup_s = timed_start - warmup_start
     samples: list[float] = []
     stop_reason = "max_samples"
     while len(samples) < protocol.max_samples:
@@ -96,8 +148,9 @@ def measure_adaptively(
     return LatencyMeasurement(
         summary=summarize(samples),
         samples_ms=samples,
-        warmup_iterations=warmup_iterations,
-        warmup_s=warmup_s,
+        warmup_iterations=warm.iterations,
+        warmup_s=warm.seconds,
         timed_s=time.perf_counter() - timed_start,
         stop_reason=stop_reason,
+        conditions={"warmup_steady": warm.steady},
     )

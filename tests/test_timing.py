@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from harness.stats import median_ci, summarize
-from harness.timing import MeasurementProtocol, measure_adaptively
+from harness.timing import (
+    WARMUP_WINDOW,
+    MeasurementProtocol,
+    measure_adaptively,
+    warm_up,
+    warmup_is_steady,
+)
 
 NO_WARMUP_TIME = {"warmup_min_s": 0.0, "warmup_min_iters": 3}
 
@@ -18,7 +24,8 @@ def test_steady_samples_stop_on_ci_target_after_min_samples():
     protocol = MeasurementProtocol(min_samples=30, target_ci_rel=0.01, time_cap_s=60, **NO_WARMUP_TIME)
     result = measure_adaptively(lambda: next(values), protocol)
     assert result.stop_reason == "ci_target"
-    assert result.summary.n == 30 and result.warmup_iterations == 3
+    assert result.summary.n == 30 and result.warmup_iterations == 2 * WARMUP_WINDOW  # two steady windows
+    assert result.conditions == {"warmup_steady": True}
     assert result.summary.median == pytest.approx(10.0)
     assert len(result.samples_ms) == 30
 
@@ -64,3 +71,45 @@ def test_tail_percentiles_appear_once_mlperf_sample_counts_are_met():
     enough = summarize([float(v) for v in range(1, 65)])
     assert enough.p90 == pytest.approx(np.percentile(np.arange(1, 65), 90)) and enough.p99 is None
     assert summarize([float(v) for v in range(662)]).p99 == pytest.approx(np.percentile(np.arange(662), 99))
+
+
+def test_warmup_steadiness_rule():
+    flat = [1.0] * 32
+    assert warmup_is_steady(flat, [1410] * 32, window=16)
+    assert not warmup_is_steady(flat[:31], [1410] * 31, window=16)  # two windows needed
+    falling = [2.0] * 16 + [1.5] * 16  # still getting faster
+    assert not warmup_is_steady(falling, [1410] * 32, window=16)
+    within = [1.0] * 16 + [1.015] * 16  # 1.5% apart
+    assert warmup_is_steady(within, [1410] * 32, window=16)
+    ramping = [210] * 20 + [1410] * 12  # the clock left idle inside the last window
+    assert not warmup_is_steady(flat, ramping, window=16)
+    boost_bin = [1980, 1965] * 16  # one 15 MHz boost bin: steady
+    assert warmup_is_steady(flat, boost_bin, window=16)
+    assert warmup_is_steady(flat, [None] * 32, window=16)  # no NVML: timings alone
+
+
+def test_warm_up_stops_when_steady_or_at_its_limit():
+    protocol = MeasurementProtocol(warmup_min_s=0.0, warmup_min_iters=5)
+    timings = iter([3.0] * 20 + [1.0] * 100)
+    warm = warm_up(lambda: next(timings), lambda: 1410, protocol)
+    # Steady once the earlier window's median is fast too: more than half of it after call 20.
+    assert warm.steady and warm.iterations == 20 + WARMUP_WINDOW + WARMUP_WINDOW // 2 + 1
+    noisy = itertools.cycle([1.0, 2.0])  # steady medians ...
+    clocks = itertools.cycle([1980, 1500])  # ... but a clock that never settles
+    capped = MeasurementProtocol(warmup_min_s=0.0, warmup_min_iters=5, warmup_max_s=0.02)
+    warm = warm_up(lambda: next(noisy), lambda: next(clocks), capped)
+    assert not warm.steady and warm.seconds >= 0.02
+
+
+def test_the_interval_widens_when_the_host_drifts_during_the_run():
+    from harness.stats import batch_median_ci
+
+    rng = np.random.default_rng(1)
+    steady = list(10 + rng.normal(0, 0.05, 80))
+    drifting = [v + 0.6 * i / 80 for i, v in enumerate(steady)]  # 6% slower by the end
+    assert summarize(steady).ci_half_width_rel < 0.01  # no drift: stays tight
+    low, high = summarize(drifting).ci95
+    order_low, order_high = median_ci(drifting)
+    assert low < order_low and high > order_high  # drift shows as a wider interval
+    assert (low, high) == pytest.approx(batch_median_ci(drifting))
+    assert batch_median_ci(steady[:39]) is None  # too few samples for 8 blocks of 5

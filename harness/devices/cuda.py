@@ -5,7 +5,7 @@ How it differs from the CPU kind, and why:
 * each call is timed with CUDA events (GPU timestamps around the call, then a wait on the end
   event), so the host's synchronisation after the last kernel does not count;
 * a GPU warms up in its clocks as well as its caches, so warm-up runs until the timings *and* the
-  SM clock are steady (``warmup_is_steady``), bounded by ``WARMUP_MAX_S``, not for a fixed count;
+  SM clock are steady (``harness.timing.warm_up``), bounded by ``warmup_max_s``, not a fixed count;
 * a power-capped or hot GPU is slower, so clocks, temperature and throttle reasons are sampled
   before, during and after timing, and every latency says whether the GPU throttled;
 * tail percentiles need enough samples (MLPerf LoadGen: 64 for p90, 662 for p99), so at least
@@ -39,10 +39,6 @@ from harness.errors import DeviceError
 from harness.stats import MIN_SAMPLES_FOR_PERCENTILE, median_ci
 from harness.timing import LatencyMeasurement, MeasurementProtocol, measure_adaptively
 
-WARMUP_WINDOW = 16  # calls in each of the two windows the steadiness rule compares
-WARMUP_TOLERANCE = 0.02  # the two windows' median timings within 2% of each other ...
-CLOCK_TOLERANCE = 0.01  # ... and the SM clock within 1% over the last window (boost bins: 15 MHz)
-WARMUP_MAX_S = 10.0  # stop waiting for steadiness after this long (recorded in the conditions)
 CONDITIONS_EVERY = 50  # timed calls between two NVML samples of the run conditions
 GRAPH_WARMUP_CALLS = 3  # eager calls on a side stream before capture (cuBLAS handles, workspaces)
 MIN_FLUSH_BYTES = 64 * 2**20  # the L2 flush buffer: twice the L2 size, at least this
@@ -98,66 +94,10 @@ def name_matches(rule: str, name: str) -> bool:
     return re.search(pattern, name.lower()) is not None
 
 
-# --- warm-up ---------------------------------------------------------------------------------
-
-
-def warmup_is_steady(
-    timings_ms: Sequence[float],
-    sm_clocks_mhz: Sequence[int | None],
-    window: int = WARMUP_WINDOW,
-    tolerance: float = WARMUP_TOLERANCE,
-) -> bool:
-    """Whether warm-up may stop: the median of the last ``window`` timings is within
-    ``tolerance`` of the window before's, and the SM clock (read after each call; None where NVML
-    cannot) stayed within ``CLOCK_TOLERANCE`` over the last window, so the GPU is neither still
-    leaving its idle clocks nor ramping down under a power or thermal limit."""
-    if len(timings_ms) < 2 * window:
-        return False
-    last = statistics.median(timings_ms[-window:])
-    previous = statistics.median(timings_ms[-2 * window:-window])
-    if abs(last - previous) > tolerance * previous:
-        return False
-    clocks = [clock for clock in sm_clocks_mhz[-window:] if clock is not None]
-    return not clocks or max(clocks) - min(clocks) <= CLOCK_TOLERANCE * max(clocks)
-
-
-@dataclass(frozen=True)
-class WarmUp:
-    iterations: int
-    seconds: float
-    steady: bool  # False: stopped by WARMUP_MAX_S before the steadiness rule held
-
-
-def warm_up(
-    time_once: Callable[[], float],
-    read_sm_clock: Callable[[], int | None],
-    protocol: MeasurementProtocol,
-    max_s: float = WARMUP_MAX_S,
-) -> WarmUp:
-    """Call ``time_once`` for at least the protocol's warm-up minimum, then until
-    ``warmup_is_steady`` holds or ``max_s`` (never less than the minimum) has passed."""
-    timings: list[float] = []
-    clocks: list[int | None] = []
-    start = time.perf_counter()
-    limit = max(max_s, protocol.warmup_min_s)
-    while True:
-        timings.append(time_once())
-        clocks.append(read_sm_clock())
-        elapsed = time.perf_counter() - start
-        minimum_done = (len(timings) >= protocol.warmup_min_iters
-                        and elapsed >= protocol.warmup_min_s)
-        if minimum_done and warmup_is_steady(timings, clocks):
-            return WarmUp(len(timings), elapsed, steady=True)
-        if elapsed >= limit:
-            return WarmUp(len(timings), elapsed, steady=False)
-
-
 def sampling_protocol(protocol: MeasurementProtocol) -> MeasurementProtocol:
-    """The protocol for the timed phase after ``warm_up``: no further warm-up, and at least the
-    samples a p90 needs."""
+    """The protocol with at least the samples a p90 needs."""
     min_samples = max(protocol.min_samples, MIN_SAMPLES_FOR_PERCENTILE[90])
-    return dataclasses.replace(protocol, warmup_min_s=0.0, warmup_min_iters=0,
-                               min_samples=min_samples,
+    return dataclasses.replace(protocol, min_samples=min_samples,
                                max_samples=max(protocol.max_samples, min_samples))
 
 
@@ -527,10 +467,9 @@ class CudaDevice(BaseDevice):
                     log.sample()
                 return event_time_ms(run, flush)
 
-            warm = warm_up(partial(event_time_ms, run, flush), log.sm_clock_mhz, protocol)
             log.sample()
             sampling = sampling_protocol(protocol)
-            timed = measure_adaptively(time_once, sampling)
+            timed = measure_adaptively(time_once, sampling, log.sm_clock_mhz)
             log.sample()
         record, throttled = log.record()
         conditions = {
@@ -538,14 +477,12 @@ class CudaDevice(BaseDevice):
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "cuda_graphs": protocol.cuda_graphs,
             "l2_flush": protocol.l2_flush,
-            "warmup_steady": warm.steady,
+            **timed.conditions,
             "min_samples": sampling.min_samples,
             "p99_note": p99_note(timed.summary.n),
             **record,
         }
-        return dataclasses.replace(timed, warmup_iterations=warm.iterations,
-                                   warmup_s=warm.seconds, conditions=conditions,
-                                   throttled=throttled)
+        return dataclasses.replace(timed, conditions=conditions, throttled=throttled)
 
     def measure_energy(
         self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol

@@ -26,6 +26,7 @@ import torch
 import harness
 from harness.devices import BaseDevice
 from harness.devices.cpu import cpu_model_name
+from harness.devices.nvml import open_nvml
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -71,16 +72,8 @@ def gpu_facts() -> dict[str, Any] | None:
 
 
 def _nvidia_driver() -> str | None:
-    import pynvml
-
-    try:
-        pynvml.nvmlInit()
-        try:
-            return str(pynvml.nvmlSystemGetDriverVersion())
-        finally:
-            pynvml.nvmlShutdown()
-    except pynvml.NVMLError:
-        return None
+    nvml = open_nvml()
+    return None if isinstance(nvml, str) else nvml.driver_version()
 
 
 def thread_settings() -> dict[str, Any]:

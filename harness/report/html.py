@@ -151,14 +151,19 @@ def _format_knob(value: Any) -> str:
 def _pareto_table(data: ReportData) -> str:
     if not data.pareto:
         return "<p>No measured configuration meets the budgets yet.</p>"
-    header = ["trial", *ARCH_COLUMNS, "knobs", "GMACs", "effective GMACs", "params (M)",
+    # Keys equal on every Pareto row are said once above the table, leaving room for the rest.
+    shared = {k: data.pareto[0]["config"][k] for k in ARCH_COLUMNS
+              if len(data.pareto) > 1 and all(t["config"][k] == data.pareto[0]["config"][k]
+                                              for t in data.pareto)}
+    columns = [k for k in ARCH_COLUMNS if k not in shared]
+    header = ["trial", *columns, "knobs", "GMACs", "effective GMACs", "params (M)",
               "latency median (ms)", "p90 (ms)", "95% CI (ms)", "n", "energy (J/call)",
               "accuracy estimate"]
     rows = []
     for t in data.pareto:
         latency = t["latency_ms"]
         rows.append([
-            t["number"], *(_format_knob(t["config"][k]) for k in ARCH_COLUMNS),
+            t["number"], *(_format_knob(t["config"][k]) for k in columns),
             _knobs_cell(t.get("knobs", [])), f"{t['gmacs']:.3f}",
             f"{t.get('effective_gmacs', t['gmacs']):.3f}", f"{t['params_m']:.2f}",
             f"{latency['median']:.3f}" + (" THROTTLED" if t.get("throttled") else ""),
@@ -166,8 +171,12 @@ def _pareto_table(data: ReportData) -> str:
             f"[{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}]",
             latency["n"], _energy_cell(t.get("energy")), f"{t['accuracy']['value']:.4f}",
         ])
-    wrapped = range(1, 2 + len(ARCH_COLUMNS))
-    return f"<div class='scroll'>{_table(header, rows, css_id='pareto', wrap=wrapped)}</div>"
+    note = ("<p>Every configuration below has " + ", ".join(
+        f"{k} {_e(_format_knob(v))}" for k, v in shared.items()) + ".</p>") if shared else ""
+    lists = [1 + i for i, k in enumerate(columns)
+             if any(isinstance(t["config"][k], list) for t in data.pareto)]
+    wrapped = [*lists, 1 + len(columns)]  # per-block lists and the knobs
+    return note + f"<div class='scroll'>{_table(header, rows, css_id='pareto', wrap=wrapped)}</div>"
 
 
 def _energy_cell(energy: dict[str, Any] | None) -> str:

@@ -191,3 +191,11 @@ def test_cpu_energy_on_this_host_is_measured_or_says_why(fast_device_file):
     else:
         assert energy.source == "rapl" and energy.joules_per_inference >= 0
         assert energy.windows == FAST.energy_windows and energy.idle_power_w >= 0
+
+
+def test_a_counter_that_never_moves_is_unavailable_not_zero_joules(two_sockets, fast_device_file):
+    device = get_device(str(fast_device_file))
+    device.powercap_root = two_sockets
+    energy = device.measure_energy(torch.nn.Identity(), torch.zeros(1), FAST)  # counters static
+    assert energy.status == "unavailable" and energy.joules_per_inference is None
+    assert "did not move" in energy.reason and "frozen" in energy.reason

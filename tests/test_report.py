@@ -182,3 +182,24 @@ def test_search_drops_unaccelerated_knobs_and_the_report_says_what_ran(
     parser.feed((pinned / "report.html").read_text())
     assert all("weight_sparsity: 2 of every 4 weights zeroed (NOT accelerated)" in " ".join(row)
                for row in parser.pareto_rows)
+
+
+def test_measured_energy_and_throttling_reach_the_report(tiny_space_file, fast_device_file, tmp_path,
+                                                          monkeypatch):
+    # RAPL is absent on the test host: stand in for the counter's result, not for the pipeline.
+    from harness.devices.base import EnergyMeasurement
+    from harness.devices.cpu import CpuDevice
+
+    measured = EnergyMeasurement(status="measured", source="rapl", reason="fake package counter",
+                                 joules_per_inference=0.5, ci95=(0.4, 0.6), idle_power_w=3.0,
+                                 windows=5, window_s=1.0)
+    monkeypatch.setattr(CpuDevice, "measure_energy", lambda self, model, inputs, protocol: measured)
+    out = tmp_path / "out"
+    assert main(["search", "--space", str(tiny_space_file), "--device", str(fast_device_file),
+                 "--trials", "3", "--out", str(out), "--quiet"]) == 0
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto and all(entry["energy"] == measured.to_dict() for entry in pareto)
+    assert all(entry["throttled"] is None for entry in pareto)  # a CPU cannot tell
+    report = (out / "report.html").read_text()
+    assert "0.5000 [0.4000, 0.6000] (measured)" in report
+    assert "measured from rapl (fake package counter)" in report

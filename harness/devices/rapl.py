@@ -142,7 +142,15 @@ def package_energy(
     packages: RaplPackages, idle: CounterWindow, windows: Sequence[CounterWindow]
 ) -> EnergyMeasurement:
     """Joules per call: the median over ``windows`` of each window's joules / calls, with the
-    median's 95% CI, and the idle power apart. Pure arithmetic, so it is tested without RAPL."""
+    median's 95% CI, and the idle power apart. Pure arithmetic, so it is tested without RAPL.
+
+    A window in which the counters did not move at all is a frozen counter (some VMs expose one),
+    not a free inference: the result is then unavailable, saying so."""
+    frozen = [window for window in windows if window.joules(packages.zones) <= 0]
+    if frozen:
+        return EnergyMeasurement.unavailable(
+            f"{packages.reason} did not move over a {frozen[0].seconds:.2f} s window while the "
+            "model ran: the counter is frozen or not updated on this host")
     per_call = [window.joules(packages.zones) / window.calls for window in windows]
     idle_power_w = idle.joules(packages.zones) / idle.seconds
     return EnergyMeasurement(

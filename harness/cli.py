@@ -148,10 +148,16 @@ def _add_measurement_options(parser: argparse.ArgumentParser) -> None:
                         help="time spent timing one candidate at most (default: profile)")
     parser.add_argument("--no-energy", action="store_true",
                         help="skip the energy windows (energy is then reported as unavailable)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="GPUs: capture the forward once as a CUDA graph and time its replays")
+    parser.add_argument("--l2-flush", action="store_true",
+                        help="GPUs: overwrite the L2 cache before each timed call (cold cache)")
 
 
 def _protocol(device: Any, args: argparse.Namespace) -> Any:
     """The device profile's measurement protocol with the command-line overrides applied."""
+    from harness.devices import check_timing_options
+
     options = {"batch_size": "--batch-size", "threads": "--threads", "time_cap_s": "--time-cap"}
     overrides = {}
     for field, option in options.items():
@@ -162,6 +168,10 @@ def _protocol(device: Any, args: argparse.Namespace) -> Any:
             overrides[field] = value
     if args.no_energy:
         overrides["energy"] = False
+    for flag in ("cuda_graphs", "l2_flush"):
+        if getattr(args, flag):
+            overrides[flag] = True
+    check_timing_options(device, overrides)
     return dataclasses.replace(device.profile.protocol, **overrides)
 
 

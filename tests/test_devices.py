@@ -90,3 +90,13 @@ def test_energy_is_unavailable_with_a_reason_by_default():
     energy = device.measure_energy(torch.nn.Identity(), torch.zeros(1), device.profile.protocol)
     assert energy == EnergyMeasurement.unavailable("device kind 'test' has no energy counter")
     assert energy.to_dict()["joules_per_inference"] is None and energy.status == "unavailable"
+
+
+def test_gpu_only_timing_switches_are_refused_for_a_cpu(capsys):
+    from harness.cli import main
+
+    with pytest.raises(DeviceError, match="measurement.cuda_graphs: devices of kind 'cpu' do not use it; only cuda"):
+        parse_profile("kind: cpu\nmeasurement: {cuda_graphs: true}\n", "x.yaml")
+    assert main(["measure", "--l2-flush"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "harness: error: --l2-flush: device 'cpu' of kind 'cpu' does not use it; only kinds cuda")

@@ -49,7 +49,7 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         name=str(document.get("name", Path(source).stem)),
         kind=kind,
         description=str(document.get("description", "")),
-        protocol=_parse_protocol(document.get("measurement") or {}, source),
+        protocol=_parse_protocol(document.get("measurement") or {}, source, DEVICE_KINDS[kind]),
         source=source,
         accelerates=_parse_accelerates(document.get("accelerates") or {}, source),
         hardware=_parse_hardware(document.get("hardware") or {}, source),
@@ -75,7 +75,7 @@ def _parse_accelerates(values: Any, source: str) -> dict[str, tuple[str, ...]]:
     return accelerates
 
 
-def _parse_protocol(values: Any, source: str) -> MeasurementProtocol:
+def _parse_protocol(values: Any, source: str, kind: type[BaseDevice]) -> MeasurementProtocol:
     if not isinstance(values, dict):
         raise DeviceError(f"{source}: measurement: expected a mapping")
     for key, value in values.items():
@@ -94,6 +94,10 @@ def _parse_protocol(values: Any, source: str) -> MeasurementProtocol:
             raise DeviceError(f"{source}: measurement.{key}: expected a positive number, got {value!r}")
         if "int" in str(_PROTOCOL_FIELDS[key]) and not isinstance(value, int):
             raise DeviceError(f"{source}: measurement.{key}: expected a positive integer, got {value!r}")
+    for option in TIMING_OPTIONS:
+        if values.get(option) and option not in kind.timing_options:
+            raise DeviceError(f"{source}: measurement.{option}: devices of kind {kind.kind!r} "
+                              f"do not use it; only {_kinds_using(option)}")
     try:
         return MeasurementProtocol(**values)
     except TypeError as error:
@@ -168,6 +172,21 @@ def device_statuses() -> list[DeviceStatus]:
     return statuses
 
 
+TIMING_OPTIONS = ("cuda_graphs", "l2_flush")
+
+
+def _kinds_using(option: str) -> str:
+    return ", ".join(k for k, cls in DEVICE_KINDS.items() if option in cls.timing_options) or "none"
+
+
+def check_timing_options(device: BaseDevice, options: dict[str, Any]) -> None:
+    """Refuse a kind-specific timing switch (``--cuda-graphs``) the device does not use."""
+    for option, value in options.items():
+        if option in TIMING_OPTIONS and value and option not in device.timing_options:
+            raise DeviceError(f"--{option.replace('_', '-')}: device {device.name!r} of kind "
+                              f"{device.kind!r} does not use it; only kinds {_kinds_using(option)}")
+
+
 def get_device(name_or_path: str) -> BaseDevice:
     """The device of a profile, checked to be present on this host.
 
@@ -193,6 +212,7 @@ __all__ = [
     "DeviceProfile",
     "DeviceStatus",
     "bundled_device_names",
+    "check_timing_options",
     "device_statuses",
     "get_device",
     "load_profile",

@@ -91,6 +91,8 @@ class KnobSupport:
 
 class BaseDevice(abc.ABC):
     kind: ClassVar[str]
+    # Protocol switches only this kind's timing uses (a CPU has no CUDA graphs or L2 to flush).
+    timing_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, profile: DeviceProfile) -> None:
         self.profile = profile

@@ -324,6 +324,7 @@ def runner(model: torch.nn.Module, inputs: torch.Tensor, cuda_graphs: bool) -> C
 @register_device_kind
 class CudaDevice(BaseDevice):
     kind = "cuda"
+    timing_options = ("cuda_graphs", "l2_flush")
 
     def _find(self) -> tuple[int | None, str]:
         """(CUDA index of the GPU this profile describes, what was found); index None if none.

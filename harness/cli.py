@@ -135,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print a list of {name, kind, present, reason, description}")
     devices.set_defaults(handler=cmd_devices)
 
+    hls = commands.add_parser(
+        "hls", help="read Vivado/Vitis HLS and Vivado reports (FPGA targets)",
+        description="Read HLS synthesis, co-simulation, Vivado utilization and power reports.",
+    )
+    hls_commands = hls.add_subparsers(dest="hls_command", required=True, parser_class=_Parser)
+    hls_show = hls_commands.add_parser(
+        "show", help="print the normalized record of a report file or of every report in a tree",
+        description="Print the normalized record of one report file, or of every report found "
+        "under a directory (with the files skipped and why). A malformed file exits with 2.",
+    )
+    hls_show.add_argument("path", type=Path, help="a report file or an HLS/Vivado project tree")
+    hls_show.add_argument("--json", action="store_true", help="print JSON records")
+    hls_show.set_defaults(handler=cmd_hls_show)
+
     spaces = commands.add_parser("spaces", help="list the bundled search spaces")
     spaces.add_argument("--json", action="store_true")
     spaces.set_defaults(handler=cmd_spaces)
@@ -359,6 +373,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
     for status in statuses:
         where = "present" if status.present else "absent"
         print(f"{status.name:<12} {status.kind:<6} {where:<8} {status.reason}")
+    return 0
+
+
+def cmd_hls_show(args: argparse.Namespace) -> int:
+    from harness.fpga import hls_show
+
+    print(hls_show(args.path, args.json))
     return 0
 
 

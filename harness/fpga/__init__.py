@@ -1,0 +1,23 @@
+"""FPGA targets: parse Vivado/Vitis HLS and Vivado reports into normalized, versioned records."""
+
+from __future__ import annotations
+
+from harness.fpga.hls_reports import (
+    detect_kind,
+    find_reports,
+    format_record,
+    hls_show,
+    parse_report,
+)
+from harness.fpga.records import SCHEMA_VERSION, HlsReportError, ReportRecord
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "HlsReportError",
+    "ReportRecord",
+    "detect_kind",
+    "find_reports",
+    "format_record",
+    "hls_show",
+    "parse_report",
+]

@@ -37,6 +37,7 @@ class MeasurementProtocol:
     warmup_min_iters: int = 5
     warmup_max_s: float = 10.0  # then stop waiting for steady timings (recorded as not steady)
     min_samples: int = 30
+    min_timed_s: float = 0.0  # nor stop on the CI target before this long (optional stopping)
     max_samples: int = 2000
     target_ci_rel: float = 0.01
     time_cap_s: float = 5.0
@@ -139,10 +140,13 @@ def measure_adaptively(
         samples.append(time_once())
         if len(samples) < protocol.min_samples or len(samples) % CHECK_EVERY:
             continue
-        if summarize(samples).ci_half_width_rel <= protocol.target_ci_rel:
+        elapsed = time.perf_counter() - timed_start
+        # A short run can look tight by chance around a value the next run does not reproduce.
+        ci_may_stop = elapsed >= protocol.min_timed_s
+        if ci_may_stop and summarize(samples).ci_half_width_rel <= protocol.target_ci_rel:
             stop_reason = "ci_target"
             break
-        if time.perf_counter() - timed_start >= protocol.time_cap_s:
+        if elapsed >= protocol.time_cap_s:
             stop_reason = "time_cap"
             break
     return LatencyMeasurement(

@@ -113,3 +113,17 @@ def test_the_interval_widens_when_the_host_drifts_during_the_run():
     assert low < order_low and high > order_high  # drift shows as a wider interval
     assert (low, high) == pytest.approx(batch_median_ci(drifting))
     assert batch_median_ci(steady[:39]) is None  # too few samples for 8 blocks of 5
+
+
+def test_the_ci_target_cannot_stop_a_run_shorter_than_min_timed_s():
+    import time
+
+    def steady_call() -> float:
+        time.sleep(0.001)
+        return 10.0  # perfectly steady: the CI target is met at the first check
+
+    protocol = MeasurementProtocol(min_samples=10, min_timed_s=0.05, target_ci_rel=0.01,
+                                   time_cap_s=60, **NO_WARMUP_TIME)
+    result = measure_adaptively(steady_call, protocol)
+    assert result.stop_reason == "ci_target" and result.timed_s >= 0.05
+    assert result.summary.n > 10

@@ -280,6 +280,8 @@ class CandidateConfig:
         """Token pairs ToMe is asked to merge in 0-based ``block`` (before ToMe's cap)."""
         if isinstance(self.merge_r, tuple):
             return self.merge_r[block]
+        if self.merge_r == 0 or self.merge_schedule == "constant":
+            return self.merge_r
         return merge_schedule(self.merge_r, self.depth, self.merge_schedule)[block]
 
     def token_plan(self) -> list[BlockTokens]:

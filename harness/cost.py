@@ -88,7 +88,7 @@ def _attention_core_macs(config: CandidateConfig, block: int, tokens: BlockToken
         macs = 2 * n * n * width
     if config.keep_rate_at(block) < 1:
         macs += n * width  # the class token's attention row, computed apart
-    if config.merge_r_at(block) > 0 and tokens.merged > 0:
+    if tokens.merged > 0:
         pruned = tokens.after_pruning
         macs += (pruned + 1) // 2 * (pruned // 2) * config.head_dim  # ToMe's key similarities
     return macs
@@ -107,7 +107,8 @@ def estimate_cost(config: CandidateConfig) -> Cost:
         linears += [(out * dim * hidden, hidden, dim), (out * hidden * dim, dim, hidden)]
         macs += LAYER_NORM_MACS_PER_ELEMENT * (tokens.tokens + out) * dim
         macs += _attention_core_macs(config, block, tokens) + sum(m for m, _, _ in linears)
-        skipped += sum(m * _zero_fraction(config, o, i) for m, o, i in linears)
+        if config.weight_sparsity != "dense":
+            skipped += sum(m * _zero_fraction(config, o, i) for m, o, i in linears)
         params += 4 * dim  # two LayerNorms
         params += dim * 3 * width + 3 * width + width * dim + dim
         params += dim * hidden + hidden + hidden * dim + dim

@@ -198,48 +198,37 @@ def test_truncated_xml_names_the_file_and_position(tmp_path):
     assert issubclass(HlsReportError, HarnessError)
 
 
-def test_non_numeric_xml_value_names_the_element(tmp_path):
-    path = copy_with(tmp_path, "vivado_2020_1_matrixmul_csynth.xml",
-                     lambda text: text.replace("<LUT>427</LUT>", "<LUT>lots</LUT>"))
-    with pytest.raises(HlsReportError, match=r"csynth\.xml: element <AreaEstimates/Resources/LUT>"):
-        parse_report(path)
+def _cut_inside_loop_table(text: str) -> str:
+    return text[: text.index("| + Loop 1.1") + 20]
 
 
-def test_missing_required_xml_element_is_named(tmp_path):
-    path = copy_with(tmp_path, "vitis_2022_2_matmul_csynth.xml",
-                     lambda text: text.replace("<Part>xczu9eg-ffvb1156-2-e</Part>", ""))
-    with pytest.raises(HlsReportError, match=r"missing element <UserAssignments/Part>"):
-        parse_report(path)
-
-
-def test_truncated_text_table_names_the_line(tmp_path):
-    def cut_inside_loop_table(text: str) -> str:
-        return text[: text.index("| + Loop 1.1") + 20]
-
-    path = copy_with(tmp_path, "vivado_2018_2_scale_rows_csynth.rpt", cut_inside_loop_table)
-    with pytest.raises(HlsReportError, match=r"csynth\.rpt: line \d+: table starting at line \d+"):
-        parse_report(path)
-
-
-def test_row_with_a_missing_cell_names_the_line(tmp_path):
-    path = copy_with(tmp_path, "zynq7020_utilization_placed.rpt",
-                     lambda text: text.replace("| DSPs           |    3 |", "| DSPs           |    3"))
-    with pytest.raises(HlsReportError, match=r"line \d+: row has 4 cells, header has 5"):
-        parse_report(path)
-
-
-def test_bad_value_in_text_names_the_line(tmp_path):
-    path = copy_with(tmp_path, "vivado_2019_2_matrixmul_cosim.rpt",
-                     lambda text: text.replace("|   39|   39|   39|", "|   39|  abc|   39|"))
-    with pytest.raises(HlsReportError, match=r"cosim\.rpt: line 24: expected a number, got 'abc'"):
-        parse_report(path)
-
-
-def test_report_without_its_header_is_refused(tmp_path):
-    path = copy_with(tmp_path, "vitis_2022_2_matmul_csynth.rpt",
-                     lambda text: text.replace("== Vitis HLS Report for 'matmul'", ""))
-    with pytest.raises(HlsReportError, match=r"line 1: no .*HLS Report for"):
-        parse_report(path)
+@pytest.mark.parametrize(
+    ("fixture", "damage", "message"),
+    [
+        ("vivado_2020_1_matrixmul_csynth.xml",
+         lambda text: text.replace("<LUT>427</LUT>", "<LUT>lots</LUT>"),
+         r"csynth\.xml: element <AreaEstimates/Resources/LUT>"),
+        ("vitis_2022_2_matmul_csynth.xml",
+         lambda text: text.replace("<Part>xczu9eg-ffvb1156-2-e</Part>", ""),
+         r"missing element <UserAssignments/Part>"),
+        ("vivado_2018_2_scale_rows_csynth.rpt", _cut_inside_loop_table,
+         r"csynth\.rpt: line \d+: table starting at line \d+"),
+        ("zynq7020_utilization_placed.rpt",
+         lambda text: text.replace("| DSPs           |    3 |", "| DSPs           |    3"),
+         r"line \d+: row has 4 cells, header has 5"),
+        ("vivado_2019_2_matrixmul_cosim.rpt",
+         lambda text: text.replace("|   39|   39|   39|", "|   39|  abc|   39|"),
+         r"cosim\.rpt: line 24: expected a number, got 'abc'"),
+        ("vitis_2022_2_matmul_csynth.rpt",
+         lambda text: text.replace("== Vitis HLS Report for 'matmul'", ""),
+         r"line 1: no .*HLS Report for"),
+    ],
+    ids=["non-numeric-xml", "missing-xml-element", "truncated-table", "missing-cell",
+         "bad-text-value", "no-header"],
+)
+def test_a_damaged_report_names_the_file_and_the_element_or_line(tmp_path, fixture, damage, message):
+    with pytest.raises(HlsReportError, match=message):
+        parse_report(copy_with(tmp_path, fixture, damage))
 
 
 def test_unknown_file_is_refused(tmp_path):

@@ -34,7 +34,6 @@ from harness.budget import Budget
 from harness.config import CandidateConfig
 from harness.cost import Cost, estimate_cost
 from harness.devices import BaseDevice
-from harness.devices.base import EnergyMeasurement
 from harness.errors import BudgetError, ConfigError, StudyError
 from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
@@ -101,6 +100,8 @@ class SearchSettings:
             "estimator": f"proxy:{self.estimator.name}",
             "batch_size": self.protocol.batch_size,
             "objectives": list(OBJECTIVE_NAMES),
+            # estimates from another calibration are not comparable with the stored ones
+            "latency_model": self.device.latency_model(),
         }
 
 
@@ -315,14 +316,19 @@ def evaluate(
     record_cost(trial, config, cost)
     static = [b for b in settings.budgets if b.metric != "latency_ms"]
     violations = {b.constraint_key: b.violation(_cost_value(cost, b)) for b in static}
-    if any(v > 0 for v in violations.values()):
-        for budget in settings.budgets:
-            # The latency of a rejected candidate is never measured: its latency key is left at 0
-            # so that only the budget it broke counts against it.
-            trial.set_constraint(budget.constraint_key, violations.get(budget.constraint_key, 0.0))
-        over = ", ".join(b.describe() for b in static if violations[b.constraint_key] > 0)
-        trial.set_user_attr("rejected", f"over budget before measurement: {over}")
-        raise BudgetRejected(over)
+    over = [b.describe() for b in static if violations[b.constraint_key] > 0]
+    device_violations = settings.device.resource_violations(config, settings.protocol.batch_size)
+    violations.update(device_violations)
+    over += [f"{key} at {100 * (1 + v):.0f}% of the part" for key, v in device_violations.items()
+             if v > 0]
+    if over:
+        # The latency of a rejected candidate is never measured: its latency key is left at 0 so
+        # that only what it broke counts against it.
+        for key in _constraint_keys(settings):
+            trial.set_constraint(key, violations.get(key, 0.0))
+        reason = ", ".join(over)
+        trial.set_user_attr("rejected", f"rejected before measurement: {reason}")
+        raise BudgetRejected(reason)
 
     result = measure_candidate(config, settings.device, settings.estimator, settings.protocol,
                                inputs.get(config.img_size), shared_weights)
@@ -332,7 +338,14 @@ def evaluate(
     for budget in settings.budgets:
         value = latency_ms if budget.metric == "latency_ms" else _cost_value(cost, budget)
         trial.set_constraint(budget.constraint_key, budget.violation(value))
+    for key, value in device_violations.items():
+        trial.set_constraint(key, value)
     return latency_ms, result["accuracy"]["value"]
+
+
+def _constraint_keys(settings: SearchSettings) -> list[str]:
+    """Every trial sets the same keys (Optuna's GPSampler requires it)."""
+    return [b.constraint_key for b in settings.budgets] + list(settings.device.constraint_keys)
 
 
 def restrict_to_device(
@@ -409,29 +422,9 @@ def measure_candidate(
         value = estimator.estimate(model, config)
         phase_s["accuracy"] = time.perf_counter() - start
         result["accuracy"] = {"value": value, "estimator": f"proxy:{estimator.name}"}
-    start = time.perf_counter()
-    model, inputs = device.prepare(model, inputs, config)
-    phase_s["prepare"] = time.perf_counter() - start
-    load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    measurement = device.measure_latency(model, inputs, protocol)
-    phase_s["latency"] = time.perf_counter() - start
-    result["latency_ms"] = measurement.summary.to_dict()
-    result["throttled"] = measurement.throttled
-    result["conditions"] = measurement.conditions
-    start = time.perf_counter()
-    energy = (device.measure_energy(model, inputs, protocol) if protocol.energy
-              else EnergyMeasurement.unavailable("energy measurement turned off (--no-energy)"))
-    phase_s["energy"] = time.perf_counter() - start
-    result["energy"] = energy.to_dict()
-    # A tight CI cannot reveal a host that was busy for the whole window: record the load.
-    result["host_load_1m"] = {"before": load_before, "after": os.getloadavg()[0]}
-    result["latency_samples_ms"] = [round(s, 5) for s in measurement.samples_ms]
-    result["latency_protocol"] = {
-        **protocol.to_dict(),
-        "threads": torch.get_num_threads(),
-        **measurement.protocol_record(),
-    }
+    evaluation = device.evaluate(config, model, inputs, protocol)
+    phase_s.update(evaluation.pop("phase_s"))
+    result.update(evaluation)
     result["phase_s"] = phase_s
     result["harness_version"] = harness.__version__
     return result

@@ -29,7 +29,7 @@ def test_cpu_measures_a_real_model(fast_device_file):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("kind: tpu\n", r"gpu.yaml: kind: expected one of cpu, cuda, got 'tpu'"),
+        ("kind: tpu\n", r"gpu.yaml: kind: expected one of cpu, cuda, fpga-hls, got 'tpu'"),
         ("kind: cpu\nmeasurement: {time_cap: 3}\n", r"gpu.yaml: measurement.time_cap: unknown key; valid: batch_size"),
         ("kind: cpu\nmeasurement: {min_samples: 2.5}\n", r"measurement.min_samples: expected a positive integer, got 2.5"),
         ("kind: cpu\nmeasurement: {time_cap_s: -1}\n", r"measurement.time_cap_s: expected a positive number, got -1"),
@@ -43,7 +43,7 @@ def test_malformed_profiles_name_the_file_and_key(text, message):
 
 def test_unknown_device_lists_the_valid_ones():
     with pytest.raises(DeviceError, match="unknown device 'tpu_v5'; valid: a100, cpu, h100, h200, "
-                       "jetson-orin, l4, rtx4090 or a path"):
+                       "jetson-orin, l4, pynq-z2, rtx4090, u250, zcu102, zcu104 or a path"):
         get_device("tpu_v5")
 
 
@@ -51,7 +51,7 @@ def test_an_absent_device_says_what_was_found_and_what_is_present():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(DeviceError, match=r"device 'a100' is not available on this host: .*CUDA.*; "
-                       r"present here: cpu \(see 'harness devices'\)"):
+                       r"present here: cpu, pynq-z2, u250, zcu102, zcu104 \(see 'harness devices'\)"):
         get_device("a100")
 
 
@@ -72,9 +72,9 @@ def test_malformed_hardware_and_protocol_blocks(text, message):
 
 
 def test_energy_is_unavailable_with_a_reason_by_default():
-    from harness.devices.base import BaseDevice, EnergyMeasurement
+    from harness.devices.base import EnergyMeasurement, MeasuredDevice
 
-    class NoCounter(BaseDevice):
+    class NoCounter(MeasuredDevice):
         kind = "test"
 
         def availability(self):

@@ -17,6 +17,8 @@ name a kind and carry the measurement settings. Rules an implementation must kee
 from __future__ import annotations
 
 import abc
+import os
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -40,8 +42,10 @@ class DeviceProfile:
     source: str
     # Kernel knob → the values this device runs faster than the baseline (fp32, dense).
     accelerates: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # Datasheet figures and the rules that recognise the hardware (see ``HARDWARE_KEYS``).
+    # Datasheet figures and the rules that recognise the hardware (validated by ``harness.devices.parse_profile``).
     hardware: dict[str, Any] = field(default_factory=dict)
+    # The accelerator model of kinds that estimate (fpga-hls); empty for measured devices.
+    engine: dict[str, Any] = field(default_factory=dict)
 
 
 ENERGY_STATUSES = ("measured", "estimated", "unavailable")
@@ -90,12 +94,24 @@ class KnobSupport:
 
 
 class BaseDevice(abc.ABC):
+    """A target a candidate can be costed on: measured (``MeasuredDevice``) or estimated."""
+
     kind: ClassVar[str]
     # Protocol switches only this kind's timing uses (a CPU has no CUDA graphs or L2 to flush).
     timing_options: ClassVar[tuple[str, ...]] = ()
+    # Constraint keys this kind adds to every trial of a search (a resource that must fit).
+    constraint_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, profile: DeviceProfile) -> None:
         self.profile = profile
+
+    @classmethod
+    def parse_engine(cls, document: dict[str, Any], source: str) -> dict[str, Any]:
+        """The profile's ``engine:`` block; only kinds that estimate from an engine model have one."""
+        if document.get("engine"):
+            raise DeviceError(f"{source}: engine: devices of kind {cls.kind!r} have no engine "
+                              f"model; only kind fpga-hls")
+        return {}
 
     @property
     def name(self) -> str:
@@ -137,6 +153,25 @@ class BaseDevice(abc.ABC):
                 accelerated, how = True, "less work through the same dense kernels"
             support.append(KnobSupport(knob.knob, knob.value, knob.detail, accelerated, how))
         return support
+
+    def latency_model(self) -> str | None:
+        """What latency comes from when it is estimated, not measured; None for measured devices."""
+        return None
+
+    def resource_violations(self, config: CandidateConfig, batch_size: int) -> dict[str, float]:
+        """``constraint_keys`` → relative excess (feasible when <= 0), known before anything is
+        built; a candidate with a positive one is rejected like one over budget."""
+        return {}
+
+    @abc.abstractmethod
+    def evaluate(self, config: CandidateConfig, model: torch.nn.Module, inputs: torch.Tensor,
+                 protocol: MeasurementProtocol) -> dict[str, Any]:
+        """Latency (``latency_ms``: median, ci95, n, ...), ``energy`` and what else the device
+        knows about ``model(inputs)``, as plain JSON values; ``phase_s`` times the steps."""
+
+
+class MeasuredDevice(BaseDevice):
+    """A device that runs the model and times it: the CPU, CUDA GPUs."""
 
     def prepare(
         self, model: torch.nn.Module, inputs: torch.Tensor, config: CandidateConfig
@@ -185,6 +220,37 @@ class BaseDevice(abc.ABC):
         self.configure(protocol)
         with inference_context(model):
             return measure_adaptively(lambda: self.time_call(model, inputs), protocol)
+
+    def evaluate(self, config: CandidateConfig, model: torch.nn.Module, inputs: torch.Tensor,
+                 protocol: MeasurementProtocol) -> dict[str, Any]:
+        """Prepare, time, then read the energy of ``model(inputs)``."""
+        phase_s: dict[str, float] = {}
+        start = time.perf_counter()
+        model, inputs = self.prepare(model, inputs, config)
+        phase_s["prepare"] = time.perf_counter() - start
+        load_before = os.getloadavg()[0]
+        start = time.perf_counter()
+        measurement = self.measure_latency(model, inputs, protocol)
+        phase_s["latency"] = time.perf_counter() - start
+        start = time.perf_counter()
+        energy = (self.measure_energy(model, inputs, protocol) if protocol.energy
+                  else EnergyMeasurement.unavailable("energy measurement turned off (--no-energy)"))
+        phase_s["energy"] = time.perf_counter() - start
+        return {
+            "latency_ms": {**measurement.summary.to_dict(), "status": "measured"},
+            "throttled": measurement.throttled,
+            "conditions": measurement.conditions,
+            "energy": energy.to_dict(),
+            # A tight CI cannot reveal a host that was busy for the whole window: record the load.
+            "host_load_1m": {"before": load_before, "after": os.getloadavg()[0]},
+            "latency_samples_ms": [round(s, 5) for s in measurement.samples_ms],
+            "latency_protocol": {
+                **protocol.to_dict(),
+                "threads": torch.get_num_threads(),
+                **measurement.protocol_record(),
+            },
+            "phase_s": phase_s,
+        }
 
 
 def inference_context(model: torch.nn.Module) -> AbstractContextManager[Any]:

@@ -12,8 +12,8 @@ import psutil
 import torch
 
 from harness.devices.base import (
-    BaseDevice,
     EnergyMeasurement,
+    MeasuredDevice,
     inference_context,
     register_device_kind,
 )
@@ -97,7 +97,7 @@ def cpu_frequency_mhz() -> dict[str, float] | None:
 
 
 @register_device_kind
-class CpuDevice(BaseDevice):
+class CpuDevice(MeasuredDevice):
     kind = "cpu"
     powercap_root: Path = POWERCAP_ROOT  # where RAPL is read; tests point it at a fake tree
 

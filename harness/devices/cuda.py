@@ -29,8 +29,8 @@ import torch
 
 from harness.config import CandidateConfig
 from harness.devices.base import (
-    BaseDevice,
     EnergyMeasurement,
+    MeasuredDevice,
     inference_context,
     register_device_kind,
 )
@@ -322,7 +322,7 @@ def runner(model: torch.nn.Module, inputs: torch.Tensor, cuda_graphs: bool) -> C
 
 
 @register_device_kind
-class CudaDevice(BaseDevice):
+class CudaDevice(MeasuredDevice):
     kind = "cuda"
     timing_options = ("cuda_graphs", "l2_flush")
 

@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import optuna
 
+from harness.files import write_atomically
 from harness.report.data import ReportData, build_report_data
 from harness.report.html import render_html
 
 REPORT_FILE = "report.html"
 PARETO_FILE = "pareto.json"
 TRIALS_FILE = "trials.json"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and ``os.replace``, so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; reports are meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
 
 
 def write_report(study: optuna.Study, out_dir: Path) -> Path:

@@ -76,13 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         "measure", help="cost, latency and accuracy estimate of one configuration",
         description="Count the cost of one configuration (analytic and fvcore) and measure it.",
     )
-    measure.add_argument("--arch", default="deit_tiny",
-                         help="preset: deit_tiny (default), deit_small, deit_base")
-    measure.add_argument("--config", type=Path, metavar="FILE",
-                         help="a YAML/JSON mapping of configuration keys (or an entry of "
-                         "pareto.json) to measure instead of a preset")
-    measure.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                         help="override a configuration key, e.g. --set keep_rate=0.7")
+    _add_config_options(measure)
     measure.add_argument("--device", default=DEFAULT_DEVICE, help="device profile name or path")
     measure.add_argument("--accuracy", default=DEFAULT_ESTIMATOR,
                          help=f"accuracy estimator (default {DEFAULT_ESTIMATOR})")
@@ -148,11 +142,73 @@ def build_parser() -> argparse.ArgumentParser:
     hls_show.add_argument("path", type=Path, help="a report file or an HLS/Vivado project tree")
     hls_show.add_argument("--json", action="store_true", help="print JSON records")
     hls_show.set_defaults(handler=cmd_hls_show)
+    hls_import = hls_commands.add_parser(
+        "import", help="store the reports of HLS/Vivado project trees as an FPGA's calibration",
+        description="Walk HLS project trees (solution*/syn/report, solution*/sim/report) and "
+        "Vivado runs (*.runs/impl_1), and store every report for the part of the device as a "
+        "versioned JSON record in the device's calibration directory ($HARNESS_DATA_DIR/fpga/"
+        "DEVICE). Reports already imported are skipped; reports for another part are listed.",
+    )
+    hls_import.add_argument("paths", type=Path, nargs="+", metavar="DIR",
+                            help="HLS project trees, Vivado run directories or report files")
+    hls_import.add_argument("--device", required=True, help="an fpga-hls device profile")
+    hls_import.add_argument("--clock-mhz", type=float,
+                            help="the clock the Vivado designs ran at (default: the profile's)")
+    hls_import.add_argument("--json", action="store_true", help="print a JSON summary")
+    hls_import.set_defaults(handler=cmd_hls_import)
+    hls_calibrate = hls_commands.add_parser(
+        "calibrate", help="fit the FPGA cost model to the imported reports; print each fit error",
+        description="Fit per-operator latency (cycles), resources and power of an FPGA device "
+        "to its imported reports and print every fit with its error (held out when there are "
+        "more reports than coefficients).",
+    )
+    hls_calibrate.add_argument("--device", required=True, help="an fpga-hls device profile")
+    hls_calibrate.add_argument("--json", action="store_true", help="print the fit as JSON")
+    hls_calibrate.set_defaults(handler=cmd_hls_calibrate)
+    hls_synth = hls_commands.add_parser(
+        "synth", help="generate a candidate's HLS kernels, run C synthesis and import the reports",
+        description="Write the matmul, softmax, LayerNorm and GELU kernels a configuration runs "
+        "on the device's engine as HLS projects, synthesize each with vitis_hls or vivado_hls "
+        "(whichever is on PATH) and import the reports. Without the tools the projects are "
+        "written and the synthesis is skipped, with a message.",
+    )
+    hls_synth.add_argument("--device", required=True, help="an fpga-hls device profile")
+    _add_config_options(hls_synth)
+    hls_synth.add_argument("--batch-size", type=int, default=1, help="images per call (default 1)")
+    hls_synth.add_argument("--out", type=Path, default=Path("hls_kernels"),
+                           help="directory for the kernel projects (default hls_kernels)")
+    hls_synth.add_argument("--tool", help="HLS tool name or path (default: vitis_hls, else "
+                           "vivado_hls, from PATH)")
+    hls_synth.add_argument("--timeout", type=float, help="seconds allowed per kernel")
+    hls_synth.add_argument("--no-import", action="store_true",
+                           help="synthesize only; do not import the reports")
+    hls_synth.set_defaults(handler=cmd_hls_synth)
 
     spaces = commands.add_parser("spaces", help="list the bundled search spaces")
     spaces.add_argument("--json", action="store_true")
     spaces.set_defaults(handler=cmd_spaces)
     return parser
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--arch", default="deit_tiny",
+                        help="preset: deit_tiny (default), deit_small, deit_base")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="a YAML/JSON mapping of configuration keys (or an entry of "
+                        "pareto.json) to use instead of a preset")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a configuration key, e.g. --set keep_rate=0.7")
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from harness.config import load_config_file, parse_set_options
+    from harness.models import preset_config
+
+    config = load_config_file(args.config) if args.config else preset_config(args.arch)
+    if args.set:
+        config = config.from_dict({**config.to_dict(), **parse_set_options(args.set)},
+                                  where="--set ")
+    return config
 
 
 def _add_measurement_options(parser: argparse.ArgumentParser) -> None:
@@ -267,17 +323,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from harness.accuracy import get_estimator
-    from harness.config import load_config_file, parse_set_options
     from harness.cost import count_cost_fvcore, estimate_cost
     from harness.devices import get_device
     from harness.environment import capture_environment
-    from harness.models import build_model, preset_config
+    from harness.models import build_model
     from harness.study import measure_candidate
 
-    config = load_config_file(args.config) if args.config else preset_config(args.arch)
-    if args.set:
-        config = config.from_dict({**config.to_dict(), **parse_set_options(args.set)},
-                                  where="--set ")
+    config = _config_from_args(args)
     estimator = get_estimator(args.accuracy)
     device = get_device(args.device)
     analytic = estimate_cost(config)
@@ -325,13 +377,19 @@ def _print_measurement(result: dict[str, Any]) -> None:
     if "latency_ms" in result:
         lat = result["latency_ms"]
         protocol = result["latency_protocol"]
-        print(f"  latency     median {lat['median']:.3f} ms  p90 {_ms(lat['p90'], 64)}  "
-              f"95% CI [{lat['ci95'][0]:.3f}, {lat['ci95'][1]:.3f}]  CV {lat['cv']:.3f}  "
-              f"n={lat['n']} (batch {protocol['batch_size']}, {protocol['threads']} threads, "
-              f"stopped by {protocol['stop_reason']})")
+        if lat["status"] == "estimated":
+            _print_estimate(lat, result["fpga"], protocol)
+        else:
+            print(f"  latency     median {lat['median']:.3f} ms  p90 {_ms(lat['p90'], 64)}  "
+                  f"95% CI [{lat['ci95'][0]:.3f}, {lat['ci95'][1]:.3f}]  CV {lat['cv']:.3f}  "
+                  f"n={lat['n']} (batch {protocol['batch_size']}, {protocol['threads']} threads, "
+                  f"stopped by {protocol['stop_reason']})")
         energy = result["energy"]
         if energy["status"] == "unavailable":
             print(f"  energy      unavailable: {energy['reason']}")
+        elif energy["ci95"] is None:
+            print(f"  energy      {energy['joules_per_inference']:.4f} J per call "
+                  f"({energy['status']}, {energy['source']}: {energy['reason']})")
         else:
             low, high = energy["ci95"]
             print(f"  energy      {energy['joules_per_inference']:.4f} J per call "
@@ -340,6 +398,22 @@ def _print_measurement(result: dict[str, Any]) -> None:
         if result["throttled"]:
             print(f"  THROTTLED   {result['conditions'].get('throttle_reasons', 'see conditions')}")
         print(f"  accuracy    {result['accuracy']['value']:.4f} ({result['accuracy']['estimator']})")
+
+
+def _print_estimate(lat: dict[str, Any], fpga: dict[str, Any], protocol: dict[str, Any]) -> None:
+    band = lat["error_band"]
+    print(f"  latency     {lat['median']:.3f} ms ESTIMATED"
+          + (f" (fit-error band {band[0]:.3f}..{band[1]:.3f} ms)" if band else "")
+          + f", batch {protocol['batch_size']}, {protocol['template']} engine; {lat['source']}")
+    print(f"  throughput  {fpga['throughput_per_s']:.1f} images/s; off-chip weight streaming "
+          f"{100 * fpga['memory_bound_share']:.1f}% of the latency")
+    used = ", ".join(
+        f"{key} {'?' if value is None else round(value)}/{round(fpga['available'][key])}"
+        for key, value in fpga["used"].items())
+    print(f"  resources   {used} (memory in BRAM_18K)"
+          + ("" if fpga["fits"] else "  DOES NOT FIT the part"))
+    for note in fpga["notes"]:
+        print(f"  note        {note}")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -372,7 +446,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
         return 0
     for status in statuses:
         where = "present" if status.present else "absent"
-        print(f"{status.name:<12} {status.kind:<6} {where:<8} {status.reason}")
+        print(f"{status.name:<12} {status.kind:<8} {where:<8} {status.reason}")
     return 0
 
 
@@ -380,6 +454,85 @@ def cmd_hls_show(args: argparse.Namespace) -> int:
     from harness.fpga import hls_show
 
     print(hls_show(args.path, args.json))
+    return 0
+
+
+def _fpga_device(name: str) -> Any:
+    from harness.devices import FpgaHlsDevice, device_statuses, get_device
+    from harness.errors import DeviceError
+
+    device = get_device(name)
+    if not isinstance(device, FpgaHlsDevice):
+        fpgas = ", ".join(s.name for s in device_statuses() if s.kind == FpgaHlsDevice.kind)
+        raise DeviceError(f"device {device.name!r} is of kind {device.kind!r}; HLS reports "
+                          f"calibrate fpga-hls devices: {fpgas}")
+    return device
+
+
+def cmd_hls_import(args: argparse.Namespace) -> int:
+    from harness.fpga.calibration import import_reports
+    from harness.fpga.records import HlsReportError
+
+    device = _fpga_device(args.device)
+    missing = [path for path in args.paths if not path.exists()]
+    if missing:
+        raise HlsReportError(f"{missing[0]}: no such file or directory")
+    result = import_reports(args.paths, device.name, device.target.part,
+                            args.clock_mhz or device.target.clock_mhz)
+    if args.json:
+        print(json.dumps({
+            "device": device.name, "store": str(result.store),
+            "stored": [str(p) for p in result.stored],
+            "already_imported": [str(p) for p in result.already_imported],
+            "skipped": [{"path": str(p), "reason": r} for p, r in result.skipped],
+        }, indent=2))
+        return 0
+    for path, reason in result.skipped:
+        print(f"skipped {path}: {reason}")
+    print(f"{len(result.stored)} report(s) stored in {result.store}, "
+          f"{len(result.already_imported)} already there, {len(result.skipped)} skipped; "
+          f"see 'harness hls calibrate --device {device.name}'")
+    return 0
+
+
+def cmd_hls_calibrate(args: argparse.Namespace) -> int:
+    from harness.fpga.calibration import format_calibration
+
+    calibration = _fpga_device(args.device).calibration
+    print(json.dumps(calibration.to_dict(), indent=2) if args.json
+          else format_calibration(calibration))
+    return 0
+
+
+def cmd_hls_synth(args: argparse.Namespace) -> int:
+    from harness.fpga.calibration import import_reports
+    from harness.fpga.estimate import kernels_for
+    from harness.fpga.synth import (
+        TOOL_MISSING_MESSAGE,
+        find_hls_tool,
+        synthesize,
+        write_kernel_project,
+    )
+
+    device = _fpga_device(args.device)
+    config = _config_from_args(args)
+    specs = kernels_for(config, device.engine, args.batch_size)
+    part, clock_ns = device.target.part, 1e3 / device.target.clock_mhz
+    if args.tool is None and find_hls_tool() is None:
+        for spec in specs:
+            write_kernel_project(spec, part, clock_ns, args.out)
+        print(f"harness: hls synth skipped: {TOOL_MISSING_MESSAGE}. Wrote {len(specs)} kernel "
+              f"projects to {args.out}: run 'vitis_hls -f run_hls.tcl' in each where the tools "
+              f"are, then 'harness hls import {args.out} --device {device.name}'", file=sys.stderr)
+        return 0
+    projects = synthesize(specs, part, clock_ns, args.out, tool=args.tool, timeout_s=args.timeout,
+                          on_progress=lambda message: print(message, file=sys.stderr))
+    if args.no_import:
+        print(f"synthesized {len(projects)} kernels in {args.out}")
+        return 0
+    result = import_reports(projects, device.name, part, device.target.clock_mhz)
+    print(f"synthesized {len(projects)} kernels in {args.out}; {len(result.stored)} report(s) "
+          f"stored in {result.store}; see 'harness hls calibrate --device {device.name}'")
     return 0
 
 
@@ -404,9 +557,9 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 def cmd_bench_knobs(args: argparse.Namespace) -> int:
     from harness.devices import get_device
     from harness.environment import capture_environment
+    from harness.files import write_atomically
     from harness.knob_bench import DEFAULT_SETTINGS, KnobRow, bench_knobs, parse_knob
     from harness.models import preset_config
-    from harness.report import write_atomically
 
     for option, values in (("--rounds", [args.rounds]), ("--iters", [args.iters]),
                            ("--batch-size", args.batch_size)):

@@ -42,9 +42,12 @@ class Progress:
         gmacs = f"{record['gmacs']:.3f} GMACs" if "gmacs" in record else ""
         if outcome.state == TrialState.COMPLETE:
             lat, acc = record["latency_ms"], record["accuracy"]
-            detail = (f"measured {gmacs} {_knob_tags(record.get('knobs', []))} latency "
-                      f"{lat['median']:.2f} ms [{lat['ci95'][0]:.2f}, {lat['ci95'][1]:.2f}] "
-                      f"n={lat['n']}  accuracy {acc['value']:.4f}")
+            estimated = lat.get("status") == "estimated"
+            spread = "" if estimated else (
+                f" [{lat['ci95'][0]:.2f}, {lat['ci95'][1]:.2f}] n={lat['n']}")
+            detail = (f"{'estimated' if estimated else 'measured'} {gmacs} "
+                      f"{_knob_tags(record.get('knobs', []))} latency {lat['median']:.2f} ms"
+                      f"{spread}  accuracy {acc['value']:.4f}")
         elif outcome.state == TrialState.PRUNED:
             detail = f"rejected {gmacs}: {record.get('rejected', '')}"
         else:

@@ -54,3 +54,9 @@ def fast_device_file(tmp_path: Path) -> Path:
     path = tmp_path / "fastcpu.yaml"
     path.write_text(FAST_CPU)
     return path
+
+
+@pytest.fixture(autouse=True)
+def isolated_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """FPGA calibration records go to a fresh directory: tests never see the user's."""
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path_factory.mktemp("harness-data")))

@@ -11,7 +11,9 @@ from harness.config import check_value
 from harness.devices.base import DEVICE_KINDS, BaseDevice, DeviceProfile, register_device_kind
 from harness.devices.cpu import CpuDevice
 from harness.devices.cuda import CudaDevice
+from harness.devices.fpga import FpgaHlsDevice
 from harness.errors import ConfigError, DeviceError
+from harness.fpga.records import RESOURCE_KEYS
 from harness.knobs import KERNEL_KNOBS
 from harness.timing import MeasurementProtocol
 from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
@@ -20,7 +22,7 @@ SCHEMA_VERSION = 1
 PROFILES_PACKAGE = "harness.device_profiles"
 _PROTOCOL_FIELDS = {f.name: f.type for f in dataclasses.fields(MeasurementProtocol)}
 PROFILE_KEYS = ("schema_version", "name", "kind", "description", "measurement", "accelerates",
-                "hardware")
+                "hardware", "engine")
 
 
 def bundled_device_names() -> list[str]:
@@ -53,6 +55,7 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         source=source,
         accelerates=_parse_accelerates(document.get("accelerates") or {}, source),
         hardware=_parse_hardware(document.get("hardware") or {}, source),
+        engine=DEVICE_KINDS[kind].parse_engine(document, source),
     )
 
 
@@ -123,12 +126,19 @@ def _parse_hardware(values: Any, source: str) -> dict[str, Any]:
         "tdp_w": _positive,
         "compute_capability": lambda v: isinstance(v, str) and _is_version(v),
         "datasheet": lambda v: isinstance(v, str),
+        "part": lambda v: isinstance(v, str) and v,
+        "resources": lambda v: isinstance(v, dict) and set(v) == set(RESOURCE_KEYS)
+        and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in v.values()),
+        "clock_mhz": _positive,
     }
     expected = {
         "match": f"a mapping of {', '.join(MATCH_RULES)} to non-empty strings",
         "peak_tflops": f"a mapping of {', '.join(PEAK_PRECISIONS)} to positive numbers",
         "memory_bandwidth_gbs": "a positive number", "tdp_w": "a positive number",
         "compute_capability": "a version string such as '8.0'", "datasheet": "a string",
+        "part": "a part number such as 'xczu9eg-ffvb1156-2-e'",
+        "resources": f"a mapping of {', '.join(RESOURCE_KEYS)} to counts",
+        "clock_mhz": "a positive number",
     }
     for key, value in values.items():
         if key not in checks:
@@ -211,6 +221,7 @@ __all__ = [
     "CudaDevice",
     "DeviceProfile",
     "DeviceStatus",
+    "FpgaHlsDevice",
     "bundled_device_names",
     "check_timing_options",
     "device_statuses",

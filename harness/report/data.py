@@ -12,7 +12,7 @@ from harness.pareto import Bounds, hypervolume_history, to_losses
 from harness.study import RESULT_SCHEMA_VERSION, pareto_trials, trial_record
 
 PARETO_KEYS = ("config", "config_key", "gmacs", "effective_gmacs", "params_m", "latency_ms",
-               "energy", "throttled", "accuracy", "knobs")
+               "energy", "throttled", "accuracy", "knobs", "fpga")
 
 
 @dataclass(frozen=True)

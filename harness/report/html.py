@@ -35,11 +35,14 @@ def render_html(data: ReportData) -> str:
         _summary(data),
         "<h2>Pareto front</h2>",
         _img(_pareto_figure(data)),
-        ("<p class='note'>Latency: median with its 95% CI. Colour: GMACs. Grey crosses: measured "
-        "but over the latency budget. Candidates over a MAC/parameter budget were rejected "
-        "before being built, so they have no latency and are counted above.</p>"),
+        ("<p class='note'>Latency: " + ("estimate with the calibration's fit-error band"
+                                        if _estimate_source(data) else "median with its 95% CI")
+         + ". Colour: GMACs. Grey crosses: over the latency budget. Candidates over a "
+         "MAC/parameter budget (or not fitting an FPGA part) were rejected before being built, "
+         "so they have no latency and are counted above.</p>"),
         "<h2>Pareto-optimal configurations</h2>",
         _pareto_table(data),
+        _fpga_table(data),
         "<h2>Efficiency knobs on this device</h2>",
         _knob_support(data),
         _failed_table(data),
@@ -92,7 +95,7 @@ def _summary(data: ReportData) -> str:
     return _key_values({
         "trials": len(data.trials),
         "measured (complete)": counts.get("COMPLETE", 0),
-        "rejected by a MAC/parameter budget before measurement": counts.get("REJECTED_BY_BUDGET", 0),
+        "rejected before measurement (budget or FPGA resources)": counts.get("REJECTED_BY_BUDGET", 0),
         "failed": counts.get("FAIL", 0),
         "Pareto-optimal and within budget": len(data.pareto),
     })
@@ -117,13 +120,16 @@ def _pareto_figure(data: ReportData) -> bytes:
     if data.pareto:
         xs = [t["latency_ms"]["median"] for t in data.pareto]
         ys = [t["accuracy"]["value"] for t in data.pareto]
-        low = [x - t["latency_ms"]["ci95"][0] for x, t in zip(xs, data.pareto)]
-        high = [t["latency_ms"]["ci95"][1] - x for x, t in zip(xs, data.pareto)]
+        bands = [_latency_interval(t["latency_ms"]) or (x, x) for x, t in zip(xs, data.pareto)]
+        low = [x - band[0] for x, band in zip(xs, bands)]
+        high = [band[1] - x for x, band in zip(xs, bands)]
         axes.errorbar(xs, ys, xerr=[low, high], fmt="none", ecolor="k", elinewidth=1, zorder=3)
         axes.step(xs, ys, where="post", color="crimson", linewidth=1, zorder=3)
         axes.scatter(xs, ys, facecolors="none", edgecolors="crimson", s=90, zorder=4,
                      label="Pareto front (feasible)")
-    axes.set_xlabel("latency, median per batch (ms)")
+    estimated = _estimate_source(data)
+    axes.set_xlabel("latency per batch (ms), " + ("ESTIMATED from the FPGA cost model"
+                                                  if estimated else "measured median"))
     axes.set_ylabel(f"accuracy estimate ({data.metadata.get('estimator', '')})")
     axes.grid(alpha=0.3)
     if feasible or infeasible:
@@ -157,7 +163,7 @@ def _pareto_table(data: ReportData) -> str:
                                               for t in data.pareto)}
     columns = [k for k in ARCH_COLUMNS if k not in shared]
     header = ["trial", *columns, "knobs", "GMACs", "effective GMACs", "params (M)",
-              "latency median (ms)", "p90 (ms)", "95% CI (ms)", "n", "energy (J/call)",
+              "latency median (ms)", "p90 (ms)", "95% CI / band (ms)", "n", "energy (J/call)",
               "accuracy estimate"]
     rows = []
     for t in data.pareto:
@@ -166,9 +172,11 @@ def _pareto_table(data: ReportData) -> str:
             t["number"], *(_format_knob(t["config"][k]) for k in columns),
             _knobs_cell(t.get("knobs", [])), f"{t['gmacs']:.3f}",
             f"{t.get('effective_gmacs', t['gmacs']):.3f}", f"{t['params_m']:.2f}",
-            f"{latency['median']:.3f}" + (" THROTTLED" if t.get("throttled") else ""),
-            f"{latency['p90']:.3f}" if latency.get("p90") is not None else "n/a (n<64)",
-            f"[{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}]",
+            f"{latency['median']:.3f}" + (" THROTTLED" if t.get("throttled") else "")
+            + (" (estimated)" if _is_estimate(latency) else ""),
+            f"{latency['p90']:.3f}" if latency.get("p90") is not None else (
+                "n/a (estimate)" if _is_estimate(latency) else "n/a (n<64)"),
+            _interval_cell(latency),
             latency["n"], _energy_cell(t.get("energy")), f"{t['accuracy']['value']:.4f}",
         ])
     note = ("<p>Every configuration below has " + ", ".join(
@@ -179,9 +187,57 @@ def _pareto_table(data: ReportData) -> str:
     return note + f"<div class='scroll'>{_table(header, rows, css_id='pareto', wrap=wrapped)}</div>"
 
 
+def _is_estimate(latency: dict[str, Any]) -> bool:
+    return latency.get("status") == "estimated"
+
+
+def _latency_interval(latency: dict[str, Any]) -> list[float] | None:
+    """The measured median's 95% CI, or an estimate's fit-error band (None if it has none)."""
+    return latency.get("error_band") if _is_estimate(latency) else latency["ci95"]
+
+
+def _interval_cell(latency: dict[str, Any]) -> str:
+    interval = _latency_interval(latency)
+    if interval is None:
+        return "n/a (uncalibrated estimate)"
+    text = f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+    return f"fit band {text}" if _is_estimate(latency) else text
+
+
+def _estimate_source(data: ReportData) -> str | None:
+    """The label of estimated latencies (FPGA devices), None when latencies were measured."""
+    sources = {t["latency_ms"]["source"] for t in data.measured if _is_estimate(t["latency_ms"])}
+    return "; ".join(sorted(sources)) or None
+
+
+def _fpga_table(data: ReportData) -> str:
+    """Estimated resources and throughput of the Pareto configurations on an FPGA."""
+    rows = []
+    for t in data.pareto:
+        fpga = t.get("fpga")
+        if not fpga:
+            continue
+        used = [f"{'?' if fpga['used'][k] is None else round(fpga['used'][k])} / "
+                f"{round(fpga['available'][k])}" for k in ("DSP", "LUT", "FF", "memory")]
+        busy = ", ".join(f"{k} {v:.2f}" for k, v in fpga["busy_ms_by_operator"].items())
+        rows.append([t["number"], *used, f"{fpga['throughput_per_s']:.1f}",
+                     f"{100 * fpga['memory_bound_share']:.1f}%", busy])
+    if not rows:
+        return ""
+    notes = sorted({note for t in data.pareto for note in (t.get("fpga") or {}).get("notes", [])})
+    return ("<h2>Estimated FPGA resources</h2>"
+            f"<p>Latency, power and resources {_e(_estimate_source(data))}. Candidates that do "
+            "not fit the part were rejected before being built.</p>"
+            + _table(["trial", "DSP", "LUT", "FF", "memory (BRAM_18K)", "images/s",
+                      "waiting on weights", "busy ms by operator"], rows, wrap=(7,))
+            + "".join(f"<p class='note'>{_e(note)}</p>" for note in notes))
+
+
 def _energy_cell(energy: dict[str, Any] | None) -> str:
     if not energy or energy["status"] == "unavailable":
         return "unavailable"
+    if energy["ci95"] is None:
+        return f"{energy['joules_per_inference']:.4f} ({energy['status']})"
     low, high = energy["ci95"]
     return f"{energy['joules_per_inference']:.4f} [{low:.4f}, {high:.4f}] ({energy['status']})"
 
@@ -260,6 +316,21 @@ def _energy_method(data: ReportData) -> str:
             "idle power reported apart; no figure is ever guessed: " + "; ".join(parts) + ".")
 
 
+def _latency_method(meta: dict[str, Any], data: ReportData, protocol: str) -> str:
+    estimated = _estimate_source(data)
+    if estimated:
+        return ("<b>Latency</b>: NOT measured: " + _e(estimated) + ", by the FPGA cost model "
+                f"of device {_e(meta.get('device'))} (per-operator cycles of the HLS kernels, "
+                "composed by the profile's engine template, bounded by off-chip bandwidth). "
+                "The band shown is the calibration's fit error, not a sampling interval.")
+    return ("<b>Latency</b>: real executions of the built PyTorch model on the device "
+            f"({_e(meta.get('device'))}); warm-up, then timed iterations until the 95% CI of the "
+            "median (binomial order statistics) is within the target or the time cap is hit. "
+            f"Protocol: <code>{_e(protocol)}</code> (threads null: one per physical core; each "
+            "trial records the count it used). Each trial stores its raw samples and the host "
+            "load.")
+
+
 def _methods(meta: dict[str, Any], data: ReportData) -> str:
     protocol = json.dumps(meta.get("run_settings", {}).get("measurement", {}))
     items = [
@@ -267,11 +338,7 @@ def _methods(meta: dict[str, Any], data: ReportData) -> str:
         "which equals fvcore's count of the built model (tested); ViT papers call "
         "these GMACs 'GFLOPs' and the <code>gflop</code> budget unit follows that convention. "
         "Effective GMACs leave out the MACs of zero weights (sparsity); budgets use GMACs."),
-        ("<b>Latency</b>: real executions of the built PyTorch model on the device "
-        f"({_e(meta.get('device'))}); warm-up, then timed iterations until the 95% CI of the "
-        "median (binomial order statistics) is within the target or the time cap is hit. "
-        f"Protocol: <code>{_e(protocol)}</code> (threads null: one per physical core; each "
-        "trial records the count it used). Each trial stores its raw samples and the host load."),
+        _latency_method(meta, data, protocol),
         (f"<b>Accuracy estimate</b>: {_e(meta.get('estimator_description', meta.get('estimator')))}"
         " on the built fp32 model (a training-free score, not a top-1 accuracy; it sees token "
         "reduction and sparsity masks, not the effect of lower precision)."),

@@ -556,7 +556,9 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 def cmd_bench_knobs(args: argparse.Namespace) -> int:
     from harness.devices import get_device
+    from harness.devices.base import MeasuredDevice
     from harness.environment import capture_environment
+    from harness.errors import DeviceError
     from harness.files import write_atomically
     from harness.knob_bench import DEFAULT_SETTINGS, KnobRow, bench_knobs, parse_knob
     from harness.models import preset_config
@@ -568,6 +570,9 @@ def cmd_bench_knobs(args: argparse.Namespace) -> int:
     archs = {name: preset_config(name) for name in args.arch}
     settings = [parse_knob(text) for text in args.knob] if args.knob else list(DEFAULT_SETTINGS)
     device = get_device(args.device)
+    if not isinstance(device, MeasuredDevice):
+        raise DeviceError(f"bench-knobs times real calls; device {device.name!r} of kind "
+                          f"{device.kind!r} estimates latency (use 'harness measure' with --set)")
 
     def on_row(done: int, total: int, row: KnobRow) -> None:
         if not args.quiet:

@@ -24,8 +24,7 @@ import torch
 
 from harness.config import CandidateConfig, parse_set_options
 from harness.cost import estimate_cost
-from harness.devices import BaseDevice
-from harness.devices.base import KnobSupport, inference_context
+from harness.devices.base import KnobSupport, MeasuredDevice, inference_context
 from harness.errors import ConfigError
 from harness.knobs import BASELINE
 from harness.models import build_model
@@ -167,20 +166,20 @@ def _markdown_table(device: str, arch: str, batch_size: int, rows: list[KnobRow]
 Prepared = tuple[torch.nn.Module, torch.Tensor]
 
 
-def _prepare(device: BaseDevice, config: CandidateConfig, batch_size: int) -> Prepared:
+def _prepare(device: MeasuredDevice, config: CandidateConfig, batch_size: int) -> Prepared:
     """The model and inputs of ``config`` as the device runs them; same seeds for every model."""
     generator = torch.Generator().manual_seed(INPUT_SEED)
     inputs = torch.randn(batch_size, 3, config.img_size, config.img_size, generator=generator)
     return device.prepare(build_model(config, seed=MODEL_SEED), inputs, config)
 
 
-def _time_calls(device: BaseDevice, prepared: Prepared, iters: int) -> list[float]:
+def _time_calls(device: MeasuredDevice, prepared: Prepared, iters: int) -> list[float]:
     """Milliseconds of each of ``iters`` calls."""
     with inference_context(prepared[0]):
         return [device.time_call(*prepared) for _ in range(iters)]
 
 
-def _warm_up(device: BaseDevice, prepared: Prepared, protocol: MeasurementProtocol) -> None:
+def _warm_up(device: MeasuredDevice, prepared: Prepared, protocol: MeasurementProtocol) -> None:
     """The device profile's warm-up: at least ``warmup_min_iters`` calls and ``warmup_min_s``."""
     start, calls = time.perf_counter(), 0
     while calls < protocol.warmup_min_iters or time.perf_counter() - start < protocol.warmup_min_s:
@@ -198,7 +197,7 @@ class PairedTiming:
 
 
 def time_interleaved(
-    device: BaseDevice, dense: Prepared, knob: Prepared, protocol: MeasurementProtocol,
+    device: MeasuredDevice, dense: Prepared, knob: Prepared, protocol: MeasurementProtocol,
     rounds: int, iters: int,
 ) -> PairedTiming:
     """Warm both models up, then ``rounds`` rounds of ``iters`` calls of each, the first model
@@ -225,7 +224,7 @@ def _how(support: list[KnobSupport]) -> str:
     return "; ".join(f"{s.knob}: {s.how}" for s in active) or "no knob is on: the dense model"
 
 
-def _row(device: BaseDevice, arch: str, batch_size: int, setting: KnobSetting,
+def _row(device: MeasuredDevice, arch: str, batch_size: int, setting: KnobSetting,
          dense: CandidateConfig, knob: CandidateConfig, timing: PairedTiming) -> KnobRow:
     dense_cost, knob_cost = estimate_cost(dense), estimate_cost(knob)
     support = device.knob_support(knob)
@@ -258,7 +257,7 @@ def _knob_configs(
 
 
 def bench_knobs(
-    device: BaseDevice,
+    device: MeasuredDevice,
     archs: Mapping[str, CandidateConfig],
     batch_sizes: Sequence[int],
     settings: Sequence[KnobSetting],
@@ -286,7 +285,7 @@ def bench_knobs(
     return KnobBenchResult(device.name, _measurement(device, rounds, iters), rows)
 
 
-def _measurement(device: BaseDevice, rounds: int, iters: int) -> dict[str, Any]:
+def _measurement(device: MeasuredDevice, rounds: int, iters: int) -> dict[str, Any]:
     """How the rows were measured, for the JSON record."""
     protocol = device.profile.protocol
     return {

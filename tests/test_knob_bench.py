@@ -141,6 +141,13 @@ def test_cli_invalid_setting_is_one_line_before_any_timing(fast_device_file, cap
     assert captured.err.startswith("harness: error: knob merge_r=999 on deit_tiny: merge_r:")
 
 
+def test_cli_refuses_a_device_that_estimates_instead_of_timing(capsys):
+    assert main(["bench-knobs", "--device", "zcu102", "--arch", "deit_tiny"]) == 2
+    assert capsys.readouterr().err == (
+        "harness: error: bench-knobs times real calls; device 'zcu102' of kind 'fpga-hls' "
+        "estimates latency (use 'harness measure' with --set)\n")
+
+
 def test_cli_writes_json_and_markdown(fast_device_file, tmp_path, capsys):
     args = ["bench-knobs", "--arch", "deit_tiny", "--batch-size", "1", "--knob", "merge_r=8",
             "--rounds", "1", "--iters", "1", "--device", str(fast_device_file),

@@ -1,0 +1,194 @@
+"""Statistics of a base-vs-head benchmark comparison: which latency changes are real.
+
+asv's ``compare`` flags an entry only when Mann-Whitney gives p < 0.002 and the ratio of the
+results passes 1.1, and prints the rest that moved as ``~`` with no interval. Run over many
+entries, a fixed per-entry p threshold still produces false alarms in proportion to the number
+of entries, and a change that is large but poorly measured is hidden rather than shown as
+uncertain. Here:
+
+* Significance is the two-sided Mann-Whitney U test per entry, with Holm's step-down correction
+  across the entries compared together, so the chance of any false alarm in the whole comparison
+  stays below ``alpha`` (family-wise, under any dependence between entries).
+* The size of the change is reported with a 95% confidence interval of the percentage change:
+  the Hodges-Lehmann interval of the shift between log(head) and log(base) (Lehmann,
+  "Nonparametrics", ch. 2). Its bounds are the k-th smallest and k-th largest of the pairwise
+  differences log(h_j) - log(b_i), k - 1 being the largest u with P(U <= u) <= 2.5% under the
+  Mann-Whitney U distribution (exact for small samples, the continuity-corrected normal above
+  ``EXACT_MAX_PAIRS`` pairs, no tie correction), and ``100 * (exp(x) - 1)`` turns them into
+  percent. It is the set of shifts that the U test does not reject, needs no normality, and on
+  the log scale suits latencies, whose changes are multiplicative. Above ``MAX_PAIRS`` pairs the
+  differences are subsampled with a fixed seed, so the result stays fast and reproducible.
+* ``delta_pct`` is the change of the medians, what a reader compares by eye; it can sit off the
+  centre of the interval, which estimates the shift of the whole distribution.
+* Decision: a significant change at least ``threshold_pct`` large is a regression or an
+  improvement. Otherwise, an entry whose interval reaches past ±threshold is "noisy": the data
+  cannot rule out a change that matters, so it is shown with its interval and never hidden.
+  The rest is "unchanged".
+
+The samples are taken as independent. Drift during a run (clocks, other tenants) makes neighbours
+alike and every interval here too narrow; ``harness.stats`` quantifies drift within one run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import stats
+
+from harness.errors import HarnessError
+
+MIN_SAMPLES = 5  # fewest samples per side; with 5 against 5 the smallest two-sided p is 0.008
+CONFIDENCE = 0.95
+EXACT_MAX_PAIRS = 2500  # up to this many pairs the U distribution is computed exactly
+MAX_PAIRS = 1 << 22  # above this many pairwise differences, subsample this many
+
+
+class ComparisonError(HarnessError):
+    """The samples of an entry cannot be compared (too few, or not positive finite latencies)."""
+
+
+@dataclass(frozen=True)
+class EntryComparison:
+    """The comparison of one entry; percentages are head relative to base, positive = slower."""
+
+    name: str
+    base_median: float
+    head_median: float
+    delta_pct: float
+    ci95_pct: tuple[float, float]
+    p_value: float
+    p_adjusted: float
+    threshold_pct: float
+    decision: str  # "regression", "improvement", "unchanged" or "noisy"
+    n_base: int
+    n_head: int
+
+    def to_dict(self) -> dict[str, object]:
+        values = asdict(self)
+        values["ci95_pct"] = list(self.ci95_pct)
+        return values
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values: the i-th smallest p times (m - i), made monotone."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * (len(p) - np.arange(len(p)))
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return [float(x) for x in adjusted]
+
+
+@lru_cache(maxsize=256)
+def _order_statistic_rank(m: int, n: int) -> int:
+    """k such that [k-th smallest, k-th largest] of the m*n pairwise differences is the
+    ``CONFIDENCE`` interval: k - 1 is the largest u with P(U <= u) <= (1 - CONFIDENCE) / 2."""
+    tail = (1 - CONFIDENCE) / 2
+    if m * n > EXACT_MAX_PAIRS:
+        sd = math.sqrt(m * n * (m + n + 1) / 12)
+        return math.floor(m * n / 2 + 0.5 - stats.norm.isf(tail) * sd)
+    # Counts of U = 0..mn are the coefficients of the Gaussian binomial [m+n choose m](q),
+    # built as the product over i of (1 - q^(n+i)) / (1 - q^i); dividing by (1 - q^i) is a
+    # running sum with stride i.
+    m, n = min(m, n), max(m, n)
+    counts = np.zeros(m * n + 1)
+    counts[0] = 1.0
+    for i in range(1, m + 1):
+        counts[n + i:] -= counts[: -(n + i)].copy()
+        for r in range(i):
+            counts[r::i] = np.cumsum(counts[r::i])
+    cdf = np.cumsum(counts) / counts.sum()
+    # A cdf value equal to the tail up to rounding still counts as within it.
+    return int(np.searchsorted(cdf, tail * (1 + 1e-9), side="right"))
+
+
+def hodges_lehmann_ci_pct(base: Sequence[float], head: Sequence[float]) -> tuple[float, float]:
+    """95% interval of the percentage change from base to head: the Hodges-Lehmann interval of
+    the shift of log(head) against log(base), in percent (see the module docstring)."""
+    log_base = np.log(np.asarray(base, dtype=float))
+    log_head = np.log(np.asarray(head, dtype=float))
+    pairs = len(log_base) * len(log_head)
+    k = _order_statistic_rank(len(log_base), len(log_head))
+    if k < 1:  # e.g. 3 against 3: even the extreme differences are not a 95% interval
+        raise ValueError(f"{len(log_base)} and {len(log_head)} samples are too few for a 95% "
+                         "interval")
+    if pairs <= MAX_PAIRS:
+        diffs = (log_head[:, None] - log_base[None, :]).ravel()
+    else:
+        rng = np.random.default_rng(0)
+        diffs = (log_head[rng.integers(len(log_head), size=MAX_PAIRS)]
+                 - log_base[rng.integers(len(log_base), size=MAX_PAIRS)])
+        k = max(1, round(k * MAX_PAIRS / pairs))  # the same tail fraction of the subsample
+    low_rank, high_rank = k - 1, len(diffs) - k
+    ordered = np.partition(diffs, [low_rank, high_rank])
+    return 100 * math.expm1(ordered[low_rank]), 100 * math.expm1(ordered[high_rank])
+
+
+def _validated(name: str, side: str, samples: Sequence[float]) -> np.ndarray:
+    values = np.asarray(samples, dtype=float)
+    if len(values) < MIN_SAMPLES:
+        raise ComparisonError(f"entry {name!r}: {side} has {len(values)} samples, at least "
+                              f"{MIN_SAMPLES} are needed")
+    bad = values[~(np.isfinite(values) & (values > 0))]
+    if len(bad):
+        raise ComparisonError(f"entry {name!r}: {side} has a sample that is not a positive "
+                              f"finite latency ({bad[0]!r})")
+    return values
+
+
+def _decision(delta_pct: float, ci: tuple[float, float], p_adjusted: float, threshold: float,
+              alpha: float) -> str:
+    if p_adjusted < alpha and abs(delta_pct) >= threshold:
+        return "regression" if delta_pct > 0 else "improvement"
+    if ci[1] > threshold or ci[0] < -threshold:
+        return "noisy"
+    return "unchanged"
+
+
+def compare_entries(
+    entries: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    thresholds: Mapping[str, float] | None = None,
+    default_threshold_pct: float = 5.0,
+    alpha: float = 0.01,
+) -> list[EntryComparison]:
+    """Compare each entry's (base, head) latency samples, in the order of ``entries``.
+
+    ``thresholds`` overrides ``default_threshold_pct`` per entry name: the smallest change, in
+    percent of the base median, that counts as a regression or an improvement.
+    """
+    thresholds = thresholds or {}
+    measured = []
+    for name, (base_samples, head_samples) in entries.items():
+        base = _validated(name, "base", base_samples)
+        head = _validated(name, "head", head_samples)
+        threshold = float(thresholds.get(name, default_threshold_pct))
+        if not (math.isfinite(threshold) and threshold > 0):
+            raise ComparisonError(f"entry {name!r}: threshold {threshold!r}% is not a positive "
+                                  "finite percentage")
+        p_value = float(stats.mannwhitneyu(head, base, alternative="two-sided").pvalue)
+        measured.append((name, base, head, threshold, p_value))
+
+    adjusted = holm([p for *_, p in measured])
+    comparisons = []
+    for (name, base, head, threshold, p_value), p_adjusted in zip(measured, adjusted):
+        base_median, head_median = float(np.median(base)), float(np.median(head))
+        delta_pct = 100 * (head_median / base_median - 1)
+        ci = hodges_lehmann_ci_pct(base, head)
+        comparisons.append(EntryComparison(
+            name=name,
+            base_median=base_median,
+            head_median=head_median,
+            delta_pct=delta_pct,
+            ci95_pct=ci,
+            p_value=p_value,
+            p_adjusted=p_adjusted,
+            threshold_pct=threshold,
+            decision=_decision(delta_pct, ci, p_adjusted, threshold, alpha),
+            n_base=len(base),
+            n_head=len(head),
+        ))
+    return comparisons

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 import traceback
@@ -183,6 +184,42 @@ def build_parser() -> argparse.ArgumentParser:
     hls_synth.add_argument("--no-import", action="store_true",
                            help="synthesize only; do not import the reports")
     hls_synth.set_defaults(handler=cmd_hls_synth)
+
+    bench = commands.add_parser(
+        "bench", help="run a benchmark suite and store one result file per entry",
+        description="Measure every entry of a benchmark suite (benchmarks/suites/NAME.yaml or a "
+        "path) on a device and store one JSON file per entry under OUT/MACHINE/COMMIT/SUITE/, "
+        "with the raw samples, summary, energy and environment. Nothing is overwritten.",
+    )
+    bench.add_argument("--suite", default="smoke", help="suite name or YAML path (default smoke)")
+    bench.add_argument("--device", default=DEFAULT_DEVICE,
+                       help=f"device profile name or YAML path (default {DEFAULT_DEVICE})")
+    bench.add_argument("--out", type=Path, default=Path("bench-results"),
+                       help="results directory (default bench-results)")
+    bench.add_argument("--entry", action="append", metavar="NAME",
+                       help="run only this entry (repeatable)")
+    bench.add_argument("--rounds", type=int, default=1,
+                       help="measure every entry this many times, interleaved (default 1; "
+                       "'harness compare' treats 5 or more runs per entry as replicates)")
+    bench.add_argument("--json", action="store_true", help="print the written paths as JSON")
+    bench.set_defaults(handler=cmd_bench)
+
+    compare = commands.add_parser(
+        "compare", help="base-vs-head comparison of benchmark results (PR reports)",
+        description="Compare two sets of benchmark results (directories or files written by "
+        "'harness bench'): per entry the change of the median with its 95%% CI, the Mann-Whitney "
+        "U p-value (Holm-corrected across entries) and a decision against the entry's threshold.",
+    )
+    compare.add_argument("base", type=Path, help="base results: a directory or a result file")
+    compare.add_argument("head", type=Path, help="head results: a directory or a result file")
+    compare.add_argument("--format", default="markdown", choices=("markdown", "html", "json"),
+                         help="output format (default markdown, for a PR comment)")
+    compare.add_argument("--threshold", type=float, metavar="PCT",
+                         help="threshold for every entry instead of each entry's own")
+    compare.add_argument("--out", type=Path, help="write the output to this file too")
+    compare.add_argument("--fail-on-regression", action="store_true",
+                         help="exit with code 1 when an entry regressed")
+    compare.set_defaults(handler=cmd_compare)
 
     spaces = commands.add_parser("spaces", help="list the bundled search spaces")
     spaces.add_argument("--json", action="store_true")
@@ -534,6 +571,55 @@ def cmd_hls_synth(args: argparse.Namespace) -> int:
     print(f"synthesized {len(projects)} kernels in {args.out}; {len(result.stored)} report(s) "
           f"stored in {result.store}; see 'harness hls calibrate --device {device.name}'")
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import load_suite, run_suite
+    from harness.devices import get_device
+    from harness.devices.base import MeasuredDevice
+    from harness.errors import DeviceError
+
+    suite = load_suite(args.suite)
+    device = get_device(args.device)
+    if not isinstance(device, MeasuredDevice):
+        raise DeviceError(f"bench measures real calls; device {device.name!r} of kind "
+                          f"{device.kind!r} estimates latency")
+    if args.rounds <= 0:
+        raise UsageError(f"--rounds must be positive, got {args.rounds}")
+    total = len(args.entry or suite.entries) * args.rounds
+    done = itertools.count(1)
+
+    def on_result(entry: Any, path: Path, result: dict[str, Any]) -> None:
+        latency = result["latency_ms"]
+        print(f"[{next(done)}/{total}] {entry.name}: {latency['median']:.3f} ms "
+              f"[{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}] n={latency['n']} → {path}",
+              file=sys.stderr, flush=True)
+
+    written = run_suite(suite, device, args.out, args.entry, args.rounds, on_result)
+    if args.json:
+        print(json.dumps({"suite": suite.name, "device": device.name,
+                          "results": [str(p) for p in written]}, indent=2))
+    else:
+        print(f"{len(written)} result(s) of suite {suite.name!r} on {device.name} in {args.out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.bench import load_results
+    from harness.compare import compare_results, render
+    from harness.files import write_atomically
+
+    if args.threshold is not None and args.threshold <= 0:
+        raise UsageError(f"--threshold must be positive, got {args.threshold}")
+    comparison = compare_results(load_results(args.base), load_results(args.head),
+                                 default_threshold_pct=args.threshold)
+    if comparison.warning():
+        print(f"harness: {comparison.warning()}", file=sys.stderr)
+    text = render(comparison, args.format)
+    if args.out:
+        write_atomically(args.out, text + "\n")
+    print(text)
+    return 1 if args.fail_on_regression and comparison.regressions else 0
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:

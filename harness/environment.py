@@ -31,19 +31,29 @@ from harness.devices.nvml import open_nvml
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def _git(*args: str) -> str:
+    """``git`` in the harness source tree; raises when there is no git or no repository."""
+    source = Path(harness.__file__).resolve().parent
+    return subprocess.run(
+        ["git", "-C", str(source), *args], capture_output=True, text=True, timeout=5, check=True
+    ).stdout.strip()
+
+
+def git_commit_date() -> str | None:
+    """Committer date (ISO 8601) of the harness source tree's commit: benchmark histories are
+    ordered by it, not by when the benchmark ran."""
+    try:
+        return _git("log", "-1", "--format=%cI") or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def git_commit() -> str | None:
     """Commit of the harness source tree, if in git; ``-dirty`` when the package's own files
     (not tests or benchmarks) differ from it."""
-    source = Path(harness.__file__).resolve().parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", "-C", str(source), *args], capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
-
     try:
-        commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+        commit = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".")
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}-dirty" if dirty else commit

@@ -64,7 +64,9 @@ def drift_robust_ci(samples: Sequence[float]) -> tuple[float, float]:
     batches = batch_median_ci(samples)
     if batches is None:
         return low, high
-    return min(low, batches[0]), max(high, batches[1])
+    # the median lies within the samples: a wild block must not push the interval past them
+    return (max(min(low, batches[0]), float(np.min(samples))),
+            min(max(high, batches[1]), float(np.max(samples))))
 
 
 @dataclass(frozen=True)

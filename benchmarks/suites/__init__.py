@@ -1,0 +1,1 @@
+"""Benchmark suites shipped with the harness, installed as ``harness.bench_suites`` (YAML files)."""

@@ -1,0 +1,242 @@
+"""Benchmark suites: ``harness bench`` measures each entry of a suite and stores one result file.
+
+A suite (``benchmarks/suites/*.yaml``, installed as ``harness.bench_suites``, or any YAML path)
+lists model configurations (a preset, configuration keys, or every configuration of a study's
+``pareto.json``), with a batch size and a regression threshold per entry. Each measured entry
+becomes one JSON file under ``OUT/<machine>/<commit>/<suite>/<entry>@<time>.json`` with the raw
+samples, the summary, energy and the environment: files are never overwritten (a new run gets a
+new time) and are written atomically, so a crash never leaves half a result.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.config import CandidateConfig, load_config_file
+from harness.devices.base import MeasuredDevice
+from harness.environment import capture_environment, git_commit_date
+from harness.errors import ConfigError, HarnessError
+from harness.files import write_atomically
+from harness.models import build_model, preset_config
+from harness.timing import MeasurementProtocol
+from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
+
+SUITES_PACKAGE = "harness.bench_suites"
+SUITE_SCHEMA_VERSION = 1
+RESULT_SCHEMA_VERSION = 1
+RESULT_KIND = "harness-bench-result"
+DEFAULT_THRESHOLD_PCT = 5.0
+SUITE_KEYS = ("schema_version", "name", "description", "measurement", "defaults", "entries")
+ENTRY_KEYS = ("name", "arch", "config", "set", "pareto", "batch_size", "threshold_pct")
+_NAME = re.compile(r"[A-Za-z0-9_.+-]+")
+
+
+class BenchError(HarnessError):
+    """A suite, a result file or a results directory is unusable."""
+
+
+@dataclass(frozen=True)
+class SuiteEntry:
+    name: str
+    config: CandidateConfig
+    batch_size: int
+    threshold_pct: float
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    measurement: dict[str, Any]  # overrides of the device profile's protocol
+    entries: list[SuiteEntry]
+    source: str
+
+
+def bundled_suite_names() -> list[str]:
+    return bundled_names(SUITES_PACKAGE)
+
+
+def load_suite(name_or_path: str) -> Suite:
+    text, source = read_named_or_path(name_or_path, SUITES_PACKAGE, "suite", BenchError)
+    document = parse_yaml(text, source, BenchError)
+    if not isinstance(document, dict):
+        raise BenchError(f"{source}: expected a mapping with keys name, entries")
+    unknown = set(document) - set(SUITE_KEYS)
+    if unknown:
+        raise BenchError(f"{source}: unknown key {min(unknown)!r}; valid: {', '.join(SUITE_KEYS)}")
+    if document.get("schema_version", SUITE_SCHEMA_VERSION) != SUITE_SCHEMA_VERSION:
+        raise BenchError(f"{source}: schema_version: expected {SUITE_SCHEMA_VERSION}")
+    items = document.get("entries")
+    if not isinstance(items, list) or not items:
+        raise BenchError(f"{source}: entries: the suite has no entries; expected a list of "
+                         f"mappings with name and arch, config or pareto")
+    defaults = document.get("defaults") or {}
+    base = Path(source).parent
+    entries = [entry for index, item in enumerate(items)
+               for entry in _entries(item, {**defaults}, f"{source}: entries[{index}]", base)]
+    names = [e.name for e in entries]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise BenchError(f"{source}: entry name {duplicate!r} appears twice")
+    measurement = document.get("measurement") or {}
+    if not isinstance(measurement, dict):
+        raise BenchError(f"{source}: measurement: expected a mapping of protocol keys")
+    return Suite(str(document.get("name", Path(source).stem)), str(document.get("description", "")),
+                 measurement, entries, source)
+
+
+def _entries(item: Any, defaults: dict[str, Any], where: str, base: Path) -> list[SuiteEntry]:
+    if not isinstance(item, dict):
+        raise BenchError(f"{where}: expected a mapping with name and arch, config or pareto")
+    unknown = set(item) - set(ENTRY_KEYS)
+    if unknown:
+        raise BenchError(f"{where}: unknown key {min(unknown)!r}; valid: {', '.join(ENTRY_KEYS)}")
+    values = {**defaults, **item}
+    name = values.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise BenchError(f"{where}.name: expected a name of letters, digits and . _ + -, "
+                         f"got {name!r}")
+    batch_size, threshold = values.get("batch_size", 1), values.get("threshold_pct",
+                                                                     DEFAULT_THRESHOLD_PCT)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise BenchError(f"{where}.batch_size: expected a positive integer, got {batch_size!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold <= 0:
+        raise BenchError(f"{where}.threshold_pct: expected a positive number, got {threshold!r}")
+    sources = [key for key in ("arch", "config", "pareto") if key in item]
+    if len(sources) != 1:
+        raise BenchError(f"{where}: give exactly one of arch, config, pareto")
+    try:
+        configs = _configs(item, sources[0], base, name)
+        overrides = item.get("set") or {}
+        configs = [(n, c.from_dict({**c.to_dict(), **overrides}, where="set: "))
+                   for n, c in configs]
+    except (ConfigError, OSError, ValueError) as error:
+        raise BenchError(f"{where}: {error}") from None
+    return [SuiteEntry(entry_name, config, batch_size, float(threshold))
+            for entry_name, config in configs]
+
+
+def _configs(item: dict[str, Any], source: str, base: Path,
+             name: str) -> list[tuple[str, CandidateConfig]]:
+    if source == "arch":
+        return [(name, preset_config(item["arch"]))]
+    if source == "config":
+        if isinstance(item["config"], dict):
+            return [(name, CandidateConfig.from_dict(item["config"]))]
+        return [(name, load_config_file(base / item["config"]))]
+    # every Pareto-optimal configuration a study exported, named by its trial
+    front = json.loads((base / item["pareto"]).read_text())
+    return [(f"{name}-trial{entry['trial']}", CandidateConfig.from_dict(entry["config"]))
+            for entry in front]
+
+
+def suite_protocol(suite: Suite, device: MeasuredDevice, batch_size: int) -> MeasurementProtocol:
+    values = {**device.profile.protocol.to_dict(), **suite.measurement, "batch_size": batch_size}
+    try:
+        return MeasurementProtocol(**values)
+    except TypeError as error:
+        raise BenchError(f"{suite.source}: measurement: {error}") from None
+
+
+def run_suite(suite: Suite, device: MeasuredDevice, out_dir: Path,
+              entries: list[str] | None = None, rounds: int = 1,
+              on_result: Callable[[SuiteEntry, Path, dict[str, Any]], None] | None = None,
+              ) -> list[Path]:
+    """Measure every entry (or the named ones) ``rounds`` times, interleaved, one file each.
+
+    Entries alternate within each round (the first one rotating), so a host that slows down
+    for a while slows every entry alike; ``harness compare`` treats each run as one replicate.
+    """
+    chosen = suite.entries
+    if entries:
+        known = {e.name for e in suite.entries}
+        missing = [name for name in entries if name not in known]
+        if missing:
+            raise BenchError(f"suite {suite.name!r} has no entry {missing[0]!r}; entries: "
+                             f"{', '.join(sorted(known))}")
+        chosen = [e for e in suite.entries if e.name in entries]
+    environment = capture_environment(device)
+    commit = environment["git_commit"] or "unknown"
+    folder = out_dir / environment["machine_fingerprint"][:12] / commit[:12] / suite.name
+    written = []
+    for round_index in range(rounds):
+        shift = round_index % len(chosen)
+        for entry in chosen[shift:] + chosen[:shift]:
+            result = measure_entry(suite, entry, device, environment, commit)
+            stamp = result["created"].replace(":", "").replace("-", "")[:15]
+            path = folder / f"{entry.name}@{stamp}.json"
+            serial = 1
+            while path.exists():  # two runs of one entry within a second: keep both
+                path, serial = folder / f"{entry.name}@{stamp}-{serial}.json", serial + 1
+            write_atomically(path, json.dumps(result, indent=1) + "\n")
+            written.append(path)
+            if on_result:
+                on_result(entry, path, result)
+    return written
+
+
+def measure_entry(suite: Suite, entry: SuiteEntry, device: MeasuredDevice,
+                  environment: dict[str, Any], commit: str) -> dict[str, Any]:
+    protocol = suite_protocol(suite, device, entry.batch_size)
+    model = build_model(entry.config)
+    inputs = torch.randn(entry.batch_size, 3, entry.config.img_size, entry.config.img_size,
+                         generator=torch.Generator().manual_seed(0))
+    evaluation = device.evaluate(entry.config, model, inputs, protocol)
+    return {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "kind": RESULT_KIND,
+        "suite": suite.name,
+        "entry": entry.name,
+        "device": device.name,
+        "machine_fingerprint": environment["machine_fingerprint"],
+        "host": environment["host"],
+        "commit": commit,
+        "commit_date": git_commit_date(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "threshold_pct": entry.threshold_pct,
+        "config": entry.config.to_dict(),
+        "batch_size": entry.batch_size,
+        "latency_ms": evaluation["latency_ms"],
+        "latency_samples_ms": evaluation["latency_samples_ms"],
+        "latency_protocol": evaluation["latency_protocol"],
+        "energy": evaluation["energy"],
+        "throttled": evaluation["throttled"],
+        "environment": environment,
+    }
+
+
+def load_results(path: Path) -> list[dict[str, Any]]:
+    """Every result file in ``path`` (a file or a directory tree); errors name the file.
+
+    Hidden files are skipped: they are the temporary files of writes a crash interrupted.
+    """
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+    else:
+        raise BenchError(f"{path}: no such file or directory")
+    results = []
+    for file in files:
+        try:
+            result = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise BenchError(f"{file}: not a readable result file ({error})") from None
+        if not isinstance(result, dict) or result.get("kind") != RESULT_KIND:
+            continue  # other JSON (a pareto.json, a report) may share the directory
+        if result.get("schema_version") != RESULT_SCHEMA_VERSION:
+            raise BenchError(f"{file}: schema_version {result.get('schema_version')!r}; this "
+                             f"harness reads {RESULT_SCHEMA_VERSION}")
+        results.append({**result, "path": str(file)})
+    if not results:
+        raise BenchError(f"{path}: no benchmark result files (written by 'harness bench')")
+    return results

@@ -1,0 +1,194 @@
+"""Benchmark suites, result files and ``harness compare`` on known samples."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.bench import BenchError, load_results, load_suite, run_suite
+from harness.cli import main
+from harness.compare import compare_results, to_markdown
+from harness.devices import get_device
+
+ENVIRONMENT = {"host": "runner", "machine_fingerprint": "f" * 16, "torch": "2.13.0",
+               "cpu": {"model": "EPYC"}, "git_commit": "a" * 40}
+
+
+def result(entry: str, samples: list[float], commit: str = "a" * 40, threshold: float = 5.0,
+           environment: dict | None = None) -> dict:
+    environment = environment or ENVIRONMENT
+    ordered = sorted(samples)
+    return {"schema_version": 1, "kind": "harness-bench-result", "suite": "smoke", "entry": entry,
+            "device": "cpu", "machine_fingerprint": environment["machine_fingerprint"],
+            "host": "runner", "commit": commit, "commit_date": None,
+            "created": "2026-11-24T05:00:00+00:00", "threshold_pct": threshold, "config": {},
+            "batch_size": 1, "latency_ms": {"median": ordered[len(ordered) // 2]},
+            "latency_samples_ms": samples, "energy": {"status": "unavailable"},
+            "environment": environment}
+
+
+def write(directory: Path, *results: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for index, item in enumerate(results):
+        (directory / f"{item['entry']}-{index}.json").write_text(json.dumps(item))
+    return directory
+
+
+BASE_SAMPLES = [10.0 + 0.01 * i for i in range(30)]
+
+
+def test_markdown_comment_matches_the_expected_text(tmp_path):
+    base = [result("tiny", BASE_SAMPLES), result("small", BASE_SAMPLES)]
+    head = [result("tiny", [1.10 * s for s in BASE_SAMPLES], commit="b" * 40),
+            result("small", BASE_SAMPLES, commit="b" * 40)]
+    assert to_markdown(compare_results(base, head)) == EXPECTED_MARKDOWN
+
+
+EXPECTED_MARKDOWN = """\
+### Benchmark comparison: **1 regression(s)** in 2 entries (1 regression, 0 improvement, 0 noisy, \
+1 unchanged)
+
+Base aaaaaaaaaaaa → head bbbbbbbbbbbb. A change counts when it is significant (Mann-Whitney U, \
+Holm-corrected p < 0.01) and at least the entry's threshold; *noisy* entries cannot rule out a \
+change beyond it.
+
+| entry | metric | base | head | Δ% [95% CI] | p (Holm) | threshold | decision |
+|---|---|---|---|---|---|---|---|
+| smoke/tiny@cpu | latency median (ms) | 10.145 | 11.160 | +10.0% [+9.5%, +10.5%] | 6e-11 | 5% \
+| regression |
+
+<details><summary>1 unchanged</summary>
+
+| entry | metric | base | head | Δ% [95% CI] | p (Holm) | threshold | decision |
+|---|---|---|---|---|---|---|---|
+| smoke/small@cpu | latency median (ms) | 10.145 | 10.145 | +0.0% [-0.5%, +0.5%] | 1 | 5% \
+| unchanged |
+
+</details>
+
+Environment: identical (hardware, software and settings).
+"""
+
+
+def test_five_runs_a_side_are_compared_run_by_run():
+    base = [result("tiny", [10.0 + run * 0.05 + 0.001 * i for i in range(20)]) for run in range(5)]
+    head = [result("tiny", [10.02 + run * 0.05 + 0.001 * i for i in range(20)]) for run in range(5)]
+    [entry] = compare_results(base, head).entries
+    assert (entry.n_base, entry.n_head) == (5, 5)  # one replicate per run, not 100 samples
+    assert entry.decision == "unchanged"
+
+
+def test_cli_flags_regressions_warns_across_machines_and_writes_each_format(tmp_path, capsys):
+    other = {**ENVIRONMENT, "machine_fingerprint": "e" * 16, "cpu": {"model": "Xeon"}}
+    base = write(tmp_path / "base", result("tiny", BASE_SAMPLES))
+    head = write(tmp_path / "head", result("tiny", [1.2 * s for s in BASE_SAMPLES],
+                                           environment=other))
+    assert main(["compare", str(base), str(head)]) == 0
+    captured = capsys.readouterr()
+    assert "WARNING: base and head were measured on different machines" in captured.err
+    assert "`cpu.model`: EPYC → Xeon" in captured.out and "| regression |" in captured.out
+    assert main(["compare", str(base), str(head), "--fail-on-regression"]) == 1
+    capsys.readouterr()
+    assert main(["compare", str(base), str(head), "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["entries"][0]["decision"] == "regression" and document["warning"]
+    out = tmp_path / "comparison.html"
+    assert main(["compare", str(base), str(head), "--format", "html", "--out", str(out)]) == 0
+    assert out.read_text().startswith("<!DOCTYPE html>") and "regression" in out.read_text()
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda tmp: [tmp / "missing", tmp / "missing"], "missing: no such file or directory"),
+    (lambda tmp: [write(tmp / "empty", ), write(tmp / "empty")], "no benchmark result files"),
+    (lambda tmp: [write(tmp / "old", {**result("tiny", BASE_SAMPLES), "schema_version": 9}),
+                  write(tmp / "new", result("tiny", BASE_SAMPLES))], "schema_version 9"),
+    (lambda tmp: [write(tmp / "a", result("tiny", BASE_SAMPLES)),
+                  write(tmp / "b", result("small", BASE_SAMPLES))], "no entry is in both base"),
+])
+def test_cli_errors_are_one_line_with_exit_code_2(make, message, tmp_path, capsys):
+    base, head = make(tmp_path)
+    assert main(["compare", str(base), str(head)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_bundled_suites_load():
+    smoke = load_suite("smoke")
+    assert [e.name for e in smoke.entries] == ["deit_tiny", "deit_tiny-tome8", "deit_tiny-int8"]
+    assert smoke.entries[1].config.merge_r == 8 and smoke.entries[2].threshold_pct == 8.0
+    assert len(load_suite("nightly").entries) == 10
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("name: s\nentries: []\n", "entries: the suite has no entries"),
+    ("name: s\nentries: [{name: a, arch: deit_tiny, colour: red}]\n", "unknown key 'colour'"),
+    ("name: s\nentries: [{name: a, arch: deit_tiny}, {name: a, arch: deit_small}]\n",
+     "entry name 'a' appears twice"),
+    ("name: s\nentries: [{name: a, arch: deit_tiny, config: {depth: 2}}]\n",
+     r"entries\[0\]: give exactly one of arch, config, pareto"),
+    ("name: s\nentries: [{name: a, arch: deit_tiny, threshold_pct: -1}]\n",
+     r"entries\[0\].threshold_pct: expected a positive number"),
+    ("name: s\nentries: [{name: a, arch: deit_tiny, set: {merge_r: 999}}]\n", "merge_r"),
+])
+def test_malformed_suites_name_the_file_and_key(text, message, tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    with pytest.raises(BenchError, match=message):
+        load_suite(str(path))
+
+
+def test_a_study_front_becomes_suite_entries(tmp_path):
+    front = [{"trial": 3, "config": {"depth": 2, "embed_dim": 64}},
+             {"trial": 7, "config": {"depth": 3, "embed_dim": 64}}]
+    (tmp_path / "pareto.json").write_text(json.dumps(front))
+    (tmp_path / "suite.yaml").write_text("name: s\nentries: [{name: won, pareto: pareto.json}]\n")
+    entries = load_suite(str(tmp_path / "suite.yaml")).entries
+    assert [(e.name, e.config.depth) for e in entries] == [("won-trial3", 2), ("won-trial7", 3)]
+
+
+TINY_SUITE = """\
+name: tiny
+entries:
+  - {name: small, config: {embed_dim: 32, depth: 2, num_heads: 2, head_dim: 16, patch_size: 8,
+                           img_size: 32, num_classes: 10}}
+  - {name: small-tome, config: {embed_dim: 32, depth: 2, num_heads: 2, head_dim: 16,
+                                patch_size: 8, img_size: 32, num_classes: 10}, set: {merge_r: 2}}
+"""
+
+
+def test_bench_stores_one_file_per_entry_and_run_and_never_overwrites(tmp_path, fast_device_file):
+    (tmp_path / "tiny.yaml").write_text(TINY_SUITE)
+    suite, device = load_suite(str(tmp_path / "tiny.yaml")), get_device(str(fast_device_file))
+    order = []
+    first = run_suite(suite, device, tmp_path / "out", rounds=2,
+                      on_result=lambda entry, path, result: order.append(entry.name))
+    assert order == ["small", "small-tome", "small-tome", "small"]  # interleaved, rotating
+    second = run_suite(suite, device, tmp_path / "out", entries=["small"])
+    assert len(set(first + second)) == 5 and all(p.is_file() for p in first + second)
+    stored = json.loads(second[0].read_text())
+    assert second[0].parent.name == "tiny" and stored["schema_version"] == 1
+    assert stored["entry"] == "small" and len(stored["latency_samples_ms"]) >= 10
+    assert stored["environment"]["machine_fingerprint"] == stored["machine_fingerprint"]
+    assert len(load_results(tmp_path / "out")) == 5
+    with pytest.raises(BenchError, match="suite 'tiny' has no entry 'big'; entries: small"):
+        run_suite(suite, device, tmp_path / "out", entries=["big"])
+
+
+def test_a_killed_write_leaves_no_partial_result(tmp_path):
+    target = tmp_path / "results" / "entry.json"
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from pathlib import Path; from harness.files import write_atomically; "
+        f"write_atomically(Path({str(target)!r}), 'x' * 2_000_000_000)")])
+    deadline = time.monotonic() + 60
+    while not any(target.parent.glob(".entry.json.*")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writer.kill()
+    writer.wait()
+    assert not target.exists()  # only the hidden temporary file was being written
+    write(target.parent, result("tiny", BASE_SAMPLES))
+    assert [r["entry"] for r in load_results(target.parent)] == ["tiny"]  # temp file ignored

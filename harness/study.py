@@ -97,7 +97,7 @@ class SearchSettings:
             "space": self.space.to_dict(),
             "device": self.device.name,
             "budgets": sorted(b.text.lower() for b in self.budgets),
-            "estimator": f"proxy:{self.estimator.name}",
+            "estimator": self.estimator.spec,
             "batch_size": self.protocol.batch_size,
             "objectives": list(OBJECTIVE_NAMES),
             # estimates from another calibration are not comparable with the stored ones
@@ -421,7 +421,7 @@ def measure_candidate(
         start = time.perf_counter()
         value = estimator.estimate(model, config)
         phase_s["accuracy"] = time.perf_counter() - start
-        result["accuracy"] = {"value": value, "estimator": f"proxy:{estimator.name}"}
+        result["accuracy"] = {"value": value, "estimator": estimator.spec}
     evaluation = device.evaluate(config, model, inputs, protocol)
     phase_s.update(evaluation.pop("phase_s"))
     result.update(evaluation)

@@ -79,7 +79,7 @@ def test_devices_lists_every_profile_with_presence_and_reason(capsys):
         (["search", "--budget", "1mparams"], "no configuration of space 'vit_tiny' meets budget '1mparams'"),
         (["search", "--set", "embed_dims=3"], "unknown configuration key 'embed_dims'"),
         (["search", "--sampler", "cmaes"], "unknown sampler 'cmaes'; valid: tpe, random"),
-        (["search", "--accuracy", "proxy:magic"], "unknown accuracy estimator 'proxy:magic'; valid: proxy:dss"),
+        (["search", "--accuracy", "proxy:magic"], "unknown accuracy estimator 'proxy:magic'; valid: proxy:NAME (dss"),
         (["search", "--trials", "0"], "--trials must be positive"),
         (["measure", "--arch", "deit_huge"], "unknown architecture 'deit_huge'; valid: deit_tiny, deit_small, deit_base"),
         (["measure", "--set", "keep_rate=1.5"], r"keep_rate: expected a number in (0, 1]"),

@@ -1,55 +1,61 @@
-"""Accuracy estimators: the search's accuracy objective (higher is better).
+"""Training-free proxies: ``proxy:NAME`` scores the real built model in one or two passes.
 
-Estimators plug in through ``BaseAccuracyEstimator`` and ``@register_estimator``; the command line
-names them ``proxy:NAME``. The default is TF-TAS's DSS-indicator, a training-free score computed on
-the real built model.
+Proxies register with ``@register_proxy``. The default estimator of a search is TF-TAS's
+DSS-indicator.
 """
 
 from __future__ import annotations
 
-import abc
 import copy
 import math
 from typing import ClassVar
 
 import torch
 
+from harness.accuracy.base import (
+    BaseAccuracyEstimator,
+    ReportIntermediate,
+    register_estimator_kind,
+    valid_estimators,
+)
 from harness.config import CandidateConfig
 from harness.errors import ConfigError
 from harness.models import VisionTransformer
 
 
-class BaseAccuracyEstimator(abc.ABC):
-    """Scores a built model; a higher score must mean a more accurate model is expected.
+class Proxy(BaseAccuracyEstimator):
+    """A training-free score of the built model: ``proxy:NAME``."""
 
-    Implementations are deterministic for a given model (same weights → same score) and must not
-    change the model they are given.
-    """
-
+    kind = "proxy"
     name: ClassVar[str]
-    description: ClassVar[str]
+    summary: ClassVar[str]
 
-    @abc.abstractmethod
-    def estimate(self, model: VisionTransformer, config: CandidateConfig) -> float:
-        """The score of ``model``, built from ``config``."""
+    def __init__(self, argument: str | None = None) -> None:
+        super().__init__(self.name)
+
+    @property
+    def description(self) -> str:
+        return self.summary
 
 
-ESTIMATORS: dict[str, type[BaseAccuracyEstimator]] = {}
+PROXIES: dict[str, type[Proxy]] = {}
 
 
-def register_estimator(cls: type[BaseAccuracyEstimator]) -> type[BaseAccuracyEstimator]:
-    ESTIMATORS[f"proxy:{cls.name}"] = cls
+def register_proxy(cls: type[Proxy]) -> type[Proxy]:
+    PROXIES[cls.name] = cls
     return cls
 
 
-def get_estimator(spec: str) -> BaseAccuracyEstimator:
-    if spec not in ESTIMATORS:
-        raise ConfigError(f"unknown accuracy estimator {spec!r}; valid: {', '.join(ESTIMATORS)}")
-    return ESTIMATORS[spec]()
+@register_estimator_kind("proxy", lambda: f"proxy:NAME ({', '.join(PROXIES)})")
+def make_proxy(name: str) -> Proxy:
+    if name not in PROXIES:
+        raise ConfigError(f"unknown accuracy estimator 'proxy:{name}'; valid: "
+                          f"{valid_estimators()}")
+    return PROXIES[name]()
 
 
-@register_estimator
-class DssIndicator(BaseAccuracyEstimator):
+@register_proxy
+class DssIndicator(Proxy):
     """DSS-indicator of TF-TAS (Zhou et al., "Training-free Transformer Architecture Search",
     CVPR 2022), reported as log10.
 
@@ -61,9 +67,10 @@ class DssIndicator(BaseAccuracyEstimator):
     """
 
     name = "dss"
-    description = "TF-TAS DSS-indicator (training-free, log10)"
+    summary = "TF-TAS DSS-indicator (training-free, log10)"
 
-    def estimate(self, model: VisionTransformer, config: CandidateConfig) -> float:
+    def estimate(self, model: VisionTransformer, config: CandidateConfig,
+                 report: ReportIntermediate | None = None) -> float:
         linearised = copy.deepcopy(model).double()
         with torch.no_grad():
             for parameter in linearised.parameters():

@@ -1,0 +1,25 @@
+"""Accuracy estimators, the search's accuracy objective: ``proxy:NAME``, ``train:DATASET``,
+``table:FILE`` (see ``base.py``)."""
+
+from __future__ import annotations
+
+from harness.accuracy.base import (
+    BaseAccuracyEstimator,
+    ReportIntermediate,
+    get_estimator,
+    register_estimator_kind,
+    valid_estimators,
+)
+from harness.accuracy.proxies import PROXIES, DssIndicator, Proxy, register_proxy
+
+__all__ = [
+    "PROXIES",
+    "BaseAccuracyEstimator",
+    "DssIndicator",
+    "Proxy",
+    "ReportIntermediate",
+    "get_estimator",
+    "register_estimator_kind",
+    "register_proxy",
+    "valid_estimators",
+]

@@ -1,0 +1,76 @@
+"""The accuracy objective's interface: estimators plug in by kind, as ``KIND:ARGUMENT``.
+
+``proxy:NAME`` scores the built model without training (``proxies.py``), ``train:DATASET``
+trains it briefly on real images (``training.py``), ``table:FILE`` looks accuracies up in a
+table the user brings (``table.py``). Each kind registers a factory with
+``@register_estimator_kind``; ``get_estimator("proxy:dss")`` builds one.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import ClassVar
+
+from harness.config import CandidateConfig
+from harness.errors import ConfigError
+from harness.models import VisionTransformer
+
+# Called with (step, intermediate accuracy) by estimators that improve over time (training), so a
+# study can stop a candidate that is clearly behind; it raises to stop.
+ReportIntermediate = Callable[[int, float], None]
+
+
+class BaseAccuracyEstimator(abc.ABC):
+    """Scores a candidate; a higher score must mean a more accurate model is expected.
+
+    Implementations are deterministic for a given model and seed and must not change the model
+    they are given.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, argument: str) -> None:
+        self.argument = argument
+
+    @property
+    def spec(self) -> str:
+        """How the command line names this estimator: ``proxy:dss``."""
+        return f"{self.kind}:{self.argument}"
+
+    @property
+    @abc.abstractmethod
+    def description(self) -> str:
+        """One line for reports: what the score is."""
+
+    @abc.abstractmethod
+    def estimate(self, model: VisionTransformer, config: CandidateConfig,
+                 report: ReportIntermediate | None = None) -> float:
+        """The score of ``model``, built from ``config``."""
+
+
+ESTIMATOR_KINDS: dict[str, Callable[[str], BaseAccuracyEstimator]] = {}
+KIND_USAGE: dict[str, str] = {}  # kind → "proxy:NAME (dss, params, ...)" for error messages
+
+
+def register_estimator_kind(kind: str, usage: Callable[[], str]):
+    """Register ``factory(argument) -> estimator`` for ``KIND:ARGUMENT`` specs."""
+
+    def register(factory: Callable[[str], BaseAccuracyEstimator]):
+        ESTIMATOR_KINDS[kind] = factory
+        KIND_USAGE[kind] = usage
+        return factory
+
+    return register
+
+
+def valid_estimators() -> str:
+    return ", ".join(usage() for usage in KIND_USAGE.values())
+
+
+def get_estimator(spec: str) -> BaseAccuracyEstimator:
+    """The estimator ``spec`` names; one-line ``ConfigError`` naming the valid ones otherwise."""
+    kind, _, argument = spec.partition(":")
+    if kind not in ESTIMATOR_KINDS or not argument:
+        raise ConfigError(f"unknown accuracy estimator {spec!r}; valid: {valid_estimators()}")
+    return ESTIMATOR_KINDS[kind](argument)

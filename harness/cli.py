@@ -210,8 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
         "'harness bench'): per entry the change of the median with its 95%% CI, the Mann-Whitney "
         "U p-value (Holm-corrected across entries) and a decision against the entry's threshold.",
     )
-    compare.add_argument("base", type=Path, help="base results: a directory or a result file")
-    compare.add_argument("head", type=Path, help="head results: a directory or a result file")
+    compare.add_argument("base", type=Path, nargs="?",
+                         help="base results: a directory or a result file")
+    compare.add_argument("head", type=Path, nargs="?",
+                         help="head results: a directory or a result file")
+    compare.add_argument("--base-rev", metavar="REV",
+                         help="instead of result sets: install this git revision and the head "
+                         "revision and benchmark both in this job, interleaved")
+    compare.add_argument("--head-rev", metavar="REV", help="the head revision (with --base-rev)")
+    compare.add_argument("--suite", default="smoke",
+                         help="with --base-rev: suite name or path (default smoke)")
+    compare.add_argument("--device", default=DEFAULT_DEVICE,
+                         help=f"with --base-rev: device (default {DEFAULT_DEVICE})")
+    compare.add_argument("--rounds", type=int, default=5,
+                         help="with --base-rev: interleaved rounds per revision (default 5)")
+    compare.add_argument("--results", type=Path, default=Path("bench-results") / "compare",
+                         help="with --base-rev: where the results go (default "
+                         "bench-results/compare/{base,head})")
     compare.add_argument("--format", default="markdown", choices=("markdown", "html", "json"),
                          help="output format (default markdown, for a PR comment)")
     compare.add_argument("--threshold", type=float, metavar="PCT",
@@ -220,6 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--fail-on-regression", action="store_true",
                          help="exit with code 1 when an entry regressed")
     compare.set_defaults(handler=cmd_compare)
+
+    history = commands.add_parser(
+        "history", help="trends of benchmark results over commits, with change points",
+        description="Write a self-contained HTML page with, per suite entry and machine, the "
+        "median latency over commits with its 95%% CI band, detected step changes (binary "
+        "segmentation with Mann-Whitney U) and your annotations.",
+    )
+    history.add_argument("results", type=Path, help="a results directory of 'harness bench'")
+    history.add_argument("--out", type=Path, default=Path("history.html"),
+                         help="the page to write (default history.html)")
+    history.add_argument("--annotations", type=Path, metavar="FILE",
+                         help="YAML list of {commit: PREFIX | date: YYYY-MM-DD, text, entry}")
+    history.set_defaults(handler=cmd_history)
 
     spaces = commands.add_parser("spaces", help="list the bundled search spaces")
     spaces.add_argument("--json", action="store_true")
@@ -611,8 +639,22 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.threshold is not None and args.threshold <= 0:
         raise UsageError(f"--threshold must be positive, got {args.threshold}")
-    comparison = compare_results(load_results(args.base), load_results(args.head),
+    revisions = (args.base_rev, args.head_rev)
+    if any(revisions):
+        if not all(revisions) or args.base or args.head:
+            raise UsageError("give BASE and HEAD result sets, or --base-rev and --head-rev")
+        if args.rounds <= 0:
+            raise UsageError(f"--rounds must be positive, got {args.rounds}")
+        base_dir, head_dir = _bench_revisions(args)
+    elif args.base is None or args.head is None:
+        raise UsageError("give BASE and HEAD result sets, or --base-rev and --head-rev")
+    else:
+        base_dir, head_dir = args.base, args.head
+    comparison = compare_results(load_results(base_dir), load_results(head_dir),
                                  default_threshold_pct=args.threshold)
+    if any(revisions):
+        comparison = dataclasses.replace(comparison, base_commits=[args.base_rev],
+                                         head_commits=[args.head_rev])
     if comparison.warning():
         print(f"harness: {comparison.warning()}", file=sys.stderr)
     text = render(comparison, args.format)
@@ -620,6 +662,29 @@ def cmd_compare(args: argparse.Namespace) -> int:
         write_atomically(args.out, text + "\n")
     print(text)
     return 1 if args.fail_on_regression and comparison.regressions else 0
+
+
+def _bench_revisions(args: argparse.Namespace) -> tuple[Path, Path]:
+    from harness.revisions import bench_interleaved
+
+    # each revision runs in its own directory: paths must not depend on ours
+    suite, device = (str(Path(name).resolve()) if Path(name).exists() else name
+                     for name in (args.suite, args.device))
+    results = args.results.resolve()
+    if results.exists() and any(results.iterdir()):
+        raise UsageError(f"--results {results} is not empty; results of one comparison are "
+                         "never mixed with another's: name a new directory")
+    return bench_interleaved(Path.cwd(), args.base_rev, args.head_rev, suite, device,
+                             args.rounds, results,
+                             on_round=lambda message: print(f"harness: {message}",
+                                                            file=sys.stderr, flush=True))
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from harness.history import render_history
+
+    print(render_history(args.results, args.out, args.annotations))
+    return 0
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:

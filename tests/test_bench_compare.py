@@ -192,3 +192,27 @@ def test_a_killed_write_leaves_no_partial_result(tmp_path):
     assert not target.exists()  # only the hidden temporary file was being written
     write(target.parent, result("tiny", BASE_SAMPLES))
     assert [r["entry"] for r in load_results(target.parent)] == ["tiny"]  # temp file ignored
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="needs the git repository")
+def test_compare_revisions_installs_both_and_benchmarks_them_interleaved(
+        tmp_path, fast_device_file, capsys, monkeypatch):
+    (tmp_path / "tiny.yaml").write_text(TINY_SUITE)
+    monkeypatch.chdir(REPO)
+    args = ["compare", "--base-rev", "HEAD", "--head-rev", "HEAD", "--rounds", "2",
+            "--suite", str(tmp_path / "tiny.yaml"), "--device", str(fast_device_file),
+            "--results", str(tmp_path / "results"), "--format", "json"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    rounds = [line for line in captured.err.splitlines() if "round" in line]
+    assert [line.split(": ")[2].split()[0] for line in rounds] == ["base", "head", "head", "base"]
+    document = json.loads(captured.out)
+    assert {e["name"] for e in document["entries"]} == {"tiny/small@fastcpu",
+                                                         "tiny/small-tome@fastcpu"}
+    assert len(load_results(tmp_path / "results" / "head")) == 4  # 2 entries × 2 rounds
+    assert main(["compare", "--base-rev", "no-such-rev", "--head-rev", "HEAD",
+                 "--results", str(tmp_path / "other")]) == 2
+    assert "unknown revision 'no-such-rev'" in capsys.readouterr().err

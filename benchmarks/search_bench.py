@@ -128,9 +128,11 @@ class MemoizedDss(DssIndicator):
     """The real DSS-indicator, computed once per configuration."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.scores: dict[str, float] = {}
 
-    def estimate(self, model: VisionTransformer, config: CandidateConfig) -> float:
+    def estimate(self, model: VisionTransformer, config: CandidateConfig,
+                 report: object = None) -> float:
         key = config.key()
         if key not in self.scores:
             self.scores[key] = super().estimate(model, config)

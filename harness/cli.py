@@ -236,6 +236,26 @@ def build_parser() -> argparse.ArgumentParser:
                          help="exit with code 1 when an entry regressed")
     compare.set_defaults(handler=cmd_compare)
 
+    rank = commands.add_parser(
+        "rank-check", help="how well an accuracy estimator ranks a space's architectures",
+        description="Sample N architectures of a space, score each with the estimator and with "
+        "a reference (short training, a table, or another proxy) and report Kendall's tau and "
+        "Spearman's rho with bootstrap 95%% CIs; search reports then quote the measured tau.",
+    )
+    rank.add_argument("--space", default=DEFAULT_SPACE,
+                      help=f"bundled space name or YAML path (default {DEFAULT_SPACE})")
+    rank.add_argument("--accuracy", default=DEFAULT_ESTIMATOR,
+                      help=f"the estimator to check (default {DEFAULT_ESTIMATOR})")
+    rank.add_argument("--reference", default="train:mnist",
+                      help="what it should rank like (default train:mnist)")
+    rank.add_argument("--n", type=int, default=30, help="architectures to sample (default 30)")
+    rank.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed")
+    rank.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="pin a configuration key of the space")
+    rank.add_argument("--out", type=Path, help="also write rank_check.json and rank_check.html")
+    rank.add_argument("--json", action="store_true", help="print the result as JSON")
+    rank.set_defaults(handler=cmd_rank_check)
+
     history = commands.add_parser(
         "history", help="trends of benchmark results over commits, with change points",
         description="Write a self-contained HTML page with, per suite entry and machine, the "
@@ -317,6 +337,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from harness.devices import get_device
     from harness.environment import capture_environment
     from harness.progress import Progress
+    from harness.rank_check import known_rank_checks
     from harness.report import write_report
     from harness.space import load_space
     from harness.study import (
@@ -361,6 +382,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         study.set_user_attr("environment", environment)
         study.set_user_attr("run_settings", run_settings)
         study.set_user_attr("estimator_description", estimator.description)
+        study.set_user_attr("estimator_rank_checks", [
+            check.summary() for check in known_rank_checks(space.name, estimator.spec)])
         study.set_user_attr("capability_notes", capability_notes)
         progress.start(settings, study)
 
@@ -678,6 +701,31 @@ def _bench_revisions(args: argparse.Namespace) -> tuple[Path, Path]:
                              args.rounds, results,
                              on_round=lambda message: print(f"harness: {message}",
                                                             file=sys.stderr, flush=True))
+
+
+def cmd_rank_check(args: argparse.Namespace) -> int:
+    from harness.accuracy import get_estimator
+    from harness.config import parse_set_options
+    from harness.rank_check import rank_check, save_rank_check
+    from harness.space import load_space
+
+    if args.n < 3:
+        raise UsageError(f"--n must be at least 3 for a rank correlation, got {args.n}")
+    space = load_space(args.space)
+    if args.set:
+        space = space.with_fixed(parse_set_options(args.set))
+    estimator, reference = get_estimator(args.accuracy), get_estimator(args.reference)
+
+    def on_point(index: int, point: dict[str, Any]) -> None:
+        print(f"[{index}/{args.n}] {point['config_key']}: {estimator.spec} "
+              f"{point['estimator']:.4g}, {reference.spec} {point['reference']:.4g}",
+              file=sys.stderr, flush=True)
+
+    check = rank_check(space, estimator, reference, args.n, args.seed, on_point)
+    written = save_rank_check(check, args.out)
+    print(json.dumps(check.to_dict(), indent=2) if args.json else
+          f"{check.summary()}\nwritten: {', '.join(map(str, written))}")
+    return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Writing result files safely: every file the harness writes is whole or absent."""
+"""Where the harness keeps user data, and writing files safely (whole or absent)."""
 
 from __future__ import annotations
 
@@ -19,3 +19,13 @@ def write_atomically(path: Path, text: str) -> None:
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def data_home() -> Path:
+    """Where the harness keeps user data (FPGA calibration records, rank checks):
+    ``$HARNESS_DATA_DIR``, else ``$XDG_DATA_HOME/vit-harness``, else
+    ``~/.local/share/vit-harness``."""
+    if os.environ.get("HARNESS_DATA_DIR"):
+        return Path(os.environ["HARNESS_DATA_DIR"])
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "vit-harness"

@@ -48,6 +48,8 @@ class Progress:
             detail = (f"{'estimated' if estimated else 'measured'} {gmacs} "
                       f"{_knob_tags(record.get('knobs', []))} latency {lat['median']:.2f} ms"
                       f"{spread}  accuracy {acc['value']:.4f}")
+        elif outcome.state == TrialState.PRUNED and "pruned" in record:
+            detail = f"stopped early {gmacs}: {record['pruned']}"
         elif outcome.state == TrialState.PRUNED:
             detail = f"rejected {gmacs}: {record.get('rejected', '')}"
         else:

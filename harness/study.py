@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import socket
+import statistics
 import threading
 import time
 import warnings
@@ -29,7 +30,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 import harness
-from harness.accuracy import BaseAccuracyEstimator
+from harness.accuracy import BaseAccuracyEstimator, ReportIntermediate
 from harness.budget import Budget
 from harness.config import CandidateConfig
 from harness.cost import Cost, estimate_cost
@@ -67,6 +68,10 @@ SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
 
 class BudgetRejected(Exception):
     """The analytic cost of a candidate is over a MAC or parameter budget."""
+
+
+class AccuracyPruned(Exception):
+    """A candidate's intermediate accuracy is below the median of finished candidates'."""
 
 
 class SearchInterrupted(Exception):
@@ -204,10 +209,10 @@ def run_search(
     if on_start:
         on_start(study)
     inputs = _inputs(settings)
-    shared_weights = _shared_weights(settings.space)
+    inherited = shared_weights(settings.space)
     try:
         with _interrupt_requests() as interrupt:
-            _run_trials(study, settings, inputs, shared_weights, on_trial, interrupt)
+            _run_trials(study, settings, inputs, inherited, on_trial, interrupt)
     except KeyboardInterrupt:
         raise SearchInterrupted(study) from None
     return study
@@ -255,7 +260,7 @@ def _run_trials(
             )
         start = time.perf_counter()
         trial = _run_one_trial(study, settings, inputs, shared_weights)
-        rejected_in_a_row = rejected_in_a_row + 1 if trial.state == TrialState.PRUNED else 0
+        rejected_in_a_row = rejected_in_a_row + 1 if "rejected" in trial.user_attrs else 0
         if on_trial:
             duration_s = time.perf_counter() - start
             on_trial(TrialOutcome(trial.number, trial.state, trial.user_attrs, duration_s), study)
@@ -274,6 +279,9 @@ def _run_one_trial(
     try:
         values = evaluate(trial, settings, inputs, shared_weights)
     except BudgetRejected:
+        study.tell(trial, state=TrialState.PRUNED)
+    except AccuracyPruned as reason:
+        trial.set_user_attr("pruned", str(reason))
         study.tell(trial, state=TrialState.PRUNED)
     except KeyboardInterrupt:
         trial.set_user_attr("interrupted", True)
@@ -297,7 +305,7 @@ def _inputs(settings: SearchSettings) -> dict[int, torch.Tensor]:
     return {size: torch.randn(batch, 3, size, size, generator=generator) for size in choices}
 
 
-def _shared_weights(space: SearchSpace) -> dict[str, torch.Tensor] | None:
+def shared_weights(space: SearchSpace) -> dict[str, torch.Tensor] | None:
     """Weights of the space's largest model, which every candidate inherits a slice of."""
     try:
         return build_model(space.largest_config()).state_dict()
@@ -331,7 +339,8 @@ def evaluate(
         raise BudgetRejected(reason)
 
     result = measure_candidate(config, settings.device, settings.estimator, settings.protocol,
-                               inputs.get(config.img_size), shared_weights)
+                               inputs.get(config.img_size), shared_weights,
+                               report=median_stopping(trial, trial.study))
     for key, value in result.items():
         trial.set_user_attr(key, value)
     latency_ms = result["latency_ms"]["median"]
@@ -346,6 +355,32 @@ def evaluate(
 def _constraint_keys(settings: SearchSettings) -> list[str]:
     """Every trial sets the same keys (Optuna's GPSampler requires it)."""
     return [b.constraint_key for b in settings.budgets] + list(settings.device.constraint_keys)
+
+
+MIN_CURVES_TO_PRUNE = 5  # finished learning curves before any candidate is stopped early
+
+
+def median_stopping(trial: optuna.Trial, study: optuna.Study) -> ReportIntermediate:
+    """Optuna's median-stopping rule for the accuracy of a multi-objective study.
+
+    ``Trial.report`` and Optuna's pruners are single-objective only, so the learning curve is kept
+    in the trial's user attributes and compared with those of finished trials: a candidate whose
+    accuracy at a step is below the median of at least ``MIN_CURVES_TO_PRUNE`` finished
+    candidates at that step stops there (PRUNED, not counted towards ``--trials``)."""
+    curve: list[list[float]] = []
+
+    def report(step: int, accuracy: float) -> None:
+        curve.append([step, accuracy])
+        trial.set_user_attr("accuracy_curve", curve)
+        finished = [dict(map(tuple, t.user_attrs.get("accuracy_curve", [])))
+                    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        at_step = [points[step] for points in finished if step in points]
+        if len(at_step) >= MIN_CURVES_TO_PRUNE and accuracy < statistics.median(at_step):
+            raise AccuracyPruned(f"accuracy {accuracy:.4f} at step {step} is below the median "
+                                 f"{statistics.median(at_step):.4f} of {len(at_step)} finished "
+                                 f"candidates")
+
+    return report
 
 
 def restrict_to_device(
@@ -405,8 +440,12 @@ def measure_candidate(
     protocol: MeasurementProtocol,
     inputs: torch.Tensor | None = None,
     shared_weights: dict[str, torch.Tensor] | None = None,
+    report: ReportIntermediate | None = None,
 ) -> dict[str, Any]:
-    """Build, time and score one configuration; plain JSON values, phase times included."""
+    """Build, time and score one configuration; plain JSON values, phase times included.
+
+    ``report`` receives the estimator's intermediate accuracies (short training) and may stop
+    the candidate by raising."""
     phase_s: dict[str, float] = {}
     start = time.perf_counter()
     model = build_model(config, shared_weights=shared_weights)
@@ -419,7 +458,7 @@ def measure_candidate(
     if estimator is not None:
         # Scored on the fp32 model: the estimators see masks and token reduction, not precision.
         start = time.perf_counter()
-        value = estimator.estimate(model, config)
+        value = estimator.estimate(model, config, report)
         phase_s["accuracy"] = time.perf_counter() - start
         result["accuracy"] = {"value": value, "estimator": estimator.spec}
     evaluation = device.evaluate(config, model, inputs, protocol)

@@ -115,7 +115,7 @@ def test_failed_trials_are_listed_apart_with_their_error(tiny_space_file, fast_d
     from harness.study import SearchSettings, run_search
 
     class FailsOnDepth3(DssIndicator):
-        def estimate(self, model, config):
+        def estimate(self, model, config, report=None):
             if config.depth == 3:
                 raise ValueError("synthetic failure")
             return super().estimate(model, config)

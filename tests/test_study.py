@@ -61,7 +61,7 @@ def test_latency_budget_is_checked_on_the_measured_median(tiny_space_file, fast_
 
 
 class _FailsOnDepth3(DssIndicator):
-    def estimate(self, model, config):
+    def estimate(self, model, config, report=None):
         if config.depth == 3:
             raise RuntimeError("synthetic failure")
         return super().estimate(model, config)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
-from harness.files import write_atomically
+from harness.files import data_home, write_atomically
 from harness.fpga.hls_reports import find_reports, parse_report
 from harness.fpga.kernels import OPERATOR_PARAMS, KernelSpec, kernel_from_name
 from harness.fpga.records import HlsReportError, ReportRecord
@@ -47,14 +46,6 @@ ENTRY_SCHEMA_VERSION = 1
 POWER_RESOURCES = ("LUT", "FF", "BRAM_18K", "DSP")
 FITTED_RESOURCES = ("DSP", "LUT", "FF")
 PS_COMPONENTS = ("PS7", "PS8")
-
-
-def data_home() -> Path:
-    """Where the harness keeps user data such as calibration records."""
-    if os.environ.get("HARNESS_DATA_DIR"):
-        return Path(os.environ["HARNESS_DATA_DIR"])
-    xdg = os.environ.get("XDG_DATA_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "vit-harness"
 
 
 def calibration_dir(device: str) -> Path:

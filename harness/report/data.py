@@ -68,6 +68,7 @@ def build_report_data(study: optuna.Study) -> ReportData:
     for t in frozen:
         counts[t.state.name] += 1
     counts["REJECTED_BY_BUDGET"] = sum(1 for t in trials if "rejected" in t)
+    counts["STOPPED_EARLY"] = sum(1 for t in trials if "pruned" in t)
     return ReportData(
         study_name=study.study_name,
         metadata=dict(study.user_attrs),

@@ -96,6 +96,8 @@ def _summary(data: ReportData) -> str:
         "trials": len(data.trials),
         "measured (complete)": counts.get("COMPLETE", 0),
         "rejected before measurement (budget or FPGA resources)": counts.get("REJECTED_BY_BUDGET", 0),
+        "stopped early (accuracy below the median of finished trials)":
+            counts.get("STOPPED_EARLY", 0),
         "failed": counts.get("FAIL", 0),
         "Pareto-optimal and within budget": len(data.pareto),
     })
@@ -289,7 +291,7 @@ def _all_trials_table(data: ReportData) -> str:
             f"{t['params_m']:.2f}" if "params_m" in t else "",
             f"{latency['median']:.3f}" if latency else "",
             f"{accuracy['value']:.4f}" if accuracy else "",
-            t.get("rejected") or t.get("error") or "",
+            t.get("rejected") or t.get("pruned") or t.get("error") or "",
             json.dumps(t.get("config", {}), separators=(",", ":")),
         ])
     table = _table(header, rows, wrap=(7, 8))
@@ -331,6 +333,17 @@ def _latency_method(meta: dict[str, Any], data: ReportData, protocol: str) -> st
             "load.")
 
 
+def _accuracy_method(meta: dict[str, Any]) -> str:
+    checks = meta.get("estimator_rank_checks") or []
+    ranking = ("Its measured ranking quality on this space: " + "; ".join(map(_e, checks)) + "."
+               if checks else "Its ranking quality on this space has not been measured (run "
+               f"<code>harness rank-check --space {_e(meta.get('space', {}).get('name'))} "
+               f"--accuracy {_e(meta.get('estimator'))}</code>).")
+    return (f"<b>Accuracy estimate</b> ({_e(meta.get('estimator'))}): "
+            f"{_e(meta.get('estimator_description', ''))}, computed on the fp32 model (it sees "
+            f"token reduction and sparsity masks, not the effect of lower precision). {ranking}")
+
+
 def _methods(meta: dict[str, Any], data: ReportData) -> str:
     protocol = json.dumps(meta.get("run_settings", {}).get("measurement", {}))
     items = [
@@ -339,9 +352,7 @@ def _methods(meta: dict[str, Any], data: ReportData) -> str:
         "these GMACs 'GFLOPs' and the <code>gflop</code> budget unit follows that convention. "
         "Effective GMACs leave out the MACs of zero weights (sparsity); budgets use GMACs."),
         _latency_method(meta, data, protocol),
-        (f"<b>Accuracy estimate</b>: {_e(meta.get('estimator_description', meta.get('estimator')))}"
-        " on the built fp32 model (a training-free score, not a top-1 accuracy; it sees token "
-        "reduction and sparsity masks, not the effect of lower precision)."),
+        _accuracy_method(meta),
         ("<b>Budgets</b>: hard constraints through Optuna's constraint API; MAC and parameter "
         "budgets are checked analytically before a candidate is built (rejected trials are "
         "PRUNED with their violation, which TPE learns from); a latency budget is checked on the "

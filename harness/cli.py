@@ -244,15 +244,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rank.add_argument("--space", default=DEFAULT_SPACE,
                       help=f"bundled space name or YAML path (default {DEFAULT_SPACE})")
-    rank.add_argument("--accuracy", default=DEFAULT_ESTIMATOR,
-                      help=f"the estimator to check (default {DEFAULT_ESTIMATOR})")
+    rank.add_argument("--accuracy", nargs="+", default=[DEFAULT_ESTIMATOR], metavar="SPEC",
+                      help=f"the estimators to check, on the same architectures (default "
+                      f"{DEFAULT_ESTIMATOR})")
     rank.add_argument("--reference", default="train:mnist",
                       help="what it should rank like (default train:mnist)")
     rank.add_argument("--n", type=int, default=30, help="architectures to sample (default 30)")
     rank.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed")
     rank.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="pin a configuration key of the space")
-    rank.add_argument("--out", type=Path, help="also write rank_check.json and rank_check.html")
+    rank.add_argument("--out", type=Path,
+                      help="also write ESTIMATOR/rank_check.json and rank_check.html here")
     rank.add_argument("--json", action="store_true", help="print the result as JSON")
     rank.set_defaults(handler=cmd_rank_check)
 
@@ -714,18 +716,26 @@ def cmd_rank_check(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     if args.set:
         space = space.with_fixed(parse_set_options(args.set))
-    estimator, reference = get_estimator(args.accuracy), get_estimator(args.reference)
+    estimators = [get_estimator(spec) for spec in args.accuracy]
+    reference = get_estimator(args.reference)
 
     def on_point(index: int, point: dict[str, Any]) -> None:
-        print(f"[{index}/{args.n}] {point['config_key']}: {estimator.spec} "
-              f"{point['estimator']:.4g}, {reference.spec} {point['reference']:.4g}",
-              file=sys.stderr, flush=True)
+        scores = ", ".join(f"{spec} {value:.4g}" for spec, value in point["values"].items())
+        print(f"[{index}/{args.n}] {point['config_key']}: {scores}", file=sys.stderr, flush=True)
 
-    check = rank_check(space, estimator, reference, args.n, args.seed, on_point)
-    written = save_rank_check(check, args.out)
-    print(json.dumps(check.to_dict(), indent=2) if args.json else
-          f"{check.summary()}\nwritten: {', '.join(map(str, written))}")
+    checks = rank_check(space, estimators, reference, args.n, args.seed, on_point)
+    written = [path for check in checks
+               for path in save_rank_check(check, args.out and args.out / _slug(check.estimator))]
+    if args.json:
+        print(json.dumps([check.to_dict() for check in checks], indent=2))
+    else:
+        print("\n".join(check.summary() for check in checks))
+        print(f"written: {', '.join(map(str, written))}")
     return 0
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
 def cmd_history(args: argparse.Namespace) -> int:

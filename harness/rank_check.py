@@ -82,32 +82,39 @@ def sample_configs(space: SearchSpace, n: int, seed: int) -> list:
     return configs
 
 
-def rank_check(space: SearchSpace, estimator: BaseAccuracyEstimator,
+def rank_check(space: SearchSpace, estimators: list[BaseAccuracyEstimator],
                reference: BaseAccuracyEstimator, n: int, seed: int = 0,
-               on_point: Callable[[int, dict[str, Any]], None] | None = None) -> RankCheck:
+               on_point: Callable[[int, dict[str, Any]], None] | None = None) -> list[RankCheck]:
+    """One check per estimator, all on the same ``n`` architectures and one reference score
+    each (short training is the expensive part)."""
     configs = sample_configs(space, n, seed)
     inherited = shared_weights(space)
     points = []
     for index, config in enumerate(configs, start=1):
         model = build_model(config, shared_weights=inherited)
-        start = time.perf_counter()
-        value = estimator.estimate(model, config)
-        middle = time.perf_counter()
-        reference_value = reference.estimate(model, config)
-        point = {"config_key": config.key(), "config": config.to_dict(), "estimator": value,
-                 "reference": reference_value,
-                 "seconds": {"estimator": middle - start,
-                             "reference": time.perf_counter() - middle}}
+        values, seconds = {}, {}
+        for estimator in [*estimators, reference]:
+            start = time.perf_counter()
+            values[estimator.spec] = estimator.estimate(model, config)
+            seconds[estimator.spec] = time.perf_counter() - start
+        point = {"config_key": config.key(), "config": config.to_dict(), "values": values,
+                 "seconds": seconds}
         points.append(point)
         if on_point:
             on_point(index, point)
-    x = np.array([p["estimator"] for p in points])
-    y = np.array([p["reference"] for p in points])
-    tau, rho = _correlation_with_ci(x, y, "kendall", seed), _correlation_with_ci(x, y, "spearman",
-                                                                                   seed)
-    return RankCheck(space.name, estimator.spec, reference.spec, len(points), seed, tau[0],
-                     tau[1], rho[0], rho[1], points,
-                     datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    y = np.array([p["values"][reference.spec] for p in points])
+    checks = []
+    for estimator in estimators:
+        x = np.array([p["values"][estimator.spec] for p in points])
+        tau, rho = (_correlation_with_ci(x, y, method, seed) for method in ("kendall",
+                                                                             "spearman"))
+        own = [{"config_key": p["config_key"], "config": p["config"],
+                "estimator": p["values"][estimator.spec], "reference": p["values"][reference.spec]}
+               for p in points]
+        checks.append(RankCheck(space.name, estimator.spec, reference.spec, len(points), seed,
+                                tau[0], tau[1], rho[0], rho[1], own, created))
+    return checks
 
 
 def _correlation_with_ci(x: np.ndarray, y: np.ndarray, method: str,

@@ -11,6 +11,8 @@ from harness.accuracy.base import (
     valid_estimators,
 )
 from harness.accuracy.proxies import PROXIES, DssIndicator, Proxy, register_proxy
+from harness.accuracy.table import TableEstimator
+from harness.accuracy.training import TrainingEstimator
 
 __all__ = [
     "PROXIES",
@@ -18,6 +20,8 @@ __all__ = [
     "DssIndicator",
     "Proxy",
     "ReportIntermediate",
+    "TableEstimator",
+    "TrainingEstimator",
     "get_estimator",
     "register_estimator_kind",
     "register_proxy",

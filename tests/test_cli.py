@@ -35,7 +35,7 @@ def test_measure_no_latency_json_reproduces_published_counts(arch, capsys):
 
 
 def test_measure_json_with_latency(fast_device_file, capsys):
-    args = ["measure", "--arch", "deit_tiny", "--set", "keep_rate=0.7", "--device",
+    args = ["measure", "--accuracy", "proxy:dss", "--arch", "deit_tiny", "--set", "keep_rate=0.7", "--device",
             str(fast_device_file), "--batch-size", "2", "--json"]
     assert main(args) == 0
     result = json.loads(capsys.readouterr().out)
@@ -129,8 +129,9 @@ def _wait_for_complete_trials(storage: Path, n: int, timeout_s: float = 120) -> 
 
 
 def _search_args(space: Path, device: Path, out: Path, trials: int) -> list[str]:
-    return [sys.executable, "-m", "harness", "search", "--space", str(space), "--device", str(device),
-            "--trials", str(trials), "--out", str(out), "--study", "killme", "--quiet"]
+    return [sys.executable, "-m", "harness", "search", "--accuracy", "proxy:dss", "--space",
+            str(space), "--device", str(device), "--trials", str(trials), "--out", str(out),
+            "--study", "killme", "--quiet"]
 
 
 def _load(out: Path) -> optuna.Study:
@@ -191,8 +192,8 @@ def test_measure_a_pareto_entry_from_a_config_file(tmp_path, capsys):
 
 
 def test_search_json_summary_and_resume_message(tiny_space_file, fast_device_file, tmp_path, capsys):
-    args = ["search", "--space", str(tiny_space_file), "--device", str(fast_device_file),
-            "--trials", "2", "--out", str(tmp_path / "out"), "--json"]
+    args = ["search", "--accuracy", "proxy:dss", "--space", str(tiny_space_file), "--device",
+            str(fast_device_file), "--trials", "2", "--out", str(tmp_path / "out"), "--json"]
     assert main(args) == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
@@ -200,7 +201,9 @@ def test_search_json_summary_and_resume_message(tiny_space_file, fast_device_fil
     assert summary["storage"] == str(tmp_path / "out" / "study.journal")
     assert summary["study"] == "tiny-fastcpu" and summary["trials"] >= 2
     assert "resuming" not in captured.err
-    assert main([*args[:6], "3", *args[7:]]) == 0
+    more = list(args)
+    more[more.index("--trials") + 1] = "3"
+    assert main(more) == 0
     assert "resuming with 2 measured trials kept" in capsys.readouterr().err
 
 
@@ -209,3 +212,16 @@ def test_spaces_lists_the_bundled_spaces(capsys):
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
     assert set(rows) >= {"vit_tiny", "vit_small"}
     assert rows["vit_tiny"]["min_gmacs"] == pytest.approx(0.572, abs=0.001)
+
+
+def test_the_default_accuracy_is_short_training_on_mnist(tiny_space_file, fast_device_file,
+                                                          tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["search", "--space", str(tiny_space_file), "--device", str(fast_device_file),
+                 "--trials", "2", "--out", str(out), "--quiet", "--json"]) == 0
+    trials = json.loads((out / "trials.json").read_text())
+    assert trials["metadata"]["estimator"] == "train:mnist@200steps"
+    accuracies = [t["accuracy"] for t in trials["trials"] if t["state"] == "COMPLETE"]
+    assert len(accuracies) == 2
+    assert all(a["estimator"] == "train:mnist@200steps" and 0.1 < a["value"] <= 1
+               for a in accuracies)  # above chance (10 classes) after 200 steps

@@ -224,7 +224,7 @@ def test_search_on_an_fpga_estimates_and_rejects_what_does_not_fit(tiny_space_fi
     profile = tmp_path / "smallfpga.yaml"
     profile.write_text(SMALL_FPGA)
     out = tmp_path / "out"
-    args = ["search", "--space", str(tiny_space_file), "--device", str(profile), "--trials", "6",
+    args = ["search", "--accuracy", "proxy:dss", "--space", str(tiny_space_file), "--device", str(profile), "--trials", "6",
             "--out", str(out), "--quiet"]
     assert main(args) == 0
     study = optuna.load_study(study_name=None, storage=optuna.storages.JournalStorage(
@@ -245,7 +245,7 @@ def test_search_on_an_fpga_estimates_and_rejects_what_does_not_fit(tiny_space_fi
 def test_a_study_refuses_to_resume_under_another_calibration(tiny_space_file, tmp_path, capsys):
     profile = tmp_path / "smallfpga.yaml"
     profile.write_text(SMALL_FPGA)
-    args = ["search", "--space", str(tiny_space_file), "--device", str(profile), "--trials", "2",
+    args = ["search", "--accuracy", "proxy:dss", "--space", str(tiny_space_file), "--device", str(profile), "--trials", "2",
             "--out", str(tmp_path / "out"), "--quiet", "--set", "precision=int8"]
     assert main(args) == 0  # uncalibrated
     import_reports([CALIBRATION], "smallfpga", ZCU102_PART, 300.0)

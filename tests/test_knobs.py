@@ -323,7 +323,7 @@ def test_a_device_that_accelerates_sparsity_runs_sparse_kernels(tmp_path, capsys
     with pytest.raises(DeviceError, match="semi-structured kernels, which need precision fp16 or bf16; got fp32"):
         device.prepare(build_model(two_four), IMAGES, two_four)
     if not torch.cuda.is_available():  # the kernels are CUDA-only: said in one line, not a traceback
-        assert main(["measure", "--device", str(profile), "--set", "weight_sparsity=2:4",
+        assert main(["measure", "--accuracy", "proxy:dss", "--device", str(profile), "--set", "weight_sparsity=2:4",
                      "--set", "precision=fp16"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "weight_sparsity 2:4 on sparsecpu: torch" in err[0]

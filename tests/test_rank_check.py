@@ -39,7 +39,7 @@ def test_rank_check_cli_writes_the_page_and_the_search_report_quotes_tau(
     [stored] = known_rank_checks("tiny", "proxy:dss")
     assert stored.reference == "proxy:params" and stored.n == 6
     out = tmp_path / "search"
-    assert main(["search", "--space", str(tiny_space_file), "--device", str(fast_device_file),
+    assert main(["search", "--accuracy", "proxy:dss", "--space", str(tiny_space_file), "--device", str(fast_device_file),
                  "--trials", "2", "--out", str(out), "--quiet"]) == 0
     assert f"Kendall τ {stored.kendall_tau:.3f}" in (out / "report.html").read_text()
 

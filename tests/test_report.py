@@ -58,7 +58,7 @@ class _ReportParser(HTMLParser):
 def test_search_writes_a_self_contained_report_and_pareto_json(tiny_space_file, fast_device_file, tmp_path, capsys):
     out = tmp_path / "out"
     budget = "0.4mmac"
-    code = main(["search", "--space", str(tiny_space_file), "--device", str(fast_device_file),
+    code = main(["search", "--accuracy", "proxy:dss", "--space", str(tiny_space_file), "--device", str(fast_device_file),
                  "--budget", budget, "--trials", "8", "--out", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out.strip()
@@ -91,7 +91,7 @@ def test_search_writes_a_self_contained_report_and_pareto_json(tiny_space_file, 
 
 def test_report_command_rebuilds_from_storage(tiny_space_file, fast_device_file, tmp_path, capsys):
     out = tmp_path / "out"
-    assert main(["search", "--space", str(tiny_space_file), "--device", str(fast_device_file),
+    assert main(["search", "--accuracy", "proxy:dss", "--space", str(tiny_space_file), "--device", str(fast_device_file),
                  "--trials", "2", "--out", str(out), "--quiet"]) == 0
     (out / "report.html").unlink()
     (out / "pareto.json").unlink()
@@ -156,7 +156,7 @@ def test_search_drops_unaccelerated_knobs_and_the_report_says_what_ran(
     space = tmp_path / "knobs.yaml"
     space.write_text(KNOB_SPACE)
     out = tmp_path / "out"
-    args = ["search", "--space", str(space), "--device", str(fast_device_file), "--trials", "6",
+    args = ["search", "--accuracy", "proxy:dss", "--space", str(space), "--device", str(fast_device_file), "--trials", "6",
             "--quiet", "--out", str(out)]
     assert main(args) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if "harness: note:" in line]
@@ -195,7 +195,7 @@ def test_measured_energy_and_throttling_reach_the_report(tiny_space_file, fast_d
                                  windows=5, window_s=1.0)
     monkeypatch.setattr(CpuDevice, "measure_energy", lambda self, model, inputs, protocol: measured)
     out = tmp_path / "out"
-    assert main(["search", "--space", str(tiny_space_file), "--device", str(fast_device_file),
+    assert main(["search", "--accuracy", "proxy:dss", "--space", str(tiny_space_file), "--device", str(fast_device_file),
                  "--trials", "3", "--out", str(out), "--quiet"]) == 0
     pareto = json.loads((out / "pareto.json").read_text())
     assert pareto and all(entry["energy"] == measured.to_dict() for entry in pareto)

@@ -216,3 +216,12 @@ def test_compare_revisions_installs_both_and_benchmarks_them_interleaved(
     assert main(["compare", "--base-rev", "no-such-rev", "--head-rev", "HEAD",
                  "--results", str(tmp_path / "other")]) == 2
     assert "unknown revision 'no-such-rev'" in capsys.readouterr().err
+
+
+def test_bench_cli_refuses_an_empty_suite_in_one_line(tmp_path, capsys):
+    (tmp_path / "empty.yaml").write_text("name: empty\nentries: []\n")
+    assert main(["bench", "--suite", str(tmp_path / "empty.yaml"), "--out",
+                 str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "entries: the suite has no entries" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

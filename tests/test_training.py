@@ -246,3 +246,15 @@ def test_every_knob_trains(knobs: dict):
     """Token reduction, grid attention and sparsity all back-propagate at the 16-patch grid."""
     accuracy = get_estimator("train:digits@4steps").estimate(None, TINY.replace(**knobs))
     assert 0 <= accuracy <= 1
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("table:no/such.csv", "no/such.csv"),
+    ("train:cifar1000", "unknown dataset"),
+])
+def test_search_with_an_unusable_estimator_is_one_line_and_exit_2(spec, message, capsys):
+    from harness.cli import main
+
+    assert main(["search", "--accuracy", spec, "--trials", "1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -107,6 +107,7 @@ class SearchSettings:
             "objectives": list(OBJECTIVE_NAMES),
             # estimates from another calibration are not comparable with the stored ones
             "latency_model": self.device.latency_model(),
+            "harness_version": harness.__version__,
         }
 
 
@@ -181,17 +182,22 @@ def _check_same_search(study: optuna.Study, settings: SearchSettings) -> None:
 
 
 def _fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
-    """Mark RUNNING trials of dead processes on this host as failed, so they are re-run."""
+    """Mark RUNNING trials of dead processes on this host as failed and queue each once more
+    with the same parameters (a retry that dies too is not retried again)."""
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
         if trial.user_attrs.get("host") != host or pid is None or psutil.pid_exists(pid):
             continue
+        retry = "retry_of" not in trial.user_attrs
         storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         storage.set_trial_user_attr(
-            trial._trial_id, "error", f"process {pid} ended during the trial; re-run"
-        )
+            trial._trial_id, "error",
+            f"process {pid} ended during the trial; " + ("re-queued with the same parameters"
+                                                        if retry else "not retried twice"))
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if retry:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
 def run_search(

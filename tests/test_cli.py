@@ -155,9 +155,12 @@ def test_sigkill_mid_search_then_the_same_command_resumes(tiny_space_file, fast_
     assert result.returncode == 0, result.stderr
     study = _load(out)
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
-    for number in orphans:  # the trial the kill interrupted: failed, and re-run since
+    for number in orphans:  # the trial the kill interrupted: failed, re-run once, same params
         assert study.trials[number].state == TrialState.FAIL
         assert study.trials[number].user_attrs["interrupted"] is True
+        [retry] = [t for t in study.trials if t.user_attrs.get("retry_of") == number]
+        assert retry.state == TrialState.COMPLETE
+        assert retry.params == study.trials[number].params
     assert {n: study.trials[n].values for n in before} == before
     measured = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(measured) == 40

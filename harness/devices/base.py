@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 
 from harness.config import CandidateConfig
+from harness.devices.lock import exclusive_timing
 from harness.errors import DeviceError
 from harness.knobs import BASELINE, KERNEL_KNOBS, active_knobs
 from harness.layers import SPARSE_KERNELS, use_sparse_kernels
@@ -228,14 +229,15 @@ class MeasuredDevice(BaseDevice):
         start = time.perf_counter()
         model, inputs = self.prepare(model, inputs, config)
         phase_s["prepare"] = time.perf_counter() - start
-        load_before = os.getloadavg()[0]
-        start = time.perf_counter()
-        measurement = self.measure_latency(model, inputs, protocol)
-        phase_s["latency"] = time.perf_counter() - start
-        start = time.perf_counter()
-        energy = (self.measure_energy(model, inputs, protocol) if protocol.energy
-                  else EnergyMeasurement.unavailable("energy measurement turned off (--no-energy)"))
-        phase_s["energy"] = time.perf_counter() - start
+        with exclusive_timing(self.name):
+            load_before = os.getloadavg()[0]
+            start = time.perf_counter()
+            measurement = self.measure_latency(model, inputs, protocol)
+            phase_s["latency"] = time.perf_counter() - start
+            start = time.perf_counter()
+            energy = (self.measure_energy(model, inputs, protocol) if protocol.energy else
+                      EnergyMeasurement.unavailable("energy measurement turned off (--no-energy)"))
+            phase_s["energy"] = time.perf_counter() - start
         return {
             "latency_ms": {**measurement.summary.to_dict(), "status": "measured"},
             "throttled": measurement.throttled,

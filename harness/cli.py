@@ -48,32 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search a ViT space on a device under budgets; write an HTML report with the "
         "Pareto front. Running the same command again resumes the study.",
     )
-    search.add_argument("--space", default=DEFAULT_SPACE,
-                        help=f"bundled space name or path to a YAML file (default {DEFAULT_SPACE})")
-    search.add_argument("--device", default=DEFAULT_DEVICE,
-                        help=f"device profile name or YAML path (default {DEFAULT_DEVICE})")
-    search.add_argument("--budget", nargs="+", default=[], metavar="BUDGET",
-                        help="hard budgets, e.g. 1gflop 500mflop 1.5gmac 5ms 20mparams "
-                        "(FLOPs are MACs, as in ViT papers)")
-    search.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
-                        help=f"finished trials the study should hold (default {DEFAULT_TRIALS})")
-    search.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
-    search.add_argument("--sampler", default="tpe", help="tpe (default) or random")
-    search.add_argument("--accuracy", default=DEFAULT_ESTIMATOR,
-                        help=f"accuracy estimator (default {DEFAULT_ESTIMATOR})")
-    search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="pin a configuration key of the space, e.g. --set keep_rate=1.0")
-    search.add_argument("--keep-unaccelerated", action="store_true",
-                        help="keep precision and sparsity choices the device does not run faster "
-                        "(default: drop them from the space, with a note)")
-    search.add_argument("--study", help="study name (default SPACE-DEVICE-BUDGETS)")
-    search.add_argument("--storage",
-                        help="Optuna storage: RDB URL or journal file (default OUT/study.journal)")
-    search.add_argument("--out", type=Path, help="output directory (default reports/STUDY)")
-    _add_measurement_options(search)
-    search.add_argument("--quiet", action="store_true", help="no per-trial progress")
-    search.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    _add_search_arguments(search, worker=False)
     search.set_defaults(handler=cmd_search)
+
+    worker = commands.add_parser(
+        "worker", help="join a study as one more worker (this host or others)",
+        description="Join the study NAME in STORAGE (or create it from these arguments) and "
+        "run trials until --trials of its own are done or --timeout passes; SIGINT/SIGTERM stop "
+        "it after the current trial. Give the same search arguments as the study was created "
+        "with: a worker with another space, budget, estimator or harness version is refused.",
+    )
+    _add_search_arguments(worker, worker=True)
+    worker.set_defaults(handler=cmd_worker)
 
     measure = commands.add_parser(
         "measure", help="cost, latency and accuracy estimate of one configuration",
@@ -279,6 +265,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_search_arguments(parser: argparse.ArgumentParser, worker: bool) -> None:
+    parser.add_argument("--space", default=DEFAULT_SPACE,
+                        help=f"bundled space name or path to a YAML file (default {DEFAULT_SPACE})")
+    parser.add_argument("--device", default=DEFAULT_DEVICE,
+                        help=f"device profile name or YAML path (default {DEFAULT_DEVICE})")
+    parser.add_argument("--budget", nargs="+", default=[], metavar="BUDGET",
+                        help="hard budgets, e.g. 1gflop 500mflop 1.5gmac 5ms 20mparams "
+                        "(FLOPs are MACs, as in ViT papers)")
+    if worker:
+        parser.add_argument("--trials", type=int,
+                            help="trials this worker runs (default: until --timeout or stopped)")
+        parser.add_argument("--timeout", type=float, metavar="S",
+                            help="stop starting trials after this many seconds")
+    else:
+        parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                            help=f"finished trials the study should hold (default "
+                            f"{DEFAULT_TRIALS})")
+    parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
+    parser.add_argument("--sampler", default="tpe", help="tpe (default) or random")
+    parser.add_argument("--accuracy", default=DEFAULT_ESTIMATOR,
+                        help=f"accuracy estimator (default {DEFAULT_ESTIMATOR})")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="pin a configuration key of the space, e.g. --set keep_rate=1.0")
+    parser.add_argument("--keep-unaccelerated", action="store_true",
+                        help="keep precision and sparsity choices the device does not run faster "
+                        "(default: drop them from the space, with a note)")
+    parser.add_argument("--study", required=worker,
+                        help="study name" + ("" if worker else " (default SPACE-DEVICE-BUDGETS)"))
+    parser.add_argument("--storage", required=worker,
+                        help="Optuna storage: postgresql:// URL (several hosts) or a journal "
+                        "file (one host)" + ("" if worker else "; default OUT/study.journal"))
+    parser.add_argument("--out", type=Path, help="output directory (default reports/STUDY)")
+    _add_measurement_options(parser)
+    parser.add_argument("--quiet", action="store_true", help="no per-trial progress")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="deit_tiny",
                         help="preset: deit_tiny (default), deit_small, deit_base")
@@ -354,8 +377,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         run_search,
     )
 
-    if args.trials <= 0:
-        raise UsageError(f"--trials must be positive, got {args.trials}")
+    is_worker = args.command == "worker"
+    if is_worker and args.trials is None and args.timeout is None:
+        raise UsageError("a worker needs --trials N or --timeout S (or both)")
+    for option, value in (("--trials", args.trials), ("--timeout", getattr(args, "timeout", 0))):
+        if value is not None and value <= 0 and (is_worker or option == "--trials"):
+            raise UsageError(f"{option} must be positive, got {value}")
     if args.sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler {args.sampler!r}; valid: {', '.join(SAMPLERS)}")
     space = load_space(args.space)
@@ -372,10 +399,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     out_dir = args.out or Path("reports") / study_name
     settings = SearchSettings(
         space=space, device=device, estimator=estimator, protocol=_protocol(device, args),
-        budgets=budgets, n_trials=args.trials, seed=args.seed, sampler=args.sampler,
+        budgets=budgets, n_trials=args.trials or 0, seed=args.seed, sampler=args.sampler,
         study_name=study_name, storage=args.storage, out_dir=out_dir,
+        worker_trials=args.trials if is_worker else None,
+        timeout_s=args.timeout if is_worker else None,
     )
-    progress = Progress(args.trials, quiet=args.quiet)
+    progress = Progress(args.trials or 0, quiet=args.quiet)
     environment = capture_environment(device)
     run_settings = {
         "sampler": args.sampler, "seed": args.seed, "n_trials": args.trials,
@@ -411,6 +440,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         progress.finish(study)
         print(report)
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A search that runs its own trials on a shared study (see ``SearchSettings.is_worker``)."""
+    return cmd_search(args)
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
@@ -513,7 +547,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from harness.errors import StudyError
     from harness.report import write_report
-    from harness.study import default_storage, open_storage
+    from harness.storage import open_storage
+    from harness.study import default_storage
 
     storage_url = args.storage or default_storage(args.out)
     if not args.storage and not Path(storage_url).is_file():

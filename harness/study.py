@@ -19,13 +19,13 @@ import statistics
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna
-import psutil
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
@@ -39,6 +39,7 @@ from harness.errors import BudgetError, ConfigError, StudyError
 from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
 from harness.space import SearchSpace
+from harness.storage import heartbeat, open_storage, recover_orphans, retries_waiting
 from harness.timing import MeasurementProtocol
 
 DIRECTIONS = ("minimize", "maximize")
@@ -95,6 +96,15 @@ class SearchSettings:
     study_name: str = ""
     storage: str | None = None  # URL or journal-file path; None = <out_dir>/study.journal
     out_dir: Path = Path("reports")
+    # A worker (``harness worker``) runs this many trials of its own, or until ``timeout_s``,
+    # instead of filling the study up to ``n_trials``; it stops after its current trial on
+    # SIGINT/SIGTERM.
+    worker_trials: int | None = None
+    timeout_s: float | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        return self.worker_trials is not None or self.timeout_s is not None
 
     def metadata(self) -> dict[str, Any]:
         """What must match for a run to resume an existing study."""
@@ -121,21 +131,6 @@ class TrialOutcome:
     duration_s: float
 
 
-def open_storage(storage: str) -> optuna.storages.BaseStorage:
-    """An RDB URL (``sqlite:///``, ``postgresql://``...) or a journal-file path."""
-    try:
-        if "://" in storage:
-            return optuna.storages.RDBStorage(storage)
-        path = Path(storage)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    except Exception as error:  # noqa: BLE001 - drivers raise many types; report them in one line
-        raise StudyError(
-            f"cannot open storage {storage!r} ({type(error).__name__}: {error}); expected a "
-            f"journal-file path or an RDB URL such as sqlite:///study.db"
-        ) from None
-
-
 def default_storage(out_dir: Path) -> str:
     return str(out_dir / STORAGE_FILE)
 
@@ -153,7 +148,8 @@ def measured_count(study: optuna.Study) -> int:
 
 
 def create_or_resume(settings: SearchSettings) -> optuna.Study:
-    storage = open_storage(settings.storage or default_storage(settings.out_dir))
+    storage = open_storage(settings.storage or default_storage(settings.out_dir),
+                           concurrent=settings.is_worker)
     try:
         study = optuna.load_study(study_name=settings.study_name, storage=storage)
     except KeyError:
@@ -164,9 +160,12 @@ def create_or_resume(settings: SearchSettings) -> optuna.Study:
             study.set_user_attr(key, value)
         study.set_user_attr("result_schema_version", RESULT_SCHEMA_VERSION)
     _check_same_search(study, settings)
-    _fail_orphaned_trials(study, storage)
-    # A resumed run must not replay the proposals the first run already made.
+    recover_orphans(study)
+    # A resumed run must not replay the proposals the first run already made, nor a worker the
+    # proposals of the workers that started with it.
     seed = None if settings.seed is None else settings.seed + len(study.trials)
+    if seed is not None and settings.is_worker:
+        seed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
     study.sampler = SAMPLERS[settings.sampler](seed)
     return study
 
@@ -179,25 +178,6 @@ def _check_same_search(study: optuna.Study, settings: SearchSettings) -> None:
                 f"study {settings.study_name!r} already exists with a different {key} "
                 f"({stored.get(key)!r}); pass --study NAME to start a new one"
             )
-
-
-def _fail_orphaned_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
-    """Mark RUNNING trials of dead processes on this host as failed and queue each once more
-    with the same parameters (a retry that dies too is not retried again)."""
-    host = socket.gethostname()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") != host or pid is None or psutil.pid_exists(pid):
-            continue
-        retry = "retry_of" not in trial.user_attrs
-        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-        storage.set_trial_user_attr(
-            trial._trial_id, "error",
-            f"process {pid} ended during the trial; " + ("re-queued with the same parameters"
-                                                        if retry else "not retried twice"))
-        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        if retry:
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
 
 
 def run_search(
@@ -217,7 +197,7 @@ def run_search(
     inputs = _inputs(settings)
     inherited = shared_weights(settings.space)
     try:
-        with _interrupt_requests() as interrupt:
+        with _interrupt_requests(graceful=settings.is_worker) as interrupt:
             _run_trials(study, settings, inputs, inherited, on_trial, interrupt)
     except KeyboardInterrupt:
         raise SearchInterrupted(study) from None
@@ -225,8 +205,9 @@ def run_search(
 
 
 @contextlib.contextmanager
-def _interrupt_requests() -> Iterator[threading.Event]:
-    """SIGINT raises KeyboardInterrupt as usual and also sets the yielded event.
+def _interrupt_requests(graceful: bool = False) -> Iterator[threading.Event]:
+    """SIGINT raises KeyboardInterrupt as usual and also sets the yielded event; with
+    ``graceful`` (workers), SIGINT and SIGTERM only set the event, so the current trial finishes.
 
     A KeyboardInterrupt raised while Python runs a finaliser (a tensor or file being freed) is
     printed and swallowed; the event lets the loop stop at the next trial all the same.
@@ -236,15 +217,18 @@ def _interrupt_requests() -> Iterator[threading.Event]:
         yield requested  # signal handlers can only be set from the main thread
         return
 
-    def on_sigint(signum: int, frame: Any) -> None:
+    def on_signal(signum: int, frame: Any) -> None:
         requested.set()
-        raise KeyboardInterrupt
+        if not graceful:
+            raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    signals = (signal.SIGINT, signal.SIGTERM) if graceful else (signal.SIGINT,)
+    previous = {number: signal.signal(number, on_signal) for number in signals}
     try:
         yield requested
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _run_trials(
@@ -255,9 +239,20 @@ def _run_trials(
     on_trial: Callable[[TrialOutcome, optuna.Study], None] | None,
     interrupt: threading.Event,
 ) -> None:
-    rejected_in_a_row = 0
-    while measured_count(study) < settings.n_trials:
+    rejected_in_a_row, finished_here, started = 0, 0, time.monotonic()
+
+    def more_to_do() -> bool:
+        if settings.is_worker:
+            over_time = (settings.timeout_s is not None
+                         and time.monotonic() - started >= settings.timeout_s)
+            mine = settings.worker_trials is None or finished_here < settings.worker_trials
+            return (mine and not over_time) or retries_waiting(study)
+        return measured_count(study) < settings.n_trials or retries_waiting(study)
+
+    while more_to_do():
         if interrupt.is_set():
+            if settings.is_worker:
+                return  # the current trial has finished: a graceful stop
             raise KeyboardInterrupt
         if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
             raise StudyError(
@@ -267,6 +262,9 @@ def _run_trials(
         start = time.perf_counter()
         trial = _run_one_trial(study, settings, inputs, shared_weights)
         rejected_in_a_row = rejected_in_a_row + 1 if "rejected" in trial.user_attrs else 0
+        finished_here += trial.state in (TrialState.COMPLETE, TrialState.FAIL)
+        # another process on this host may have died meanwhile: its trial is retried here
+        recover_orphans(study)
         if on_trial:
             duration_s = time.perf_counter() - start
             on_trial(TrialOutcome(trial.number, trial.state, trial.user_attrs, duration_s), study)
@@ -279,11 +277,16 @@ def _run_one_trial(
     shared_weights: dict[str, torch.Tensor] | None,
 ) -> FrozenTrial:
     """Ask, evaluate and tell one trial; every outcome but an interruption is recorded."""
-    trial = study.ask()
+    with warnings.catch_warnings():
+        # Optuna warns that heartbeats are meant for Study.optimize: harness.storage.heartbeat
+        # beats for ask-and-tell trials
+        warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+        trial = study.ask()
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", os.getpid())
     try:
-        values = evaluate(trial, settings, inputs, shared_weights)
+        with heartbeat(study, trial):
+            values = evaluate(trial, settings, inputs, shared_weights)
     except BudgetRejected:
         study.tell(trial, state=TrialState.PRUNED)
     except AccuracyPruned as reason:

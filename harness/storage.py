@@ -1,0 +1,142 @@
+"""Where a study lives, and how it survives workers that die.
+
+* A local path is an Optuna journal file: several processes on one host may share it. Not on a
+  network file system, where its file locks do not hold and the journal gets corrupted (optuna
+  #5138).
+* ``postgresql://`` and ``mysql://`` URLs are Optuna RDB storages, for workers on several hosts,
+  with heartbeats: a trial whose worker stopped beating for ``GRACE_PERIOD_S`` is failed by the
+  next worker that looks.
+* ``sqlite:///`` works for one process; it is refused for workers ("database is locked" with
+  concurrent writers, optuna #820).
+
+A trial left RUNNING by a dead worker (stale heartbeat, or on the journal a process of this host
+that no longer exists) is marked FAIL and queued once more with the same parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import psutil
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.errors import StudyError
+
+HEARTBEAT_INTERVAL_S = 10
+GRACE_PERIOD_S = 60
+NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p",
+                                  "lustre", "glusterfs", "ceph", "fuse.glusterfs"})
+
+
+def open_storage(storage: str, concurrent: bool = False) -> optuna.storages.BaseStorage:
+    """An RDB URL or a journal-file path; ``concurrent`` when several processes will write."""
+    if storage.startswith("sqlite") and concurrent:
+        raise StudyError(f"storage {storage!r}: SQLite does not take concurrent writers "
+                         "('database is locked'); use a journal file on one host or "
+                         "postgresql://... across hosts")
+    try:
+        if "://" in storage:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    storage, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                    heartbeat_stale_trial_callback=retry_once)
+        path = Path(storage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_system = file_system_type(path.parent)
+        if file_system in NETWORK_FILE_SYSTEMS:
+            raise StudyError(f"storage {storage!r} is on a network file system ({file_system}), "
+                             "where journal files get corrupted; keep it on a local disk or use "
+                             "postgresql://... across hosts")
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    except StudyError:
+        raise
+    except Exception as error:  # noqa: BLE001 - drivers raise many types; report them in one line
+        raise StudyError(
+            f"cannot open storage {storage!r} ({type(error).__name__}: {error}); expected a "
+            f"journal-file path or an RDB URL such as postgresql://user@host/db"
+        ) from None
+
+
+def file_system_type(path: Path) -> str | None:
+    """The type of the file system holding ``path``, from ``/proc/mounts`` (None elsewhere)."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    resolved, best = str(path.resolve()), ("", None)
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 3:
+            mount_point = fields[1].replace("\\040", " ")
+            inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
+            if inside and len(mount_point) >= len(best[0]):
+                best = (mount_point, fields[2])
+    return best[1]
+
+
+def retry_once(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a failed trial of a dead worker again with its parameters, unless it was a retry."""
+    if "retry_of" not in trial.user_attrs:
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+
+
+def retries_waiting(study: optuna.Study) -> bool:
+    """Whether a trial of a dead worker waits to be re-run: whoever is still running owes it."""
+    return any("retry_of" in t.user_attrs
+               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def recover_orphans(study: optuna.Study) -> None:
+    """Fail and re-queue the trials of workers that died: stale heartbeats (RDB), or RUNNING
+    trials of processes of this host that no longer exist (journal file, no heartbeat).
+
+    Optuna has no public API to end another process's trial, hence the storage calls."""
+    with warnings.catch_warnings():  # "experimental" in Optuna 5, and called after every trial
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    storage, host = study._storage, socket.gethostname()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("host") != host or pid is None or psutil.pid_exists(pid):
+            continue
+        storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+        storage.set_trial_user_attr(
+            trial._trial_id, "error",
+            f"process {pid} ended during the trial; " + (
+                "not retried twice" if "retry_of" in trial.user_attrs
+                else "re-queued with the same parameters"))
+        storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        retry_once(study, trial)
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat while it runs, where the storage keeps heartbeats (RDB);
+    ``study.ask``/``tell`` do not, unlike ``study.optimize``."""
+    storage = study._storage  # Optuna wraps an RDB storage in a cache that also beats
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if interval is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -56,25 +56,28 @@ def test_rank_check_errors_are_one_line(args, message, capsys):
 
 
 class _Curve(DssIndicator):
-    """Reports a learning curve whose level grows with the embedding width."""
+    """Reports a learning curve whose level is fixed by the configuration (spread over [0, 1))."""
 
     def estimate(self, model, config, report=None):
-        level = config.embed_dim / 100
+        level = int(config.key()[:6], 16) % 1000 / 1000
         for step in (10, 20, 30):
             if report:
                 report(step, level * step / 30)
         return level
 
 
-def test_candidates_below_the_median_learning_curve_stop_early(tiny_space_file, fast_device_file,
-                                                               tmp_path):
+def test_candidates_in_the_bottom_quarter_of_learning_curves_stop_early(
+        tiny_space_file, fast_device_file, tmp_path):
     study = run_search(_settings(tiny_space_file, fast_device_file, tmp_path,
                                  estimator=_Curve(), n_trials=14, sampler="random"))
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     stopped = [t for t in study.trials if "pruned" in t.user_attrs]
     assert len(complete) == 14 and stopped
     for trial in stopped:
-        assert trial.state == TrialState.PRUNED and trial.user_attrs["config"]["embed_dim"] == 32
-        assert "below the median" in trial.user_attrs["pruned"]
+        assert trial.state == TrialState.PRUNED
+        assert "below the 25th percentile" in trial.user_attrs["pruned"]
         assert trial.user_attrs["accuracy_curve"][-1][0] == 10  # stopped at its first report
+        earlier = [t.values[1] for t in complete if t.number < trial.number]
+        assert len(earlier) >= 5  # never before five curves have finished
+        assert trial.user_attrs["accuracy_curve"][0][1] * 3 < sorted(earlier)[len(earlier) // 2]
     assert all(len(t.user_attrs["accuracy_curve"]) == 3 for t in complete)

@@ -96,7 +96,7 @@ def _summary(data: ReportData) -> str:
         "trials": len(data.trials),
         "measured (complete)": counts.get("COMPLETE", 0),
         "rejected before measurement (budget or FPGA resources)": counts.get("REJECTED_BY_BUDGET", 0),
-        "stopped early (accuracy below the median of finished trials)":
+        "stopped early (accuracy in the bottom quarter of finished trials)":
             counts.get("STOPPED_EARLY", 0),
         "failed": counts.get("FAIL", 0),
         "Pareto-optimal and within budget": len(data.pareto),

@@ -64,6 +64,11 @@ def open_storage(storage: str, concurrent: bool = False) -> optuna.storages.Base
         ) from None
 
 
+def is_shared_storage(storage: str | None) -> bool:
+    """A database other hosts may write to at the same time (PostgreSQL, MySQL)."""
+    return storage is not None and "://" in storage and not storage.startswith("sqlite")
+
+
 def file_system_type(path: Path) -> str | None:
     """The type of the file system holding ``path``, from ``/proc/mounts`` (None elsewhere)."""
     try:

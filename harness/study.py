@@ -39,7 +39,13 @@ from harness.errors import BudgetError, ConfigError, StudyError
 from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
 from harness.space import SearchSpace
-from harness.storage import heartbeat, open_storage, recover_orphans, retries_waiting
+from harness.storage import (
+    heartbeat,
+    is_shared_storage,
+    open_storage,
+    recover_orphans,
+    retries_waiting,
+)
 from harness.timing import MeasurementProtocol
 
 DIRECTIONS = ("minimize", "maximize")
@@ -164,7 +170,8 @@ def create_or_resume(settings: SearchSettings) -> optuna.Study:
     # A resumed run must not replay the proposals the first run already made, nor a worker the
     # proposals of the workers that started with it.
     seed = None if settings.seed is None else settings.seed + len(study.trials)
-    if seed is not None and settings.is_worker:
+    shared = settings.is_worker or is_shared_storage(settings.storage)
+    if seed is not None and shared:
         seed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
     study.sampler = SAMPLERS[settings.sampler](seed)
     return study

@@ -203,3 +203,15 @@ def test_measured_energy_and_throttling_reach_the_report(tiny_space_file, fast_d
     report = (out / "report.html").read_text()
     assert "0.5000 [0.4000, 0.6000] (measured)" in report
     assert "measured from rapl (fake package counter)" in report
+
+
+def test_the_report_says_which_host_and_process_measured_each_trial(tiny_space_file,
+                                                                    fast_device_file, tmp_path):
+    import socket
+
+    out = tmp_path / "out"
+    assert main(["search", "--accuracy", "proxy:dss", "--space", str(tiny_space_file),
+                 "--device", str(fast_device_file), "--trials", "2", "--out", str(out),
+                 "--quiet"]) == 0
+    page = (out / "report.html").read_text()
+    assert f"{socket.gethostname()} pid " in page and ", fastcpu</td>" in page

@@ -280,7 +280,7 @@ def _failed_table(data: ReportData) -> str:
 
 def _all_trials_table(data: ReportData) -> str:
     header = ["trial", "state", "feasible", "GMACs", "params (M)", "latency median (ms)",
-              "accuracy estimate", "note", "config"]
+              "accuracy estimate", "measured by", "note", "config"]
     rows = []
     for t in data.trials:
         latency = t.get("latency_ms")
@@ -291,10 +291,11 @@ def _all_trials_table(data: ReportData) -> str:
             f"{t['params_m']:.2f}" if "params_m" in t else "",
             f"{latency['median']:.3f}" if latency else "",
             f"{accuracy['value']:.4f}" if accuracy else "",
+            f"{t.get('host', '?')} pid {t.get('pid', '?')}, {data.metadata.get('device')}",
             t.get("rejected") or t.get("pruned") or t.get("error") or "",
             json.dumps(t.get("config", {}), separators=(",", ":")),
         ])
-    table = _table(header, rows, wrap=(7, 8))
+    table = _table(header, rows, wrap=(8, 9))
     return f"<details><summary>{len(rows)} trials</summary>{table}</details>"
 
 

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -23,6 +24,8 @@ DEFAULT_TRIALS = 30
 # Short training, not a proxy: over 30 vit_tiny architectures no proxy ranked them better than
 # the GMAC count did (harness rank-check; figures in README.md).
 DEFAULT_ESTIMATOR = "train:mnist"
+# Marks the processes ``search --workers K`` starts (not for users: hidden from --help).
+LOCAL_WORKER_FLAG = "--local-worker"
 
 
 class UsageError(HarnessError):
@@ -282,6 +285,10 @@ def _add_search_arguments(parser: argparse.ArgumentParser, worker: bool) -> None
         parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
                             help=f"finished trials the study should hold (default "
                             f"{DEFAULT_TRIALS})")
+        parser.add_argument("--workers", type=int, default=1, metavar="K",
+                            help="run K processes on this host that fill the study together "
+                            "(default 1); for devices that are estimated, not timed here")
+        parser.add_argument(LOCAL_WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     parser.add_argument("--sampler", default="tpe", help="tpe (default) or random")
     parser.add_argument("--accuracy", default=DEFAULT_ESTIMATOR,
@@ -363,6 +370,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from harness.config import parse_set_options
     from harness.devices import get_device
     from harness.environment import capture_environment
+    from harness.local_workers import run_local_workers
     from harness.progress import Progress
     from harness.rank_check import known_rank_checks
     from harness.report import write_report
@@ -372,17 +380,22 @@ def cmd_search(args: argparse.Namespace) -> int:
         SearchInterrupted,
         SearchSettings,
         check_budgets_reachable,
+        check_device_fits,
         default_storage,
         restrict_to_device,
         run_search,
     )
 
     is_worker = args.command == "worker"
+    workers = getattr(args, "workers", 1)
+    local_worker = getattr(args, "local_worker", False)
     if is_worker and args.trials is None and args.timeout is None:
         raise UsageError("a worker needs --trials N or --timeout S (or both)")
     for option, value in (("--trials", args.trials), ("--timeout", getattr(args, "timeout", 0))):
         if value is not None and value <= 0 and (is_worker or option == "--trials"):
             raise UsageError(f"{option} must be positive, got {value}")
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
     if args.sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler {args.sampler!r}; valid: {', '.join(SAMPLERS)}")
     space = load_space(args.space)
@@ -392,19 +405,26 @@ def cmd_search(args: argparse.Namespace) -> int:
     check_budgets_reachable(space, budgets)
     estimator = get_estimator(args.accuracy)
     device = get_device(args.device)
+    if workers > 1 and device.times_on_this_host:
+        raise UsageError(
+            f"--workers {workers}: device {device.name!r} is timed on this host, and timings "
+            "taken while other workers compute here would measure their load; use --workers "
+            "with an estimated device (e.g. --device zcu102), or one 'harness worker' per host")
     space, capability_notes = restrict_to_device(space, device, args.keep_unaccelerated)
-    for note in capability_notes:
+    for note in [] if local_worker else capability_notes:  # its parent printed them
         print(f"harness: note: {note}", file=sys.stderr)
+    protocol = _protocol(device, args)
+    check_device_fits(space, device, protocol.batch_size)
     study_name = args.study or "-".join([space.name, device.name, *(b.text.lower() for b in budgets)])
     out_dir = args.out or Path("reports") / study_name
     settings = SearchSettings(
-        space=space, device=device, estimator=estimator, protocol=_protocol(device, args),
+        space=space, device=device, estimator=estimator, protocol=protocol,
         budgets=budgets, n_trials=args.trials or 0, seed=args.seed, sampler=args.sampler,
         study_name=study_name, storage=args.storage, out_dir=out_dir,
         worker_trials=args.trials if is_worker else None,
-        timeout_s=args.timeout if is_worker else None,
+        timeout_s=args.timeout if is_worker else None, local_workers=workers,
     )
-    progress = Progress(args.trials or 0, quiet=args.quiet)
+    progress = Progress(args.trials or 0, quiet=args.quiet, parallel=workers)
     environment = capture_environment(device)
     run_settings = {
         "sampler": args.sampler, "seed": args.seed, "n_trials": args.trials,
@@ -420,9 +440,22 @@ def cmd_search(args: argparse.Namespace) -> int:
         study.set_user_attr("capability_notes", capability_notes)
         progress.start(settings, study)
 
+    if local_worker:  # its parent shows the progress and writes the report
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        try:
+            run_search(settings)
+        except SearchInterrupted:
+            return 130
+        return 0
     interrupted = False
     try:
-        study = run_search(settings, on_trial=progress.on_trial, on_start=on_start)
+        if workers > 1:
+            study = run_local_workers(settings, [*args.argv, LOCAL_WORKER_FLAG], workers,
+                                      on_trial=progress.on_trial, on_start=on_start)
+        else:
+            study = run_search(settings, on_trial=progress.on_trial, on_start=on_start)
     except SearchInterrupted as stop:
         interrupted, study = True, stop.study
     report = write_report(study, out_dir)
@@ -845,6 +878,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = parser.parse_args(argv)
+        args.argv = argv  # ``search --workers K`` starts K processes with the same arguments
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -9,16 +9,19 @@ from typing import Any, TextIO
 from optuna.trial import TrialState
 
 from harness.knobs import BASELINE
-from harness.study import measured_count
+from harness.study import counts_as_measured, measured_count
 
 
 class Progress:
-    def __init__(self, n_trials: int, quiet: bool = False, stream: TextIO | None = None) -> None:
+    def __init__(self, n_trials: int, quiet: bool = False, stream: TextIO | None = None,
+                 parallel: int = 1) -> None:
         self.n_trials = n_trials
+        self.parallel = parallel  # processes running trials at once
         self.quiet = quiet
         self.stream = stream
         self.started = time.perf_counter()
         self.durations: list[float] = []
+        self.finished = 0  # trials that count towards n_trials, as reported so far
 
     def _print(self, line: str) -> None:
         if not self.quiet:
@@ -27,17 +30,21 @@ class Progress:
     def start(self, settings: Any, study: Any) -> None:
         budgets = ", ".join(b.describe() for b in settings.budgets) or "none"
         done = measured_count(study)
+        # a worker counts its own trials (--trials N of its own); a search fills the study
+        self.finished = 0 if settings.is_worker else done
         resumed = f"; resuming with {done} measured trials kept" if done else ""
+        workers = f", {self.parallel} local workers" if self.parallel > 1 else ""
         self._print(
             f"harness: searching {settings.space.name} on {settings.device.name} "
             f"({settings.n_trials} trials, budgets: {budgets}, sampler {settings.sampler}, "
-            f"seed {settings.seed}){resumed}"
+            f"seed {settings.seed}{workers}){resumed}"
         )
 
     def on_trial(self, outcome: Any, study: Any) -> None:
         if outcome.state != TrialState.PRUNED:
             self.durations.append(outcome.duration_s)
-        finished = measured_count(study)
+        # counted here rather than read from the study: local workers report trials in batches
+        self.finished += counts_as_measured(outcome.state, outcome.record)
         record = outcome.record
         gmacs = f"{record['gmacs']:.3f} GMACs" if "gmacs" in record else ""
         if outcome.state == TrialState.COMPLETE:
@@ -54,10 +61,11 @@ class Progress:
             detail = f"rejected {gmacs}: {record.get('rejected', '')}"
         else:
             detail = f"FAILED: {record.get('error', 'unknown error')}"
-        remaining = max(self.n_trials - finished, 0)
-        eta = sum(self.durations) / len(self.durations) * remaining if self.durations else 0.0
+        remaining = max(self.n_trials - self.finished, 0)
+        eta = (sum(self.durations) / len(self.durations) * remaining / self.parallel
+               if self.durations else 0.0)
         self._print(
-            f"[{finished:>3}/{self.n_trials}] trial {outcome.number}: {detail} | "
+            f"[{self.finished:>3}/{self.n_trials}] trial {outcome.number}: {detail} | "
             f"{_best_so_far(study)} | elapsed {_clock(time.perf_counter() - self.started)} "
             f"ETA {_clock(eta)}"
         )

@@ -107,10 +107,18 @@ class SearchSettings:
     # SIGINT/SIGTERM.
     worker_trials: int | None = None
     timeout_s: float | None = None
+    # Processes of this host filling the study together (``harness search --workers K``).
+    local_workers: int = 1
 
     @property
     def is_worker(self) -> bool:
         return self.worker_trials is not None or self.timeout_s is not None
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether other processes write to the study while this one runs."""
+        return (self.is_worker or self.local_workers > 1
+                or is_shared_storage(self.storage))
 
     def metadata(self) -> dict[str, Any]:
         """What must match for a run to resume an existing study."""
@@ -146,16 +154,16 @@ def measured_count(study: optuna.Study) -> int:
 
     Candidates rejected by a MAC/parameter budget are never built or timed and are not counted.
     """
-    return sum(
-        1
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-        if not t.user_attrs.get("interrupted")
-    )
+    return sum(counts_as_measured(t.state, t.user_attrs) for t in study.get_trials(deepcopy=False))
+
+
+def counts_as_measured(state: TrialState, user_attrs: dict[str, Any]) -> bool:
+    return state in (TrialState.COMPLETE, TrialState.FAIL) and not user_attrs.get("interrupted")
 
 
 def create_or_resume(settings: SearchSettings) -> optuna.Study:
     storage = open_storage(settings.storage or default_storage(settings.out_dir),
-                           concurrent=settings.is_worker)
+                           concurrent=settings.concurrent)
     try:
         study = optuna.load_study(study_name=settings.study_name, storage=storage)
     except KeyError:
@@ -170,8 +178,7 @@ def create_or_resume(settings: SearchSettings) -> optuna.Study:
     # A resumed run must not replay the proposals the first run already made, nor a worker the
     # proposals of the workers that started with it.
     seed = None if settings.seed is None else settings.seed + len(study.trials)
-    shared = settings.is_worker or is_shared_storage(settings.storage)
-    if seed is not None and shared:
+    if seed is not None and settings.concurrent:
         seed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
     study.sampler = SAMPLERS[settings.sampler](seed)
     return study
@@ -254,7 +261,9 @@ def _run_trials(
                          and time.monotonic() - started >= settings.timeout_s)
             mine = settings.worker_trials is None or finished_here < settings.worker_trials
             return (mine and not over_time) or retries_waiting(study)
-        return measured_count(study) < settings.n_trials or retries_waiting(study)
+        # trials other processes are running count too, or each would add its own last trial
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        return measured_count(study) + running < settings.n_trials or retries_waiting(study)
 
     while more_to_do():
         if interrupt.is_set():
@@ -343,8 +352,7 @@ def evaluate(
     over = [b.describe() for b in static if violations[b.constraint_key] > 0]
     device_violations = settings.device.resource_violations(config, settings.protocol.batch_size)
     violations.update(device_violations)
-    over += [f"{key} at {100 * (1 + v):.0f}% of the part" for key, v in device_violations.items()
-             if v > 0]
+    over += [_part_usage(key, v) for key, v in device_violations.items() if v > 0]
     if over:
         # The latency of a rejected candidate is never measured: its latency key is left at 0 so
         # that only what it broke counts against it.
@@ -442,6 +450,25 @@ def check_budgets_reachable(space: SearchSpace, budgets: list[Budget]) -> None:
                 f"no configuration of space {space.name!r} meets budget {budget.text!r}: the "
                 f"smallest needs {smallest / scale:.3f} {unit}"
             )
+
+
+def check_device_fits(space: SearchSpace, device: BaseDevice, batch_size: int) -> None:
+    """Refuse a space whose cheapest configurations all exceed the device's resources: every
+    candidate would be rejected, thousands of them, before the search gave up."""
+    usage = []
+    for config in space.corner_configs():
+        violations = device.resource_violations(config, batch_size)
+        if not any(v > 0 for v in violations.values()):
+            return
+        usage.append(", ".join(_part_usage(k, v) for k, v in violations.items() if v > 0))
+    if usage:
+        raise BudgetError(f"no configuration of space {space.name!r} fits device {device.name!r} "
+                          f"at batch size {batch_size}: the smallest needs {min(usage, key=len)}; "
+                          "allow a lower precision or a smaller model")
+
+
+def _part_usage(key: str, violation: float) -> str:
+    return f"{key} at {100 * (1 + violation):.0f}% of the part"
 
 
 def record_cost(trial: optuna.Trial, config: CandidateConfig, cost: Cost) -> None:

@@ -242,6 +242,21 @@ def test_search_on_an_fpga_estimates_and_rejects_what_does_not_fit(tiny_space_fi
     assert "Estimated FPGA resources" in report and "<b>Latency</b>: NOT measured" in report
 
 
+def test_a_space_that_cannot_fit_the_part_is_refused_before_the_search(tiny_space_file, tmp_path,
+                                                                        capsys):
+    """fp32 matrix units need more DSPs than the part has: every candidate would be rejected."""
+    profile = tmp_path / "smallfpga.yaml"
+    profile.write_text(SMALL_FPGA)
+    args = ["search", "--accuracy", "proxy:dss", "--space", str(tiny_space_file), "--device",
+            str(profile), "--out", str(tmp_path / "out"), "--quiet"]
+    assert main([*args, "--set", "precision=fp32"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness: error: no configuration of space 'tiny' fits device "
+                          "'smallfpga' at batch size 1: the smallest needs fpga:DSP at ")
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+    assert main([*args, "--set", "precision=int8", "--trials", "1"]) == 0
+
+
 def test_a_study_refuses_to_resume_under_another_calibration(tiny_space_file, tmp_path, capsys):
     profile = tmp_path / "smallfpga.yaml"
     profile.write_text(SMALL_FPGA)

@@ -236,3 +236,72 @@ def test_a_stale_heartbeat_on_postgresql_fails_and_requeues_the_trial(postgres_u
         warnings.simplefilter("ignore", UserWarning)  # "heartbeat ... used with Study.optimize"
         retry = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     assert retry.number == waiting.number and retry.params == trial.params
+
+
+# int8: fp32 matrix units would not fit the part (every candidate rejected)
+FPGA_SPACE = WIDE_SPACE + "  precision: int8\n"
+
+
+def _search(tmp_path: Path, *extra: str) -> subprocess.Popen:
+    """``harness search`` on the FPGA profile: estimated, so local workers may share the host."""
+    space = tmp_path / "fpga.yaml"
+    space.write_text(FPGA_SPACE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", "search", "--space", str(space), "--device", "zcu102",
+         "--accuracy", "proxy:params", "--sampler", "random", "--out", str(tmp_path / "out"),
+         "--study", "s",
+         *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_local_workers_fill_the_study_together(tmp_path):
+    search = _search(tmp_path, "--trials", "12", "--workers", "3", "--json")
+    _, err = search.communicate(timeout=300)
+    assert search.returncode == 0, err
+    trials = _trials(str(tmp_path / "out" / "study.journal"), "s")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # a worker checks the count just before it asks: two may both take the last place
+    assert 12 <= len(complete) <= 14
+    assert len({t.user_attrs["pid"] for t in complete}) >= 2
+    assert search.pid not in {t.user_attrs["pid"] for t in complete}  # the parent only watches
+    keys = [t.user_attrs["config_key"] for t in complete]
+    assert len(keys) == len(set(keys))  # each worker draws from its own seed
+    # the parent reports every trial, in one display, and writes the report
+    progress = [line for line in err.splitlines() if line.startswith("[")]
+    assert len(progress) == len(trials)
+    assert progress[-1].startswith(f"[{len(complete):>3}/12]")
+    assert "3 local workers" in err
+    assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_ctrl_c_stops_the_local_workers_and_the_same_command_resumes(tmp_path):
+    storage = str(tmp_path / "out" / "study.journal")
+    search = _search(tmp_path, "--trials", "5000", "--workers", "2", "--quiet")
+    _wait(lambda: sum(t.state == TrialState.COMPLETE for t in _trials(storage, "s")) >= 4)
+    search.send_signal(signal.SIGINT)
+    assert search.wait(timeout=120) == 130
+    assert "interrupted; finished trials are kept" in search.stderr.read()
+    trials = _trials(storage, "s")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    assert all(t.user_attrs.get("interrupted") for t in trials if t.state == TrialState.FAIL)
+    done = sum(t.state == TrialState.COMPLETE for t in trials)
+
+    resumed = _search(tmp_path, "--trials", str(done + 3), "--workers", "2",
+                      "--quiet")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    after = _trials(storage, "s")
+    assert done + 3 <= sum(t.state == TrialState.COMPLETE for t in after) <= done + 4
+
+
+def test_local_workers_are_refused_on_a_device_timed_on_this_host(tmp_path, fast_device_file):
+    space = tmp_path / "wide.yaml"
+    space.write_text(WIDE_SPACE)
+    search = subprocess.run(
+        [sys.executable, "-m", "harness", "search", "--space", str(space), "--device",
+         str(fast_device_file), "--accuracy", "proxy:params", "--workers", "2", "--out",
+         str(tmp_path / "out")], capture_output=True, text=True, timeout=120, check=False)
+    assert search.returncode == 2
+    assert search.stderr.startswith("harness: error: --workers 2: device 'fastcpu' is timed on "
+                                    "this host")
+    assert search.stderr.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -102,6 +102,9 @@ class BaseDevice(abc.ABC):
     timing_options: ClassVar[tuple[str, ...]] = ()
     # Constraint keys this kind adds to every trial of a search (a resource that must fit).
     constraint_keys: ClassVar[tuple[str, ...]] = ()
+    # Whether evaluating a candidate times real hardware of this host, which other processes
+    # computing on the host at the same time would disturb.
+    times_on_this_host: ClassVar[bool] = False
 
     def __init__(self, profile: DeviceProfile) -> None:
         self.profile = profile
@@ -173,6 +176,8 @@ class BaseDevice(abc.ABC):
 
 class MeasuredDevice(BaseDevice):
     """A device that runs the model and times it: the CPU, CUDA GPUs."""
+
+    times_on_this_host = True
 
     def prepare(
         self, model: torch.nn.Module, inputs: torch.Tensor, config: CandidateConfig

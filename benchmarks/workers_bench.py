@@ -45,8 +45,11 @@ def search(workdir: Path, trials: int, workers: int) -> tuple[float, list[Frozen
                "--accuracy", ESTIMATOR, "--trials", str(trials), "--workers", str(workers),
                "--out", str(out), "--study", "bench", "--quiet"]
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True)
     wall_s = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"harness search --workers {workers} failed: {done.stderr.strip()}")
     storage = open_storage(str(out / "study.journal"))
     return wall_s, optuna.load_study(study_name="bench", storage=storage).trials
 
@@ -87,27 +90,37 @@ def throughput(trials: int, rounds: int) -> FrozenTrial:
 
 
 def storage_overhead(label: str, storage_url: str, record: FrozenTrial, trials: int) -> float:
-    """Milliseconds of the harness's storage calls per trial, on a fresh study."""
+    """Milliseconds of the harness's storage calls per trial, on a fresh study; the random
+    sampler, whose proposals read nothing from the storage, keeps the sampler's cost out."""
     storage = open_storage(storage_url, concurrent=True)
     study = optuna.create_study(study_name=f"overhead-{uuid.uuid4().hex}", storage=storage,
-                                directions=list(DIRECTIONS))
+                                directions=list(DIRECTIONS),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
     distributions = {key: FloatDistribution(0, 1) for key in record.params}
-    durations = []
+    parts: dict[str, list[float]] = {"ask": [], "attributes": [], "tell": [], "loop checks": []}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "heartbeat ... used with Study.optimize"
         for _ in range(trials):
             start = time.perf_counter()
             trial = study.ask(distributions)
+            parts["ask"].append(time.perf_counter() - start)
+            start = time.perf_counter()
             _replay_attributes(trial, record)
+            parts["attributes"].append(time.perf_counter() - start)
+            start = time.perf_counter()
             study.tell(trial, record.values)
+            parts["tell"].append(time.perf_counter() - start)
+            start = time.perf_counter()
             recover_orphans(study)
             measured_count(study)
             retries_waiting(study)
-            durations.append(time.perf_counter() - start)
-    median_ms = statistics.median(durations) * 1e3
-    print(f"| {label} | {median_ms:.1f} | {statistics.quantiles(durations, n=10)[-1] * 1e3:.1f} "
-          f"| {trials} |")
-    return median_ms
+            parts["loop checks"].append(time.perf_counter() - start)
+    medians = {part: statistics.median(values) * 1e3 for part, values in parts.items()}
+    totals = [sum(values) for values in zip(*parts.values())]
+    total_ms = statistics.median(totals) * 1e3
+    print(f"| {label} | {total_ms:.1f} | {statistics.quantiles(totals, n=10)[-1] * 1e3:.1f} | "
+          + " | ".join(f"{ms:.1f}" for ms in medians.values()) + f" | {trials} |")
+    return total_ms
 
 
 def _replay_attributes(trial: optuna.Trial, record: FrozenTrial) -> None:
@@ -119,14 +132,15 @@ def _replay_attributes(trial: optuna.Trial, record: FrozenTrial) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=60,
-                        help="measured trials per search in section 1 (default 60)")
+    parser.add_argument("--trials", type=int, default=150,
+                        help="measured trials per search in section 1 (default 150)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default 2)")
     parser.add_argument("--overhead-trials", type=int, default=200,
                         help="trials replayed per storage in section 2 (default 200)")
     parser.add_argument("--postgres", metavar="URL",
                         help="a PostgreSQL database for section 2 (default: journal file only)")
     args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     print(f"# workers_bench on {platform.node()}: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} logical cores, Optuna {optuna.__version__}; load average "
           f"{os.getloadavg()[0]:.2f} at start")
@@ -134,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n## 2. Storage calls per trial: ask, the {len(sample.user_attrs)} user attributes "
           "and the constraints of a real trial record, tell, then the search loop's orphan and "
           "target checks\n")
-    print("| storage | median ms/trial | p90 ms | trials |")
-    print("|---|---|---|---|")
+    print("| storage | median ms/trial | p90 ms | ask | attributes | tell | loop checks | trials |")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="workers-bench-") as workdir:
         journal_ms = storage_overhead("journal file (local disk)",
                                       str(Path(workdir) / "study.journal"), sample,

@@ -243,7 +243,8 @@ FPGA_SPACE = WIDE_SPACE + "  precision: int8\n"
 
 
 def _search(tmp_path: Path, *extra: str) -> subprocess.Popen:
-    """``harness search`` on the FPGA profile: estimated, so local workers may share the host."""
+    """``harness search`` on the FPGA profile: estimated, so local workers may share the host.
+    Options in ``extra`` override the defaults here (argparse keeps the last)."""
     space = tmp_path / "fpga.yaml"
     space.write_text(FPGA_SPACE)
     return subprocess.Popen(
@@ -305,3 +306,19 @@ def test_local_workers_are_refused_on_a_device_timed_on_this_host(tmp_path, fast
                                     "this host")
     assert search.stderr.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_same_search_on_several_hosts_fills_one_postgresql_study(postgres_url, tmp_path):
+    """Two ``harness search`` processes on one PostgreSQL study (two hosts, as far as the study
+    can tell): each draws from its own seed and they stop together at --trials."""
+    study = f"hosts-{time.monotonic_ns()}"
+    searches = [_search(tmp_path, "--trials", "10", "--storage", postgres_url, "--study", study,
+                        "--out", str(tmp_path / name), "--quiet") for name in ("a", "b")]
+    for search in searches:
+        _, err = search.communicate(timeout=300)
+        assert search.returncode == 0, err
+    complete = [t for t in _trials(postgres_url, study) if t.state == TrialState.COMPLETE]
+    assert 10 <= len(complete) <= 11
+    assert {t.user_attrs["pid"] for t in complete} == {s.pid for s in searches}
+    keys = [t.user_attrs["config_key"] for t in complete]
+    assert len(keys) == len(set(keys))

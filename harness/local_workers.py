@@ -69,11 +69,15 @@ def run_local_workers(
                     break
                 time.sleep(POLL_INTERVAL_S)
     except KeyboardInterrupt:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGINT)
-        for worker in workers:
-            worker.wait()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: still wait
+        try:
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.send_signal(signal.SIGINT)
+            for worker in workers:
+                worker.wait()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         _report_new_trials(study, reported, on_trial)
         raise SearchInterrupted(study) from None
     failed = [f"process {w.pid} exited with {w.returncode}" for w in workers if w.returncode]

@@ -877,7 +877,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # argparse would send the user to the top-level help, not the command's
+            raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (see "
+                             f"'harness {args.command} --help')")
         args.argv = argv  # ``search --workers K`` starts K processes with the same arguments
         import optuna
 

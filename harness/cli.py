@@ -424,7 +424,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         worker_trials=args.trials if is_worker else None,
         timeout_s=args.timeout if is_worker else None, local_workers=workers,
     )
-    progress = Progress(args.trials or 0, quiet=args.quiet, parallel=workers)
+    progress = Progress(args.trials or 0, quiet=args.quiet)
     environment = capture_environment(device)
     run_settings = {
         "sampler": args.sampler, "seed": args.seed, "n_trials": args.trials,

@@ -13,15 +13,12 @@ from harness.study import counts_as_measured, measured_count
 
 
 class Progress:
-    def __init__(self, n_trials: int, quiet: bool = False, stream: TextIO | None = None,
-                 parallel: int = 1) -> None:
+    def __init__(self, n_trials: int, quiet: bool = False, stream: TextIO | None = None) -> None:
         self.n_trials = n_trials
-        self.parallel = parallel  # processes running trials at once
         self.quiet = quiet
         self.stream = stream
         self.started = time.perf_counter()
-        self.durations: list[float] = []
-        self.finished = 0  # trials that count towards n_trials, as reported so far
+        self.finished = self.finished_before = 0  # trials that count towards n_trials
 
     def _print(self, line: str) -> None:
         if not self.quiet:
@@ -31,9 +28,9 @@ class Progress:
         budgets = ", ".join(b.describe() for b in settings.budgets) or "none"
         done = measured_count(study)
         # a worker counts its own trials (--trials N of its own); a search fills the study
-        self.finished = 0 if settings.is_worker else done
+        self.finished = self.finished_before = 0 if settings.is_worker else done
         resumed = f"; resuming with {done} measured trials kept" if done else ""
-        workers = f", {self.parallel} local workers" if self.parallel > 1 else ""
+        workers = f", {settings.local_workers} local workers" if settings.local_workers > 1 else ""
         self._print(
             f"harness: searching {settings.space.name} on {settings.device.name} "
             f"({settings.n_trials} trials, budgets: {budgets}, sampler {settings.sampler}, "
@@ -41,8 +38,6 @@ class Progress:
         )
 
     def on_trial(self, outcome: Any, study: Any) -> None:
-        if outcome.state != TrialState.PRUNED:
-            self.durations.append(outcome.duration_s)
         # counted here rather than read from the study: local workers report trials in batches
         self.finished += counts_as_measured(outcome.state, outcome.record)
         record = outcome.record
@@ -61,14 +56,19 @@ class Progress:
             detail = f"rejected {gmacs}: {record.get('rejected', '')}"
         else:
             detail = f"FAILED: {record.get('error', 'unknown error')}"
-        remaining = max(self.n_trials - self.finished, 0)
-        eta = (sum(self.durations) / len(self.durations) * remaining / self.parallel
-               if self.durations else 0.0)
+        elapsed = time.perf_counter() - self.started
         self._print(
             f"[{self.finished:>3}/{self.n_trials}] trial {outcome.number}: {detail} | "
-            f"{_best_so_far(study)} | elapsed {_clock(time.perf_counter() - self.started)} "
-            f"ETA {_clock(eta)}"
+            f"{_best_so_far(study)} | elapsed {_clock(elapsed)} ETA {self._eta(elapsed)}"
         )
+
+    def _eta(self, elapsed: float) -> str:
+        """From this run's pace: rejected and early-stopped candidates, and parallel workers,
+        are in it."""
+        done = self.finished - self.finished_before
+        if not done:
+            return "-:--"
+        return _clock(elapsed / done * max(self.n_trials - self.finished, 0))
 
     def finish(self, study: Any) -> None:
         self._print(f"harness: done in {_clock(time.perf_counter() - self.started)}; "

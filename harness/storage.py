@@ -18,18 +18,21 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import psutil
+import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import StudyError
 
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 60
+SCHEMA_ATTEMPTS = 3
 NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p",
                                   "lustre", "glusterfs", "ceph", "fuse.glusterfs"})
 
@@ -42,11 +45,7 @@ def open_storage(storage: str, concurrent: bool = False) -> optuna.storages.Base
                          "postgresql://... across hosts")
     try:
         if "://" in storage:
-            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    storage, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
-                    heartbeat_stale_trial_callback=retry_once)
+            return _rdb_storage(storage)
         path = Path(storage)
         path.parent.mkdir(parents=True, exist_ok=True)
         file_system = file_system_type(path.parent)
@@ -62,6 +61,24 @@ def open_storage(storage: str, concurrent: bool = False) -> optuna.storages.Base
             f"cannot open storage {storage!r} ({type(error).__name__}: {error}); expected a "
             f"journal-file path or an RDB URL such as postgresql://user@host/db"
         ) from None
+
+
+def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage with heartbeats. Processes that open a new, empty database together
+    race to create its tables; the losers fail on "already exists" and simply open it again."""
+
+    def connect() -> optuna.storages.RDBStorage:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+                heartbeat_stale_trial_callback=retry_once)
+
+    for _ in range(SCHEMA_ATTEMPTS - 1):
+        with contextlib.suppress(sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            return connect()
+        time.sleep(0.5)
+    return connect()
 
 
 def is_shared_storage(storage: str | None) -> bool:

@@ -54,6 +54,7 @@ RESULT_SCHEMA_VERSION = 1
 INPUT_SEED = 0
 MAX_REJECTED_IN_A_ROW = 2000
 STORAGE_FILE = "study.journal"
+METADATA_WAIT_S = 30  # for the process that created the study to store its metadata
 
 
 def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -164,15 +165,7 @@ def counts_as_measured(state: TrialState, user_attrs: dict[str, Any]) -> bool:
 def create_or_resume(settings: SearchSettings) -> optuna.Study:
     storage = open_storage(settings.storage or default_storage(settings.out_dir),
                            concurrent=settings.concurrent)
-    try:
-        study = optuna.load_study(study_name=settings.study_name, storage=storage)
-    except KeyError:
-        study = optuna.create_study(
-            study_name=settings.study_name, storage=storage, directions=list(DIRECTIONS)
-        )
-        for key, value in settings.metadata().items():
-            study.set_user_attr(key, value)
-        study.set_user_attr("result_schema_version", RESULT_SCHEMA_VERSION)
+    study = _create_or_load(settings, storage)
     _check_same_search(study, settings)
     recover_orphans(study)
     # A resumed run must not replay the proposals the first run already made, nor a worker the
@@ -181,6 +174,25 @@ def create_or_resume(settings: SearchSettings) -> optuna.Study:
     if seed is not None and settings.concurrent:
         seed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
     study.sampler = SAMPLERS[settings.sampler](seed)
+    return study
+
+
+def _create_or_load(settings: SearchSettings, storage: optuna.storages.BaseStorage
+                    ) -> optuna.Study:
+    """Create the study with its metadata, or load it: processes started together race to
+    create it, and the losers wait for the winner's metadata."""
+    try:
+        study = optuna.create_study(study_name=settings.study_name, storage=storage,
+                                    directions=list(DIRECTIONS))
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=settings.study_name, storage=storage)
+        deadline = time.monotonic() + METADATA_WAIT_S
+        while "result_schema_version" not in study.user_attrs and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return study
+    for key, value in settings.metadata().items():
+        study.set_user_attr(key, value)
+    study.set_user_attr("result_schema_version", RESULT_SCHEMA_VERSION)  # last: metadata complete
     return study
 
 
@@ -211,35 +223,56 @@ def run_search(
     inputs = _inputs(settings)
     inherited = shared_weights(settings.space)
     try:
-        with _interrupt_requests(graceful=settings.is_worker) as interrupt:
-            _run_trials(study, settings, inputs, inherited, on_trial, interrupt)
+        with _interrupt_requests(graceful=settings.is_worker) as interrupts:
+            _run_trials(study, settings, inputs, inherited, on_trial, interrupts)
     except KeyboardInterrupt:
         raise SearchInterrupted(study) from None
     return study
 
 
-@contextlib.contextmanager
-def _interrupt_requests(graceful: bool = False) -> Iterator[threading.Event]:
-    """SIGINT raises KeyboardInterrupt as usual and also sets the yielded event; with
-    ``graceful`` (workers), SIGINT and SIGTERM only set the event, so the current trial finishes.
+class Interrupts:
+    """SIGINT (and, for workers, SIGTERM) while a search runs.
 
-    A KeyboardInterrupt raised while Python runs a finaliser (a tensor or file being freed) is
-    printed and swallowed; the event lets the loop stop at the next trial all the same.
+    A plain search raises KeyboardInterrupt at once; a worker (``graceful``) only records the
+    request, so its current trial finishes. Either way ``requested`` is set: a KeyboardInterrupt
+    raised while Python runs a finaliser is printed and swallowed, and the loop must stop anyway.
+    Inside ``deferred()`` the KeyboardInterrupt waits for ``raise_if_requested``: between asking
+    for a trial and recording whose it is, an interrupted trial could never be recovered.
     """
-    requested = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield requested  # signal handlers can only be set from the main thread
-        return
 
-    def on_signal(signum: int, frame: Any) -> None:
-        requested.set()
-        if not graceful:
+    def __init__(self, graceful: bool) -> None:
+        self.graceful = graceful
+        self.requested = threading.Event()
+        self._deferring = False
+
+    def on_signal(self, signum: int, frame: Any) -> None:
+        self.requested.set()
+        if not self.graceful and not self._deferring:
             raise KeyboardInterrupt
 
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+
+    def raise_if_requested(self) -> None:
+        if self.requested.is_set() and not self.graceful:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupt_requests(graceful: bool = False) -> Iterator[Interrupts]:
+    interrupts = Interrupts(graceful)
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupts  # signal handlers can only be set from the main thread
+        return
     signals = (signal.SIGINT, signal.SIGTERM) if graceful else (signal.SIGINT,)
-    previous = {number: signal.signal(number, on_signal) for number in signals}
+    previous = {number: signal.signal(number, interrupts.on_signal) for number in signals}
     try:
-        yield requested
+        yield interrupts
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -251,7 +284,7 @@ def _run_trials(
     inputs: dict[int, torch.Tensor],
     shared_weights: dict[str, torch.Tensor] | None,
     on_trial: Callable[[TrialOutcome, optuna.Study], None] | None,
-    interrupt: threading.Event,
+    interrupts: Interrupts,
 ) -> None:
     rejected_in_a_row, finished_here, started = 0, 0, time.monotonic()
 
@@ -266,7 +299,7 @@ def _run_trials(
         return measured_count(study) + running < settings.n_trials or retries_waiting(study)
 
     while more_to_do():
-        if interrupt.is_set():
+        if interrupts.requested.is_set():
             if settings.is_worker:
                 return  # the current trial has finished: a graceful stop
             raise KeyboardInterrupt
@@ -276,7 +309,7 @@ def _run_trials(
                 f"too little of the space: loosen it or pin keys with --set"
             )
         start = time.perf_counter()
-        trial = _run_one_trial(study, settings, inputs, shared_weights)
+        trial = _run_one_trial(study, settings, inputs, shared_weights, interrupts)
         rejected_in_a_row = rejected_in_a_row + 1 if "rejected" in trial.user_attrs else 0
         finished_here += trial.state in (TrialState.COMPLETE, TrialState.FAIL)
         # another process on this host may have died meanwhile: its trial is retried here
@@ -291,33 +324,36 @@ def _run_one_trial(
     settings: SearchSettings,
     inputs: dict[int, torch.Tensor],
     shared_weights: dict[str, torch.Tensor] | None,
+    interrupts: Interrupts,
 ) -> FrozenTrial:
-    """Ask, evaluate and tell one trial; every outcome but an interruption is recorded."""
-    with warnings.catch_warnings():
+    """Ask, evaluate and tell one trial; every outcome is recorded, an interruption included."""
+    with interrupts.deferred(), warnings.catch_warnings():
         # Optuna warns that heartbeats are meant for Study.optimize: harness.storage.heartbeat
         # beats for ask-and-tell trials
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         trial = study.ask()
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+    values, attrs = None, {}
     try:
+        interrupts.raise_if_requested()
         with heartbeat(study, trial):
-            values = evaluate(trial, settings, inputs, shared_weights)
+            values, state = evaluate(trial, settings, inputs, shared_weights), TrialState.COMPLETE
     except BudgetRejected:
-        study.tell(trial, state=TrialState.PRUNED)
+        state = TrialState.PRUNED
     except AccuracyPruned as reason:
-        trial.set_user_attr("pruned", str(reason))
-        study.tell(trial, state=TrialState.PRUNED)
+        state, attrs = TrialState.PRUNED, {"pruned": str(reason)}
     except KeyboardInterrupt:
-        trial.set_user_attr("interrupted", True)
-        trial.set_user_attr("error", "interrupted by the user; re-run")
-        study.tell(trial, state=TrialState.FAIL)
-        raise
+        state, attrs = TrialState.FAIL, {"interrupted": True,
+                                         "error": "interrupted by the user; re-run"}
     except Exception as error:  # noqa: BLE001 - a failing candidate must not stop the study
-        trial.set_user_attr("error", f"{type(error).__name__}: {error}")
-        study.tell(trial, state=TrialState.FAIL)
-    else:
-        study.tell(trial, values)
+        state, attrs = TrialState.FAIL, {"error": f"{type(error).__name__}: {error}"}
+    with interrupts.deferred():  # recorded whole, or a second Ctrl-C leaves the trial RUNNING
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, values, state=state)
+    if "interrupted" in attrs:
+        raise KeyboardInterrupt
     return study.get_trials(deepcopy=False)[trial.number]
 
 

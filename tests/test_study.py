@@ -12,7 +12,7 @@ from harness.cost import estimate_cost
 from harness.devices import get_device
 from harness.errors import StudyError
 from harness.space import load_space
-from harness.study import SearchSettings, measured_count, run_search
+from harness.study import Interrupts, SearchSettings, measured_count, run_search
 
 
 def _settings(space_file: Path, device_file: Path, tmp_path: Path, **overrides) -> SearchSettings:
@@ -139,3 +139,23 @@ def test_an_interrupt_swallowed_mid_trial_still_stops_the_search(tiny_space_file
         run_search(settings, on_trial=interrupt_and_swallow)
     assert len(stopped.value.study.trials) == 1
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_ctrl_c_between_asking_and_recording_the_owner_waits():
+    """Between ``study.ask()`` and recording the trial's host and process, a KeyboardInterrupt
+    would leave a RUNNING trial that no later run can tell is orphaned: it is held back."""
+    interrupts = Interrupts(graceful=False)
+    with interrupts.deferred():
+        interrupts.on_signal(2, None)  # no KeyboardInterrupt here
+    assert interrupts.requested.is_set()
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.raise_if_requested()
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.on_signal(2, None)  # outside ``deferred``: at once
+
+
+def test_a_worker_is_never_interrupted_mid_trial():
+    interrupts = Interrupts(graceful=True)
+    interrupts.on_signal(15, None)
+    interrupts.raise_if_requested()  # a worker stops after its trial, not inside it
+    assert interrupts.requested.is_set()

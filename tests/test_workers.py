@@ -242,13 +242,13 @@ def test_a_stale_heartbeat_on_postgresql_fails_and_requeues_the_trial(postgres_u
 FPGA_SPACE = WIDE_SPACE + "  precision: int8\n"
 
 
-def _search(tmp_path: Path, *extra: str) -> subprocess.Popen:
-    """``harness search`` on the FPGA profile: estimated, so local workers may share the host.
-    Options in ``extra`` override the defaults here (argparse keeps the last)."""
+def _search(tmp_path: Path, *extra: str, command: str = "search") -> subprocess.Popen:
+    """``harness search`` (or ``worker``) on the FPGA profile: estimated, so local workers may
+    share the host. Options in ``extra`` override the defaults here (argparse keeps the last)."""
     space = tmp_path / "fpga.yaml"
     space.write_text(FPGA_SPACE)
     return subprocess.Popen(
-        [sys.executable, "-m", "harness", "search", "--space", str(space), "--device", "zcu102",
+        [sys.executable, "-m", "harness", command, "--space", str(space), "--device", "zcu102",
          "--accuracy", "proxy:params", "--sampler", "random", "--out", str(tmp_path / "out"),
          "--study", "s",
          *extra],
@@ -308,17 +308,33 @@ def test_local_workers_are_refused_on_a_device_timed_on_this_host(tmp_path, fast
     assert not (tmp_path / "out").exists()
 
 
-def test_the_same_search_on_several_hosts_fills_one_postgresql_study(postgres_url, tmp_path):
-    """Two ``harness search`` processes on one PostgreSQL study (two hosts, as far as the study
-    can tell): each draws from its own seed and they stop together at --trials."""
-    study = f"hosts-{time.monotonic_ns()}"
-    searches = [_search(tmp_path, "--trials", "10", "--storage", postgres_url, "--study", study,
-                        "--out", str(tmp_path / name), "--quiet") for name in ("a", "b")]
-    for search in searches:
-        _, err = search.communicate(timeout=300)
-        assert search.returncode == 0, err
-    complete = [t for t in _trials(postgres_url, study) if t.state == TrialState.COMPLETE]
-    assert 10 <= len(complete) <= 11
-    assert {t.user_attrs["pid"] for t in complete} == {s.pid for s in searches}
+def _new_database(server_url: str) -> str:
+    """A new, empty database on the test server: its tables do not exist yet."""
+    import psycopg
+
+    name = f"fresh_{time.monotonic_ns()}"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+# Several hosts run the same search on PostgreSQL; on one host's journal file, workers.
+@pytest.mark.parametrize(("kind", "command"), [("journal", "worker"), ("postgresql", "search")])
+def test_processes_started_together_on_a_new_storage_share_one_study(kind, command, tmp_path,
+                                                                     request):
+    """Started at the same moment on an empty storage, they race to create the database tables
+    and the study: all must join the one study and stop together."""
+    storage = (str(tmp_path / "shared.journal") if kind == "journal"
+               else _new_database(request.getfixturevalue("postgres_url")))
+    processes = [_search(tmp_path, "--trials", "2" if command == "worker" else "6", "--storage",
+                         storage, "--out", str(tmp_path / name), "--quiet", command=command)
+                 for name in ("a", "b", "c")]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    [study] = optuna.get_all_study_names(open_storage(storage))
+    complete = [t for t in _trials(storage, study) if t.state == TrialState.COMPLETE]
+    # workers run 2 trials each; searches stop at 6, or a little over when two take the last place
+    assert len(complete) == 6 if command == "worker" else 6 <= len(complete) <= 8
     keys = [t.user_attrs["config_key"] for t in complete]
     assert len(keys) == len(set(keys))

@@ -280,7 +280,7 @@ def _failed_table(data: ReportData) -> str:
 
 def _all_trials_table(data: ReportData) -> str:
     header = ["trial", "state", "feasible", "GMACs", "params (M)", "latency median (ms)",
-              "accuracy estimate", "measured by", "note", "config"]
+              "accuracy estimate", "run by", "note", "config"]
     rows = []
     for t in data.trials:
         latency = t.get("latency_ms")

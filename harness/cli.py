@@ -889,9 +889,31 @@ def main(argv: list[str] | None = None) -> int:
     except HarnessError as error:
         if debug:
             traceback.print_exc()
-        print(f"harness: error: {error}", file=sys.stderr)
+        print(f"harness: error: {one_line(str(error))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before a command could take over (imports, start-up)
+        if debug:
+            traceback.print_exc()
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+
+
+MAX_ERROR_CHARS = 1000
+
+
+def one_line(message: str) -> str:
+    """An error message as one line of readable length: newlines (database drivers) become
+    spaces, and an over-long middle is cut, keeping the start (what failed) and the end (what
+    is valid)."""
+    line = " ".join(message.split())
+    if len(line) <= MAX_ERROR_CHARS:
+        return line
+    head, tail = MAX_ERROR_CHARS * 2 // 3, MAX_ERROR_CHARS // 3
+    return f"{line[:head]} [...] {line[-tail:]}"
 
 
 def console_main() -> None:
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # a second Ctrl-C while the first is being handled
+        sys.exit(130)

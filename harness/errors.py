@@ -6,6 +6,8 @@ one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import reprlib
+
 
 class HarnessError(Exception):
     """Base class for every error that is the user's input, not a bug."""
@@ -29,3 +31,18 @@ class DeviceError(HarnessError):
 
 class StudyError(HarnessError):
     """A study cannot be created, resumed or read."""
+
+
+class FileError(HarnessError):
+    """A file or directory the user named cannot be read or written, or is not what it should be."""
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 8
+
+
+def shorten(value: object) -> str:
+    """``repr(value)`` cut to a readable length, for echoing user input in an error message: a
+    200,000-item list must not make a megabyte-long line."""
+    return _SHORT.repr(value)

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import FileError, HarnessError
+from harness.files import read_text
 
 
 class _Loader(yaml.SafeLoader):
@@ -52,10 +53,11 @@ def read_named_or_path(
 ) -> tuple[str, str]:
     """(text, source) of a bundled file by name or of a file by path; ``what`` names it in errors."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise error(f"{what} file not found: {name_or_path}")
-        return path.read_text(), str(path)
+    if path.suffix in (".yaml", ".yml") or path.exists() or path.is_symlink():
+        try:
+            return read_text(path, f"{what} file"), str(path)
+        except FileError as problem:
+            raise error(str(problem)) from None
     names = bundled_names(package)
     if name_or_path not in names:
         raise error(

@@ -102,5 +102,5 @@ def test_space_errors_name_file_key_and_valid_values(text, message):
 def test_unknown_space_lists_the_bundled_ones():
     with pytest.raises(SearchSpaceError, match="unknown search space 'vit_huge'; valid: .*vit_small, vit_tiny"):
         load_space("vit_huge")
-    with pytest.raises(SearchSpaceError, match="search space file not found"):
+    with pytest.raises(SearchSpaceError, match="search space file missing.yaml: no such file"):
         load_space("missing.yaml")

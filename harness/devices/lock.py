@@ -1,9 +1,11 @@
 """One timer per device: latency measurements on one physical device never overlap.
 
 Several harness processes on one host (local workers, a second search) would otherwise time the
-same CPU or GPU at once and measure each other. The lock is an ``flock`` on a file in the host's
-temporary directory: the operating system releases it when its holder exits or is killed, so a
-killed worker never leaves a stale lock behind.
+same CPU or GPU at once and measure each other. The lock is an ``flock`` on a file in a private
+directory of the host's temporary directory: the operating system releases it when its holder
+exits or is killed, so a killed worker never leaves a stale lock behind. The directory belongs to
+this user and nobody else may write in it, and the file is opened without following symbolic
+links, so a link planted at its name cannot make the harness overwrite another file.
 """
 
 from __future__ import annotations
@@ -11,24 +13,44 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.errors import DeviceError
+from harness.files import safe_name
+
+
+def lock_dir() -> Path:
+    """``$TMPDIR/harness-<uid>``, created 0700; refused unless it is a real directory of ours."""
+    path = Path(tempfile.gettempdir()) / f"harness-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise DeviceError(f"timing-lock directory {path} is not a private directory of this user "
+                          "(a link, another owner, or writable by others); remove it")
+    return path
+
 
 def lock_path(device: str) -> Path:
-    return Path(tempfile.gettempdir()) / f"harness-timing-{device}.lock"
+    return lock_dir() / f"timing-{safe_name(device)}.lock"
 
 
 @contextlib.contextmanager
 def exclusive_timing(device: str) -> Iterator[None]:
     """Hold the timing lock of ``device`` on this host; say so when another process has it."""
-    with open(lock_path(device), "a+") as handle:
+    path = lock_path(device)
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise DeviceError(f"cannot open the timing lock {path} ({error.strerror})") from None
+    with os.fdopen(descriptor, "r+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
             holder = handle.read().strip() or "another process"
             print(f"harness: waiting for device {device!r}: process {holder} on this host is "
                   "timing it (measurements on one device never overlap)", file=sys.stderr,

@@ -3,6 +3,10 @@
 FLOP units follow the ViT papers' convention (their "FLOPs" are multiply-accumulates), so
 ``1gflop`` and ``1gmac`` are the same budget. A budget is a hard constraint: Optuna sees
 ``(value - limit) / limit``, feasible when <= 0.
+
+Spaces between the number and the unit are allowed (``"1 gflop"``); a budget is kept in its
+canonical spelling (``1gflop``), so both name the same study. Latency budgets below
+``MIN_LATENCY_MS`` are refused: no ViT runs faster than one timed call's own overhead.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ _UNITS: dict[str, dict[str, float]] = {
     "params": {"mparams": 1e6, "kparams": 1e3, "gparams": 1e9, "params": 1.0},
     "latency_ms": {"ms": 1.0, "s": 1e3, "us": 1e-3},
 }
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]+)\s*$")
+_PATTERN = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*([a-z]+)\s*$")
+# A Python call of a PyTorch module, or one CUDA kernel launch, costs several microseconds.
+MIN_LATENCY_MS = 0.01
 VALID_FORMS = "a number and a unit, e.g. 1gflop, 500mflop, 1.5gmac, 5ms, 20mparams"
 
 
@@ -51,8 +57,12 @@ def parse_budget(text: str) -> Budget:
     for metric, suffixes in _UNITS.items():
         if suffix in suffixes:
             if number <= 0:
-                raise BudgetError(f"budget {text!r} must be positive")
-            return Budget(metric=metric, limit=number * suffixes[suffix], text=text)
+                raise BudgetError(f"budget {text!r} must be positive; expected {VALID_FORMS}")
+            limit = number * suffixes[suffix]
+            if metric == "latency_ms" and limit < MIN_LATENCY_MS:
+                raise BudgetError(f"latency budget {text!r} is below {MIN_LATENCY_MS} ms, the "
+                                  "overhead of one timed call: no candidate can meet it")
+            return Budget(metric=metric, limit=limit, text=f"{match.group(1).lstrip('+')}{suffix}")
     valid = sorted({s for suffixes in _UNITS.values() for s in suffixes})
     raise BudgetError(f"unknown budget unit {suffix!r} in {text!r}; valid units: {', '.join(valid)}")
 

@@ -33,12 +33,21 @@ def test_budget_strings(text, metric, limit):
         ("1gigaflop", "unknown budget unit 'gigaflop' in '1gigaflop'; valid units: "),
         ("fast", "cannot parse budget 'fast'; expected a number and a unit"),
         ("0ms", "must be positive"),
-        ("-1gflop", "cannot parse budget"),
+        ("-1gflop", "budget '-1gflop' must be positive"),
+        ("-3ms", "budget '-3ms' must be positive"),
+        ("0.001ms", "latency budget '0.001ms' is below 0.01 ms"),
+        ("1 g flop", "cannot parse budget"),
     ],
 )
 def test_bad_budget_strings(text, message):
     with pytest.raises(BudgetError, match=message):
         parse_budget(text)
+
+
+@pytest.mark.parametrize("text", ["1 gflop", " 1GFLOP ", "1gflop", "+1gflop"])
+def test_a_budget_is_kept_in_its_canonical_spelling(text):
+    budget = parse_budget(text)
+    assert (budget.text, budget.limit) == ("1gflop", 1e9)
 
 
 def test_two_budgets_on_one_metric_are_refused():

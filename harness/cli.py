@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 import json
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -33,6 +34,12 @@ class UsageError(HarnessError):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse takes "-3ms" for an unknown option ("expected one argument"); as a value it
+        # gets the message that names it (no option of ours starts with a digit).
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
@@ -198,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser(
         "compare", help="base-vs-head comparison of benchmark results (PR reports)",
         description="Compare two sets of benchmark results (directories or files written by "
-        "'harness bench'): per entry the change of the median with its 95%% CI, the Mann-Whitney "
+        "'harness bench'): per entry the change of the median with its 95% CI, the Mann-Whitney "
         "U p-value (Holm-corrected across entries) and a decision against the entry's threshold.",
     )
     compare.add_argument("base", type=Path, nargs="?",
@@ -231,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rank-check", help="how well an accuracy estimator ranks a space's architectures",
         description="Sample N architectures of a space, score each with the estimator and with "
         "a reference (short training, a table, or another proxy) and report Kendall's tau and "
-        "Spearman's rho with bootstrap 95%% CIs; search reports then quote the measured tau.",
+        "Spearman's rho with bootstrap 95% CIs; search reports then quote the measured tau.",
     )
     rank.add_argument("--space", default=DEFAULT_SPACE,
                       help=f"bundled space name or YAML path (default {DEFAULT_SPACE})")
@@ -252,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser(
         "history", help="trends of benchmark results over commits, with change points",
         description="Write a self-contained HTML page with, per suite entry and machine, the "
-        "median latency over commits with its 95%% CI band, detected step changes (binary "
+        "median latency over commits with its 95% CI band, detected step changes (binary "
         "segmentation with Mann-Whitney U) and your annotations.",
     )
     history.add_argument("results", type=Path, help="a results directory of 'harness bench'")

@@ -115,6 +115,20 @@ def test_help_lists_the_commands():
     assert "--budget" in _run("search", "--help").stdout
 
 
+COMMANDS = ["search", "worker", "measure", "report", "bench-knobs", "devices", "bench", "compare",
+            "rank-check", "history", "spaces", "hls show", "hls import", "hls calibrate",
+            "hls synth"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_help_page_renders_its_percent_signs(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command.split(), "--help"])
+    assert exit_info.value.code == 0
+    page = capsys.readouterr().out
+    assert "usage: harness" in page and "%%" not in page
+
+
 def _wait_for_complete_trials(storage: Path, n: int, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -377,6 +377,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from harness.config import parse_set_options
     from harness.devices import get_device
     from harness.environment import capture_environment
+    from harness.files import check_writable_dir, named_child, renamed_note
     from harness.local_workers import run_local_workers
     from harness.progress import Progress
     from harness.rank_check import known_rank_checks
@@ -418,12 +419,15 @@ def cmd_search(args: argparse.Namespace) -> int:
             "taken while other workers compute here would measure their load; use --workers "
             "with an estimated device (e.g. --device zcu102), or one 'harness worker' per host")
     space, capability_notes = restrict_to_device(space, device, args.keep_unaccelerated)
-    for note in [] if local_worker else capability_notes:  # its parent printed them
-        print(f"harness: note: {note}", file=sys.stderr)
     protocol = _protocol(device, args)
     check_device_fits(space, device, protocol.batch_size)
-    study_name = args.study or "-".join([space.name, device.name, *(b.text.lower() for b in budgets)])
-    out_dir = args.out or Path("reports") / study_name
+    study_name = args.study or "-".join([space.name, device.name, *(b.text for b in budgets)])
+    out_dir = args.out or named_child(Path("reports"), study_name)
+    check_writable_dir(out_dir)
+    if args.storage and "://" not in args.storage:
+        check_writable_dir(Path(args.storage).parent, "storage directory")
+    # Notes wait until every input has been checked: an error stays the only line printed.
+    notes = [*capability_notes, *([renamed_note("study name", study_name)] if not args.out else [])]
     settings = SearchSettings(
         space=space, device=device, estimator=estimator, protocol=protocol,
         budgets=budgets, n_trials=args.trials or 0, seed=args.seed, sampler=args.sampler,
@@ -445,6 +449,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         study.set_user_attr("estimator_rank_checks", [
             check.summary() for check in known_rank_checks(space.name, estimator.spec)])
         study.set_user_attr("capability_notes", capability_notes)
+        for note in filter(None, notes):
+            print(f"harness: note: {note}", file=sys.stderr)
         progress.start(settings, study)
 
     if local_worker:  # its parent shows the progress and writes the report

@@ -35,7 +35,15 @@ ISA_FLAGS_OF_INTEREST = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni",
                                    "avx512_fp16", "amx_bf16", "amx_int8", "amx_fp16"})
 
 
+# Replaces the detected instruction-set flags (space- or comma-separated), to see what the
+# harness does on another CPU: the test suite runs with it set both with and without avx512_bf16.
+CPU_FLAGS_VARIABLE = "HARNESS_CPU_FLAGS"
+
+
 def cpu_flags() -> frozenset[str]:
+    forced = os.environ.get(CPU_FLAGS_VARIABLE)
+    if forced is not None:
+        return frozenset(forced.replace(",", " ").split())
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("flags"):
@@ -127,6 +135,7 @@ class CpuDevice(MeasuredDevice):
             "affinity": cpu_affinity(),
             "cpu_freq_mhz": cpu_frequency_mhz(),
             "isa_flags": sorted(cpu_flags() & ISA_FLAGS_OF_INTEREST),
+            "isa_flags_forced_by": CPU_FLAGS_VARIABLE if CPU_FLAGS_VARIABLE in os.environ else None,
             "quantized_engine": torch.backends.quantized.engine,
         }
 

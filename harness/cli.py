@@ -77,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_options(measure)
     measure.add_argument("--device", default=DEFAULT_DEVICE, help="device profile name or path")
-    measure.add_argument("--accuracy", default=DEFAULT_ESTIMATOR,
-                         help=f"accuracy estimator (default {DEFAULT_ESTIMATOR})")
+    measure.add_argument("--accuracy", metavar="SPEC",
+                         help="also estimate accuracy with this estimator, e.g. proxy:dss or "
+                         f"{DEFAULT_ESTIMATOR} (default: none, so cost and latency come at once)")
     measure.add_argument("--no-latency", action="store_true",
-                         help="count cost only; build nothing on the device")
+                         help="count cost (and estimate accuracy, with --accuracy) only; build "
+                         "nothing on the device")
     _add_measurement_options(measure)
     measure.add_argument("--json", action="store_true", help="print one JSON object")
     measure.set_defaults(handler=cmd_measure)
@@ -499,13 +501,14 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from harness.devices import get_device
     from harness.environment import capture_environment
     from harness.models import build_model
-    from harness.study import measure_candidate
+    from harness.study import estimate_accuracy, measure_candidate
 
     config = _config_from_args(args)
-    estimator = get_estimator(args.accuracy)
+    estimator = get_estimator(args.accuracy) if args.accuracy else None
     device = get_device(args.device)
     analytic = estimate_cost(config)
-    traced = count_cost_fvcore(build_model(config), config)
+    model = build_model(config)
+    traced = count_cost_fvcore(model, config)
     result: dict[str, Any] = {
         "arch": str(args.config) if args.config else args.arch,
         "config": config.to_dict(),
@@ -522,6 +525,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
     }
     if not args.no_latency:
         result.update(measure_candidate(config, device, estimator, _protocol(device, args)))
+    elif estimator is not None:
+        result["accuracy"] = estimate_accuracy(model, config, estimator)
     result["env"] = capture_environment(device)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -569,7 +574,12 @@ def _print_measurement(result: dict[str, Any]) -> None:
                   f"{energy['idle_power_w']:.1f} W; {energy['reason']})")
         if result["throttled"]:
             print(f"  THROTTLED   {result['conditions'].get('throttle_reasons', 'see conditions')}")
-        print(f"  accuracy    {result['accuracy']['value']:.4f} ({result['accuracy']['estimator']})")
+    if "accuracy" in result:
+        accuracy = result["accuracy"]
+        print(f"  accuracy    {accuracy['value']:.4f} ({accuracy['estimator']})")
+    else:
+        print("  accuracy    not estimated (give --accuracy SPEC, e.g. proxy:dss or "
+              f"{DEFAULT_ESTIMATOR})")
 
 
 def _print_estimate(lat: dict[str, Any], fpga: dict[str, Any], protocol: dict[str, Any]) -> None:

@@ -542,17 +542,24 @@ def measure_candidate(
                              generator=generator)
     result: dict[str, Any] = {"knobs": [k.to_dict() for k in device.knob_support(config)]}
     if estimator is not None:
-        # Scored on the fp32 model: the estimators see masks and token reduction, not precision.
         start = time.perf_counter()
-        value = estimator.estimate(model, config, report)
+        result["accuracy"] = estimate_accuracy(model, config, estimator, report)
         phase_s["accuracy"] = time.perf_counter() - start
-        result["accuracy"] = {"value": value, "estimator": estimator.spec}
     evaluation = device.evaluate(config, model, inputs, protocol)
     phase_s.update(evaluation.pop("phase_s"))
     result.update(evaluation)
     result["phase_s"] = phase_s
     result["harness_version"] = harness.__version__
     return result
+
+
+def estimate_accuracy(model: torch.nn.Module, config: CandidateConfig,
+                      estimator: BaseAccuracyEstimator,
+                      report: ReportIntermediate | None = None) -> dict[str, Any]:
+    """The estimator's score of ``model`` with the spec that produced it.
+
+    Scored on the fp32 model: the estimators see masks and token reduction, not precision."""
+    return {"value": estimator.estimate(model, config, report), "estimator": estimator.spec}
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:

@@ -57,6 +57,23 @@ def test_measure_json_with_latency(fast_device_file, capsys):
                        "idle_power_w": None, "windows": 0, "window_s": None}
 
 
+def test_measure_estimates_accuracy_only_when_asked_even_without_latency(fast_device_file,
+                                                                          monkeypatch, capsys):
+    assert main(["measure", "--arch", "deit_tiny", "--accuracy", "proxy:synflow", "--no-latency",
+                 "--json"]) == 0
+    accuracy = json.loads(capsys.readouterr().out)["accuracy"]
+    assert accuracy["estimator"] == "proxy:synflow" and accuracy["value"] > 0
+
+    def never(*args, **kwargs):
+        raise AssertionError("no estimator runs unless --accuracy is given")
+
+    monkeypatch.setattr("harness.study.estimate_accuracy", never)
+    assert main(["measure", "--arch", "deit_tiny", "--device", str(fast_device_file),
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "accuracy" not in result and result["latency_ms"]["n"] >= 10
+
+
 def test_devices_lists_every_profile_with_presence_and_reason(capsys):
     assert main(["devices", "--json"]) == 0
     rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}

@@ -119,12 +119,18 @@ def test_a_raising_report_stops_training():
     assert calls == [10]
 
 
-def test_time_budget_trains_for_about_that_long():
-    import time
+def test_a_time_budget_stops_training_once_the_steps_add_up_to_it(monkeypatch):
+    """On a fake clock where every step takes 0.125 s, ``@1s`` is eight steps: no wall clock."""
+    import types
 
-    start = time.perf_counter()
-    accuracy = get_estimator("train:digits@1s").estimate(None, TINY)
-    assert 1 <= time.perf_counter() - start < 5
+    ticks = iter(range(1000))
+    monkeypatch.setattr("harness.accuracy.training.time",
+                        types.SimpleNamespace(perf_counter=lambda: 0.125 * next(ticks)))
+    reports: list[int] = []
+    accuracy = get_estimator("train:digits@1s").estimate(
+        None, TINY, lambda step, _: reports.append(step))
+    assert reports == [2, 4, 6]  # at a quarter, half and three quarters of the budget
+    assert next(ticks) == 16  # eight steps, each reading the clock before and after
     assert 0 <= accuracy <= 1
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,11 +24,12 @@ import torch
 from harness.config import CandidateConfig, parse_set_options
 from harness.cost import estimate_cost
 from harness.devices.base import KnobSupport, MeasuredDevice, inference_context
+from harness.devices.lock import exclusive_timing
 from harness.errors import ConfigError
 from harness.knobs import BASELINE
 from harness.models import build_model
 from harness.stats import median_ci
-from harness.timing import MeasurementProtocol
+from harness.timing import MeasurementProtocol, warm_up
 
 SCHEMA_VERSION = 1
 MODEL_SEED = 0  # dense and knob model share it: identical weights apart from the knob
@@ -107,6 +107,7 @@ class KnobRow:
     round_speedups: list[float]
     accelerated: bool  # the device runs every knob of the setting faster (knob_support)
     how: str
+    warmup_steady: bool
     knobs: list[dict[str, Any]] = field(repr=False)
 
     @property
@@ -179,14 +180,6 @@ def _time_calls(device: MeasuredDevice, prepared: Prepared, iters: int) -> list[
         return [device.time_call(*prepared) for _ in range(iters)]
 
 
-def _warm_up(device: MeasuredDevice, prepared: Prepared, protocol: MeasurementProtocol) -> None:
-    """The device profile's warm-up: at least ``warmup_min_iters`` calls and ``warmup_min_s``."""
-    start, calls = time.perf_counter(), 0
-    while calls < protocol.warmup_min_iters or time.perf_counter() - start < protocol.warmup_min_s:
-        _time_calls(device, prepared, 1)
-        calls += 1
-
-
 @dataclass(frozen=True)
 class PairedTiming:
     """Every timed call of the dense and the knob model (ms), and each round's speed-up."""
@@ -194,6 +187,7 @@ class PairedTiming:
     dense_ms: list[float]
     knob_ms: list[float]
     round_speedups: list[float]
+    warmup_steady: bool  # both models' warm-up met the steadiness rule (else: warmup_max_s)
 
 
 def time_interleaved(
@@ -201,21 +195,25 @@ def time_interleaved(
     rounds: int, iters: int,
 ) -> PairedTiming:
     """Warm both models up, then ``rounds`` rounds of ``iters`` calls of each, the first model
-    alternating (ABBA...), so slow drift of the host cancels in each round's ratio of medians."""
-    _warm_up(device, dense, protocol)
-    _warm_up(device, knob, protocol)
-    dense_ms: list[float] = []
-    knob_ms: list[float] = []
-    ratios = []
-    for round_number in range(rounds):
-        dense_first = round_number % 2 == 0
-        first = _time_calls(device, dense if dense_first else knob, iters)
-        second = _time_calls(device, knob if dense_first else dense, iters)
-        dense_round, knob_round = (first, second) if dense_first else (second, first)
-        ratios.append(statistics.median(dense_round) / statistics.median(knob_round))
-        dense_ms += dense_round
-        knob_ms += knob_round
-    return PairedTiming(dense_ms, knob_ms, ratios)
+    alternating (ABBA...), so slow drift of the host cancels in each round's ratio of medians.
+
+    Like every measurement, it holds the device's timing lock and warms up by the protocol's
+    steadiness rule (``timing.warm_up``)."""
+    with exclusive_timing(device.name):
+        warm = [warm_up(lambda model=model: _time_calls(device, model, 1)[0], lambda: None,
+                        protocol) for model in (dense, knob)]
+        dense_ms: list[float] = []
+        knob_ms: list[float] = []
+        ratios = []
+        for round_number in range(rounds):
+            dense_first = round_number % 2 == 0
+            first = _time_calls(device, dense if dense_first else knob, iters)
+            second = _time_calls(device, knob if dense_first else dense, iters)
+            dense_round, knob_round = (first, second) if dense_first else (second, first)
+            ratios.append(statistics.median(dense_round) / statistics.median(knob_round))
+            dense_ms += dense_round
+            knob_ms += knob_round
+    return PairedTiming(dense_ms, knob_ms, ratios, all(w.steady for w in warm))
 
 
 def _how(support: list[KnobSupport]) -> str:
@@ -237,6 +235,7 @@ def _row(device: MeasuredDevice, arch: str, batch_size: int, setting: KnobSettin
         speedup=statistics.median(timing.round_speedups),
         speedup_ci95=median_ci(timing.round_speedups), round_speedups=timing.round_speedups,
         accelerated=all(s.accelerated for s in support), how=_how(support),
+        warmup_steady=timing.warmup_steady,
         knobs=[s.to_dict() for s in support],
     )
 
@@ -293,6 +292,9 @@ def _measurement(device: MeasuredDevice, rounds: int, iters: int) -> dict[str, A
                   "of median(dense) / median(knob), 95% CI of that median by order statistics "
                   "(the min-max range of the ratios below 6 rounds)",
         "rounds": rounds, "iters_per_round": iters, "threads": torch.get_num_threads(),
+        "warmup": "until steady (timing.warm_up), at least warmup_min_iters calls and "
+                  "warmup_min_s, at most warmup_max_s",
         "warmup_min_iters": protocol.warmup_min_iters, "warmup_min_s": protocol.warmup_min_s,
+        "warmup_max_s": protocol.warmup_max_s,
         "model_seed": MODEL_SEED, "input_seed": INPUT_SEED,
     }

@@ -108,10 +108,33 @@ def test_rounds_alternate_which_model_goes_first(device):
             calls.append(self.name)
 
     dense, knob = (Recorder("D"), None), (Recorder("K"), None)
-    protocol = MeasurementProtocol(warmup_min_iters=1, warmup_min_s=1e-9)
+    # warm-up stops after one call: its time limit is at once past, before it could be steady
+    protocol = MeasurementProtocol(warmup_min_iters=1, warmup_min_s=1e-9, warmup_max_s=1e-9)
     timing = time_interleaved(device, dense, knob, protocol, rounds=3, iters=2)
     assert "".join(calls) == "D" + "K" + "DDKK" + "KKDD" + "DDKK"
+    assert timing.warmup_steady is False
     assert len(timing.dense_ms) == len(timing.knob_ms) == 6 and len(timing.round_speedups) == 3
+
+
+def test_every_timed_call_holds_the_device_timing_lock(device, monkeypatch):
+    import contextlib
+
+    held: list[str] = []
+
+    @contextlib.contextmanager
+    def lock(name):
+        held.append(name)
+        yield
+        held.remove(name)
+
+    class Probe(torch.nn.Module):
+        def forward(self, inputs):
+            assert held == [device.name], "timed without the device's timing lock"
+
+    monkeypatch.setattr("harness.knob_bench.exclusive_timing", lock)
+    protocol = MeasurementProtocol(warmup_min_iters=1, warmup_min_s=1e-9, warmup_max_s=1e-9)
+    time_interleaved(device, (Probe(), None), (Probe(), None), protocol, rounds=2, iters=2)
+    assert held == []
 
 
 def test_parse_knob_keeps_list_values_whole():

@@ -660,19 +660,23 @@ def cmd_hls_import(args: argparse.Namespace) -> int:
     missing = [path for path in args.paths if not path.exists()]
     if missing:
         raise HlsReportError(f"{missing[0]}: no such file or directory")
-    result = import_reports(args.paths, device.name, device.target.part,
-                            args.clock_mhz or device.target.clock_mhz)
+    clock_mhz = device.target.clock_mhz if args.clock_mhz is None else args.clock_mhz
+    result = import_reports(args.paths, device.name, device.target.part, clock_mhz)
     if args.json:
         print(json.dumps({
             "device": device.name, "store": str(result.store),
             "stored": [str(p) for p in result.stored],
             "already_imported": [str(p) for p in result.already_imported],
+            "reclocked": [{"path": str(p), "previous_clock_mhz": c} for p, c in result.reclocked],
             "skipped": [{"path": str(p), "reason": r} for p, r in result.skipped],
         }, indent=2))
         return 0
     for path, reason in result.skipped:
         print(f"skipped {path}: {reason}")
+    for path, previous in result.reclocked:
+        print(f"re-imported {path} at {clock_mhz:g} MHz (it was stored with {previous:g} MHz)")
     print(f"{len(result.stored)} report(s) stored in {result.store}, "
+          f"{len(result.reclocked)} re-clocked, "
           f"{len(result.already_imported)} already there, {len(result.skipped)} skipped; "
           f"see 'harness hls calibrate --device {device.name}'")
     return 0

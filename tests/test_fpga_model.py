@@ -20,6 +20,7 @@ from harness.errors import DeviceError
 from harness.fpga.calibration import calibration_dir, fit_calibration, import_reports, load_entries
 from harness.fpga.estimate import Engine, FpgaTarget, estimate
 from harness.fpga.kernels import kernel, kernel_from_name
+from harness.fpga.records import HlsReportError
 from harness.models import preset_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hls"
@@ -57,6 +58,27 @@ def test_import_stores_versioned_json_once_and_skips_other_parts():
     assert entry["clock_mhz"] == 300.0 and len(entry["sha256"]) == 64
     again = import_reports([CALIBRATION], "zcu102", ZCU102_PART, 300.0)
     assert not again.stored and len(again.already_imported) == 23
+
+
+def test_a_report_imported_with_a_wrong_clock_is_re_imported_with_the_right_one():
+    import_reports([CALIBRATION], "zcu102", ZCU102_PART, 250.0)
+    fixed = import_reports([CALIBRATION], "zcu102", ZCU102_PART, 300.0)
+    assert not fixed.stored and not fixed.already_imported
+    assert len(fixed.reclocked) == 23 and {clock for _, clock in fixed.reclocked} == {250.0}
+    assert {e["clock_mhz"] for e in load_entries("zcu102")} == {300.0}
+    assert len(load_entries("zcu102")) == 23
+
+
+@pytest.mark.parametrize("clock_mhz", [-5.0, 0.0, float("nan"), 3e8])
+def test_an_impossible_clock_is_refused_and_nothing_is_stored(clock_mhz):
+    with pytest.raises(HlsReportError, match="expected MHz in"):
+        import_reports([CALIBRATION], "zcu102", ZCU102_PART, clock_mhz)
+    assert not calibration_dir("zcu102").exists()
+
+
+def test_a_profile_name_cannot_move_the_store_out_of_the_data_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_DATA_DIR", str(tmp_path / "data"))
+    assert calibration_dir("../../outside") == tmp_path / "data" / "fpga" / "outside"
 
 
 def test_calibration_fits_each_operator_and_says_how_well():

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable
@@ -37,7 +38,15 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
-from harness.files import data_home, write_atomically
+from harness.files import (
+    data_home,
+    make_dir,
+    named_child,
+    read_bytes,
+    read_text,
+    safe_name,
+    write_atomically,
+)
 from harness.fpga.hls_reports import find_reports, parse_report
 from harness.fpga.kernels import OPERATOR_PARAMS, KernelSpec, kernel_from_name
 from harness.fpga.records import HlsReportError, ReportRecord
@@ -48,14 +57,28 @@ FITTED_RESOURCES = ("DSP", "LUT", "FF")
 PS_COMPONENTS = ("PS7", "PS8")
 
 
+# No FPGA fabric clocks above ~1 GHz; a value in Hz instead of MHz (3e8) lands far above it.
+MAX_CLOCK_MHZ = 2000.0
+
+
 def calibration_dir(device: str) -> Path:
-    return data_home() / "fpga" / device
+    return named_child(data_home() / "fpga", device)
+
+
+def check_clock_mhz(clock_mhz: float) -> float:
+    """A design clock in MHz, or ``HlsReportError``: a wrong clock would poison the power fit."""
+    if not math.isfinite(clock_mhz) or not 0 < clock_mhz <= MAX_CLOCK_MHZ:
+        raise HlsReportError(f"clock {clock_mhz:g} MHz: expected MHz in (0, {MAX_CLOCK_MHZ:g}]"
+                             + (" (given in Hz?)" if clock_mhz > 1e5 else ""))
+    return clock_mhz
 
 
 @dataclass
 class ImportResult:
     stored: list[Path] = field(default_factory=list)
     already_imported: list[Path] = field(default_factory=list)
+    # imported before with another clock, now stored with the new one: (report, old clock MHz)
+    reclocked: list[tuple[Path, float]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     store: Path | None = None
 
@@ -80,8 +103,8 @@ def import_reports(paths: Iterable[Path], device: str, part: str, clock_mhz: flo
     Reports for another part are skipped with the reason; ``clock_mhz`` is recorded with each
     report (Vivado's utilization and power reports do not state the clock they were run at).
     """
-    result = ImportResult(store=calibration_dir(device))
-    result.store.mkdir(parents=True, exist_ok=True)
+    check_clock_mhz(clock_mhz)
+    result = ImportResult(store=make_dir(calibration_dir(device), "calibration directory"))
     family = part_family(part)
     for path in map(Path, paths):
         if path.is_dir():
@@ -94,17 +117,29 @@ def import_reports(paths: Iterable[Path], device: str, part: str, clock_mhz: flo
                 reason = f"part {record.part} is not {device}'s {part}"
                 result.skipped.append((Path(record.source), reason))
                 continue
-            stored = _store(record, device, clock_mhz, result.store)
-            (result.stored if stored else result.already_imported).append(Path(record.source))
+            source = Path(record.source)
+            previous_clock = _store(record, device, clock_mhz, result.store)
+            if previous_clock is None:
+                result.stored.append(source)
+            elif previous_clock == clock_mhz:
+                result.already_imported.append(source)
+            else:
+                result.reclocked.append((source, previous_clock))
     return result
 
 
-def _store(record: ReportRecord, device: str, clock_mhz: float, store: Path) -> bool:
+def _store(record: ReportRecord, device: str, clock_mhz: float, store: Path) -> float | None:
+    """Store ``record`` unless it is there with this clock; the clock it was stored with before
+    (None: new). A report imported with a wrong clock is rewritten with the right one."""
     source = Path(record.source)
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    target = store / f"{record.kind}-{record.top or source.stem}-{digest[:12]}.json"
+    digest = hashlib.sha256(read_bytes(source, "HLS report")).hexdigest()
+    target = store / (safe_name(f"{record.kind}-{record.top or source.stem}-{digest[:12]}")
+                      + ".json")
+    previous_clock = None
     if target.exists():
-        return False
+        previous_clock = _read_entry(target)["clock_mhz"]
+        if previous_clock == clock_mhz:
+            return previous_clock
     entry = {
         "schema_version": ENTRY_SCHEMA_VERSION,
         "device": device,
@@ -115,22 +150,23 @@ def _store(record: ReportRecord, device: str, clock_mhz: float, store: Path) -> 
         "record": record.to_dict(),
     }
     write_atomically(target, json.dumps(entry, indent=2) + "\n")
-    return True
+    return previous_clock
 
 
 def load_entries(device: str) -> list[dict[str, Any]]:
     """Every stored record of ``device``, oldest file name first; a damaged file is an error."""
-    entries = []
-    for path in sorted(calibration_dir(device).glob("*.json")):
-        try:
-            entry = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise HlsReportError(f"{path}: not a readable calibration record ({error})") from None
-        if not isinstance(entry, dict) or entry.get("schema_version") != ENTRY_SCHEMA_VERSION:
-            raise HlsReportError(f"{path}: schema_version: expected {ENTRY_SCHEMA_VERSION}; "
-                                 f"re-import the reports with 'harness hls import'")
-        entries.append(entry)
-    return entries
+    return [_read_entry(path) for path in sorted(calibration_dir(device).glob("*.json"))]
+
+
+def _read_entry(path: Path) -> dict[str, Any]:
+    try:
+        entry = json.loads(read_text(path, "calibration record"))
+    except json.JSONDecodeError as error:
+        raise HlsReportError(f"{path}: not a readable calibration record ({error})") from None
+    if not isinstance(entry, dict) or entry.get("schema_version") != ENTRY_SCHEMA_VERSION:
+        raise HlsReportError(f"{path}: schema_version: expected {ENTRY_SCHEMA_VERSION}; "
+                             f"re-import the reports with 'harness hls import'")
+    return entry
 
 
 @dataclass(frozen=True)

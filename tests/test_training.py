@@ -208,7 +208,7 @@ def test_table_config_key_miss_summarises_the_configuration(tmp_path: Path):
 
 
 def test_table_errors_name_the_file(tmp_path: Path):
-    with pytest.raises(ConfigError, match=r"accuracy table not found: .*missing\.csv"):
+    with pytest.raises(ConfigError, match=r"accuracy table .*missing\.csv: no such file"):
         get_estimator(f"table:{tmp_path / 'missing.csv'}")
     no_accuracy = tmp_path / "noacc.csv"
     no_accuracy.write_text("config_key,top1\nabc,0.5\n")

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, FileError
+from harness.files import check_readable_file
 
 HELD_OUT_FRACTION = 0.2
 IMAGE_FOLDER_SIZE = 32
@@ -102,10 +103,14 @@ def _load_image_folder(path_text: str) -> _Raw:
         raise ConfigError(f"dataset 'imagefolder:{path_text}': not a directory")
     # a class is a sub-folder with at least one image; the others (empty, or holding only notes)
     # would be classes the model can never see
-    files = {
-        sub.name: [f for f in sorted(sub.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
-        for sub in sorted(folder.iterdir()) if sub.is_dir()
-    }
+    try:
+        files = {
+            sub.name: [f for f in sorted(sub.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
+            for sub in sorted(folder.iterdir()) if sub.is_dir()
+        }
+    except OSError as error:
+        raise ConfigError(f"dataset 'imagefolder:{path_text}': cannot list "
+                          f"{error.filename or folder} ({error.strerror})") from None
     classes = [name for name, images in files.items() if images]
     if len(classes) < 2:
         raise ConfigError(
@@ -115,10 +120,11 @@ def _load_image_folder(path_text: str) -> _Raw:
     for label, name in enumerate(classes):
         for file in files[name]:
             try:
+                check_readable_file(file, "image")  # Image.open would block on a FIFO
                 with Image.open(file) as image:
                     small = image.convert("RGB").resize(
                         (IMAGE_FOLDER_SIZE, IMAGE_FOLDER_SIZE), Image.Resampling.BILINEAR)
-            except (OSError, UnidentifiedImageError) as error:
+            except (OSError, UnidentifiedImageError, FileError) as error:
                 raise ConfigError(f"dataset 'imagefolder:{path_text}': cannot read {file}: "
                                   f"{error}") from None
             images.append(np.asarray(small, dtype=np.float32).transpose(2, 0, 1) / 255)

@@ -26,7 +26,8 @@ import yaml
 
 from harness.accuracy.base import BaseAccuracyEstimator, ReportIntermediate, register_estimator_kind
 from harness.config import KEY_SPECS, CandidateConfig, check_value
-from harness.errors import ConfigError
+from harness.errors import ConfigError, FileError
+from harness.files import check_readable_file
 from harness.models import VisionTransformer
 from harness.yaml_files import load_yaml
 
@@ -40,8 +41,10 @@ def _read(path: Path) -> Any:
     """The table as a pandas DataFrame; one-line ``ConfigError`` when it cannot be read."""
     import pandas as pd
 
-    if not path.is_file():
-        raise ConfigError(f"accuracy table not found: {path}")
+    try:
+        check_readable_file(path, "accuracy table")
+    except FileError as error:
+        raise ConfigError(str(error)) from None
     if path.suffix.lower() == ".parquet":
         if importlib.util.find_spec("pyarrow") is None:
             raise ConfigError(f"reading the Parquet table {path} needs pyarrow: pip install pyarrow")

@@ -12,6 +12,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.errors import FileError
+from harness.files import check_readable_file
 from harness.fpga.cosim import parse_cosim_rpt, parse_lat_rpt
 from harness.fpga.csynth import parse_csynth_rpt, parse_csynth_xml
 from harness.fpga.records import RESOURCE_KEYS, HlsReportError, ReportRecord
@@ -49,8 +51,10 @@ def detect_kind(path: Path) -> str | None:
 def parse_report(path: Path) -> ReportRecord:
     """The normalized record of one report file; ``HlsReportError`` if unknown or malformed."""
     path = Path(path)
-    if not path.is_file():
-        raise HlsReportError(f"{path}: no such file")
+    try:
+        check_readable_file(path, "HLS report")
+    except FileError as error:
+        raise HlsReportError(str(error)) from None
     report_format = _detect_format(path)
     if report_format is None:
         raise HlsReportError(f"{path}: not a known HLS or Vivado report (by name or content)")

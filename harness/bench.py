@@ -24,7 +24,7 @@ from harness.config import CandidateConfig, load_config_file
 from harness.devices.base import MeasuredDevice
 from harness.environment import capture_environment, git_commit_date
 from harness.errors import ConfigError, HarnessError
-from harness.files import write_atomically
+from harness.files import check_readable_file, named_child, read_text, write_atomically
 from harness.models import build_model, preset_config
 from harness.timing import MeasurementProtocol
 from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
@@ -133,7 +133,7 @@ def _configs(item: dict[str, Any], source: str, base: Path,
             return [(name, CandidateConfig.from_dict(item["config"]))]
         return [(name, load_config_file(base / item["config"]))]
     # every Pareto-optimal configuration a study exported, named by its trial
-    front = json.loads((base / item["pareto"]).read_text())
+    front = json.loads(read_text(base / item["pareto"], "pareto file"))
     return [(f"{name}-trial{entry['trial']}", CandidateConfig.from_dict(entry["config"]))
             for entry in front]
 
@@ -165,7 +165,8 @@ def run_suite(suite: Suite, device: MeasuredDevice, out_dir: Path,
         chosen = [e for e in suite.entries if e.name in entries]
     environment = capture_environment(device)
     commit = environment["git_commit"] or "unknown"
-    folder = out_dir / environment["machine_fingerprint"][:12] / commit[:12] / suite.name
+    folder = named_child(out_dir / environment["machine_fingerprint"][:12] / commit[:12],
+                         suite.name)
     written = []
     for round_index in range(rounds):
         shift = round_index % len(chosen)
@@ -219,17 +220,16 @@ def load_results(path: Path) -> list[dict[str, Any]]:
     Hidden files are skipped: they are the temporary files of writes a crash interrupted.
     """
     path = Path(path)
-    if path.is_file():
-        files = [path]
-    elif path.is_dir():
+    if path.is_dir():
         files = sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
     else:
-        raise BenchError(f"{path}: no such file or directory")
+        check_readable_file(path, "result file")
+        files = [path]
     results = []
     for file in files:
         try:
-            result = json.loads(file.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            result = json.loads(read_text(file, "result file"))
+        except json.JSONDecodeError as error:
             raise BenchError(f"{file}: not a readable result file ({error})") from None
         if not isinstance(result, dict) or result.get("kind") != RESULT_KIND:
             continue  # other JSON (a pareto.json, a report) may share the directory

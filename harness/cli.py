@@ -700,9 +700,11 @@ def cmd_hls_synth(args: argparse.Namespace) -> int:
         synthesize,
         write_kernel_project,
     )
+    from harness.files import check_writable_dir
 
     device = _fpga_device(args.device)
     config = _config_from_args(args)
+    check_writable_dir(args.out, "kernel project directory")
     specs = kernels_for(config, device.engine, args.batch_size)
     part, clock_ns = device.target.part, 1e3 / device.target.clock_mhz
     if args.tool is None and find_hls_tool() is None:
@@ -728,6 +730,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.devices import get_device
     from harness.devices.base import MeasuredDevice
     from harness.errors import DeviceError
+    from harness.files import check_writable_dir, renamed_note
 
     suite = load_suite(args.suite)
     device = get_device(args.device)
@@ -736,6 +739,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                           f"{device.kind!r} estimates latency")
     if args.rounds <= 0:
         raise UsageError(f"--rounds must be positive, got {args.rounds}")
+    check_writable_dir(args.out, "results directory")
+    note = renamed_note("suite name", suite.name)
+    if note:
+        print(f"harness: note: {note}", file=sys.stderr)
     total = len(args.entry or suite.entries) * args.rounds
     done = itertools.count(1)
 
@@ -757,10 +764,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.bench import load_results
     from harness.compare import compare_results, render
-    from harness.files import write_atomically
+    from harness.files import check_writable_file, write_atomically
 
     if args.threshold is not None and args.threshold <= 0:
         raise UsageError(f"--threshold must be positive, got {args.threshold}")
+    if args.out:
+        check_writable_file(args.out)
     revisions = (args.base_rev, args.head_rev)
     if any(revisions):
         if not all(revisions) or args.base or args.head:
@@ -805,11 +814,14 @@ def _bench_revisions(args: argparse.Namespace) -> tuple[Path, Path]:
 def cmd_rank_check(args: argparse.Namespace) -> int:
     from harness.accuracy import get_estimator
     from harness.config import parse_set_options
+    from harness.files import check_writable_dir, named_child
     from harness.rank_check import rank_check, save_rank_check
     from harness.space import load_space
 
     if args.n < 3:
         raise UsageError(f"--n must be at least 3 for a rank correlation, got {args.n}")
+    if args.out:
+        check_writable_dir(args.out)
     space = load_space(args.space)
     if args.set:
         space = space.with_fixed(parse_set_options(args.set))
@@ -825,7 +837,8 @@ def cmd_rank_check(args: argparse.Namespace) -> int:
 
     checks = rank_check(space, estimators, reference, args.n, args.seed, on_point)
     written = [path for check in checks
-               for path in save_rank_check(check, args.out and args.out / _slug(check.estimator))]
+               for path in save_rank_check(check, args.out and named_child(args.out,
+                                                                           check.estimator))]
     if args.json:
         print(json.dumps([check.to_dict() for check in checks], indent=2))
     else:
@@ -834,13 +847,11 @@ def cmd_rank_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
-
-
 def cmd_history(args: argparse.Namespace) -> int:
+    from harness.files import check_writable_file
     from harness.history import render_history
 
+    check_writable_file(args.out)
     print(render_history(args.results, args.out, args.annotations))
     return 0
 
@@ -868,7 +879,7 @@ def cmd_bench_knobs(args: argparse.Namespace) -> int:
     from harness.devices.base import MeasuredDevice
     from harness.environment import capture_environment
     from harness.errors import DeviceError
-    from harness.files import write_atomically
+    from harness.files import check_writable_dir, write_atomically
     from harness.knob_bench import DEFAULT_SETTINGS, KnobRow, bench_knobs, parse_knob
     from harness.models import preset_config
 
@@ -876,6 +887,8 @@ def cmd_bench_knobs(args: argparse.Namespace) -> int:
                            ("--batch-size", args.batch_size)):
         if min(values) <= 0:
             raise UsageError(f"{option} must be positive, got {min(values)}")
+    if args.out:
+        check_writable_dir(args.out)
     archs = {name: preset_config(name) for name in args.arch}
     settings = [parse_knob(text) for text in args.knob] if args.knob else list(DEFAULT_SETTINGS)
     device = get_device(args.device)

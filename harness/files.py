@@ -70,22 +70,39 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_INPUT_BYTES) -> str:
                         f"offset {error.start})") from None
 
 
-def check_writable_dir(path: Path, what: str = "output directory") -> None:
-    """Raise ``FileError`` unless ``path`` is, or could be created as, a writable directory.
-
-    Creates nothing: the command that fails here must leave no trace."""
-    path = Path(path)
-    probe = path
+def _unwritable(directory: Path) -> str | None:
+    """Why ``directory`` could not be created or written in, or None; creates nothing."""
+    probe = directory
     while not probe.exists():
         if probe.is_symlink():  # a dangling link: mkdir would fail on it
-            raise FileError(f"{what} {path}: {probe} is a broken symbolic link")
+            return f"{probe} is a broken symbolic link"
         if probe.parent == probe:
             break
         probe = probe.parent
     if not probe.is_dir():
-        raise FileError(f"{what} {path}: {probe} is not a directory")
+        return f"{probe} is not a directory"
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise FileError(f"{what} {path}: cannot write in {probe} (permission denied)")
+        return f"cannot write in {probe} (permission denied)"
+    return None
+
+
+def check_writable_dir(path: Path, what: str = "output directory") -> None:
+    """Raise ``FileError`` unless ``path`` is, or could be created as, a writable directory.
+
+    Creates nothing: the command that fails here must leave no trace."""
+    reason = _unwritable(Path(path))
+    if reason:
+        raise FileError(f"{what} {path}: {reason}")
+
+
+def check_writable_file(path: Path, what: str = "output file") -> None:
+    """Raise ``FileError`` unless ``path`` could be written (atomically) without creating anything
+    first: its directory is writable, and it is not a directory itself."""
+    path = Path(path)
+    reason = ("is a directory, expected a file name" if path.is_dir()
+              else _unwritable(path.parent))
+    if reason:
+        raise FileError(f"{what} {path}: {reason}")
 
 
 def make_dir(path: Path, what: str = "output directory") -> Path:

@@ -31,7 +31,7 @@ import matplotlib.pyplot as plt
 
 from harness.bench import RESULT_KIND, RESULT_SCHEMA_VERSION
 from harness.errors import HarnessError
-from harness.files import write_atomically
+from harness.files import read_text, write_atomically
 from harness.yaml_files import parse_yaml
 
 UNKNOWN_COMMIT = "unknown"
@@ -278,10 +278,8 @@ def load_annotations(path: Path) -> list[dict[str, Any]]:
     None), text and entry (None: every entry). Raises HistoryError naming the file and the item
     (counted from 1) on bad input.
     """
-    if not path.is_file():
-        raise HistoryError(f"annotations file not found: {path}")
     try:
-        items = parse_yaml(path.read_text(encoding="utf-8"), str(path), HistoryError)
+        items = parse_yaml(read_text(path, "annotations file"), str(path), HistoryError)
     except ValueError as problem:  # YAML's own dates: 2026-13-01 fails while loading, not parsing
         raise HistoryError(f"{path}: {problem}") from None
     if not isinstance(items, list):

@@ -103,7 +103,7 @@ def test_cli_flags_regressions_warns_across_machines_and_writes_each_format(tmp_
 
 
 @pytest.mark.parametrize(("make", "message"), [
-    (lambda tmp: [tmp / "missing", tmp / "missing"], "missing: no such file or directory"),
+    (lambda tmp: [tmp / "missing", tmp / "missing"], "missing: no such file"),
     (lambda tmp: [write(tmp / "empty", ), write(tmp / "empty")], "no benchmark result files"),
     (lambda tmp: [write(tmp / "old", {**result("tiny", BASE_SAMPLES), "schema_version": 9}),
                   write(tmp / "new", result("tiny", BASE_SAMPLES))], "schema_version 9"),

@@ -34,7 +34,7 @@ def test_rank_check_cli_writes_the_page_and_the_search_report_quotes_tau(
     low, high = dss["kendall_tau_ci95"]
     assert -1 <= low <= dss["kendall_tau"] <= high <= 1
     assert [p["config_key"] for p in dss["points"]] == [p["config_key"] for p in gmacs["points"]]
-    page = (tmp_path / "rank" / "proxy_dss" / "rank_check.html").read_text()
+    page = (tmp_path / "rank" / "proxy-dss" / "rank_check.html").read_text()
     assert "data:image/png;base64," in page and "Kendall τ" in page
     [stored] = known_rank_checks("tiny", "proxy:dss")
     assert stored.reference == "proxy:params" and stored.n == 6

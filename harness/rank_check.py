@@ -16,7 +16,6 @@ import html
 import io
 import json
 import math
-import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -30,7 +29,8 @@ import optuna
 from scipy import stats
 
 from harness.accuracy import BaseAccuracyEstimator
-from harness.files import data_home, write_atomically
+from harness.errors import FileError
+from harness.files import data_home, read_text, safe_name, write_atomically
 from harness.models import build_model
 from harness.space import SearchSpace
 from harness.study import shared_weights
@@ -137,8 +137,8 @@ def _correlation_with_ci(x: np.ndarray, y: np.ndarray, method: str,
     return correlation(x, y), (float(low), float(high))
 
 
-def _store_name(space: str, estimator: str, reference: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.@-]+", "_", f"{space}--{estimator}--{reference}") + ".json"
+def _store_prefix(space: str, estimator: str) -> str:
+    return f"{safe_name(space)}--{safe_name(estimator)}--"
 
 
 def rank_checks_dir() -> Path:
@@ -149,7 +149,8 @@ def save_rank_check(check: RankCheck, out_dir: Path | None) -> list[Path]:
     """Keep the result in the data directory (for search reports) and, if asked, in ``out_dir``
     with an HTML page; return the files written."""
     document = json.dumps(check.to_dict(), indent=1) + "\n"
-    kept = rank_checks_dir() / _store_name(check.space, check.estimator, check.reference)
+    kept = rank_checks_dir() / (_store_prefix(check.space, check.estimator)
+                                + safe_name(check.reference) + ".json")
     write_atomically(kept, document)
     written = [kept]
     if out_dir is not None:
@@ -162,9 +163,12 @@ def save_rank_check(check: RankCheck, out_dir: Path | None) -> list[Path]:
 def known_rank_checks(space: str, estimator: str) -> list[RankCheck]:
     """The stored checks of ``estimator`` on ``space``, against any reference."""
     checks = []
-    prefix = _store_name(space, estimator, "").removesuffix(".json")
-    for path in sorted(rank_checks_dir().glob(f"{prefix}*.json")):
-        values = json.loads(path.read_text())
+    for path in sorted(rank_checks_dir().glob(f"{_store_prefix(space, estimator)}*.json")):
+        try:
+            values = json.loads(read_text(path, "stored rank check"))
+        except json.JSONDecodeError as error:
+            raise FileError(f"stored rank check {path}: not JSON ({error}); remove it or run "
+                            "'harness rank-check' again") from None
         if values.get("schema_version") == SCHEMA_VERSION:
             values["kendall_tau_ci95"] = tuple(values["kendall_tau_ci95"])
             values["spearman_rho_ci95"] = tuple(values["spearman_rho_ci95"])

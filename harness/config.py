@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.files import read_text
 from harness.tokens import merge_schedule, merges_at, tokens_after_pruning
 from harness.yaml_files import load_yaml
 
@@ -334,10 +335,9 @@ def load_config_file(path: Path) -> CandidateConfig:
     import yaml
 
     where = f"{path}: "
+    text = read_text(path, "configuration file")
     try:
-        values = load_yaml(path.read_text())  # JSON is YAML
-    except OSError as error:
-        raise ConfigError(f"cannot read configuration file {path}: {error.strerror}") from None
+        values = load_yaml(text)  # JSON is YAML
     except yaml.YAMLError:
         raise ConfigError(f"{where}malformed YAML/JSON") from None
     if isinstance(values, dict) and isinstance(values.get("config"), dict):

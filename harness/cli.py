@@ -602,10 +602,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     import optuna
 
     from harness.errors import StudyError
+    from harness.files import check_writable_dir
     from harness.report import write_report
     from harness.storage import open_storage
     from harness.study import default_storage
 
+    check_writable_dir(args.out)
     storage_url = args.storage or default_storage(args.out)
     if not args.storage and not Path(storage_url).is_file():
         raise StudyError(f"no study storage at {storage_url}; pass --storage URL")

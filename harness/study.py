@@ -180,8 +180,14 @@ def create_or_resume(settings: SearchSettings) -> optuna.Study:
 def _create_or_load(settings: SearchSettings, storage: optuna.storages.BaseStorage
                     ) -> optuna.Study:
     """Create the study with its metadata, or load it: processes started together race to
-    create it, and the losers wait for the winner's metadata."""
+    create it, and the losers wait for the winner's metadata.
+
+    An existing study is loaded without trying to create it first: on a journal file a refused
+    ``create_study`` still appends its record, so every resume would have written to the study
+    even when its settings were then refused."""
     try:
+        if settings.study_name in optuna.get_all_study_names(storage):
+            raise optuna.exceptions.DuplicatedStudyError(settings.study_name)
         study = optuna.create_study(study_name=settings.study_name, storage=storage,
                                     directions=list(DIRECTIONS))
     except optuna.exceptions.DuplicatedStudyError:

@@ -27,7 +27,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.files import write_atomically
 from harness.models import build_model, preset_config
 from harness.timing import MeasurementProtocol
-from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
+from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path, string_field
 
 SUITES_PACKAGE = "harness.bench_suites"
 SUITE_SCHEMA_VERSION = 1
@@ -89,7 +89,8 @@ def load_suite(name_or_path: str) -> Suite:
     measurement = document.get("measurement") or {}
     if not isinstance(measurement, dict):
         raise BenchError(f"{source}: measurement: expected a mapping of protocol keys")
-    return Suite(str(document.get("name", Path(source).stem)), str(document.get("description", "")),
+    return Suite(string_field(document, "name", Path(source).stem, source, BenchError),
+                 string_field(document, "description", "", source, BenchError),
                  measurement, entries, source)
 
 

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.files import read_text
 from harness.tokens import merge_schedule, merges_at, tokens_after_pruning
-from harness.yaml_files import load_yaml
+from harness.yaml_files import MAX_YAML_BYTES, parse_yaml
 
 # Per-layer keys may hold one value for every block or a list with one value per block.
 PER_LAYER_KEYS = ("num_heads", "mlp_ratio", "keep_rate", "merge_r", "attention")
@@ -331,15 +332,9 @@ class CandidateConfig:
 def load_config_file(path: Path) -> CandidateConfig:
     """A configuration from a YAML or JSON file: a mapping of keys, or an object with ``config``
     (an entry of ``pareto.json``)."""
-    import yaml
-
     where = f"{path}: "
-    try:
-        values = load_yaml(path.read_text())  # JSON is YAML
-    except OSError as error:
-        raise ConfigError(f"cannot read configuration file {path}: {error.strerror}") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{where}malformed YAML/JSON") from None
+    text = read_text(path, "configuration file", MAX_YAML_BYTES)
+    values = parse_yaml(text, str(path), ConfigError)  # JSON is YAML
     if isinstance(values, dict) and isinstance(values.get("config"), dict):
         values = values["config"]
     if not isinstance(values, dict):
@@ -349,17 +344,13 @@ def load_config_file(path: Path) -> CandidateConfig:
 
 def parse_set_options(assignments: list[str]) -> dict[str, Any]:
     """Parse ``--set key=value`` strings; values are YAML scalars or lists (``[4, 7, 10]``)."""
-    import yaml
-
     overrides: dict[str, Any] = {}
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {assignment!r}; valid keys: {VALID_KEYS}")
-        try:
-            value = load_yaml(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
-        overrides[key] = check_value(key, value, where="--set ")
+        check_key(key, where="--set ")
+        overrides[key] = check_value(key, parse_yaml(raw, f"--set {key}", ConfigError),
+                                     where="--set ")
     return overrides

@@ -32,7 +32,7 @@ from harness.config import (
     check_value,
 )
 from harness.errors import ConfigError, SearchSpaceError
-from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
+from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path, string_field
 
 SCHEMA_VERSION = 1
 SPACES_PACKAGE = "harness.search_spaces"
@@ -249,8 +249,8 @@ def parse_space(text: str, source: str) -> SearchSpace:
     except ConfigError as error:
         raise SearchSpaceError(str(error)) from None
     space = SearchSpace(
-        name=str(document.get("name", Path(source).stem)),
-        description=str(document.get("description", "")),
+        name=string_field(document, "name", Path(source).stem, source, SearchSpaceError),
+        description=string_field(document, "description", "", source, SearchSpaceError),
         dimensions=dims,
         source=source,
     )

@@ -16,7 +16,7 @@ from harness.errors import ConfigError, DeviceError
 from harness.fpga.records import RESOURCE_KEYS
 from harness.knobs import KERNEL_KNOBS
 from harness.timing import MeasurementProtocol
-from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
+from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path, string_field
 
 SCHEMA_VERSION = 1
 PROFILES_PACKAGE = "harness.device_profiles"
@@ -48,9 +48,9 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
     if kind not in DEVICE_KINDS:
         raise DeviceError(f"{source}: kind: expected one of {', '.join(DEVICE_KINDS)}, got {kind!r}")
     return DeviceProfile(
-        name=str(document.get("name", Path(source).stem)),
+        name=string_field(document, "name", Path(source).stem, source, DeviceError),
         kind=kind,
-        description=str(document.get("description", "")),
+        description=string_field(document, "description", "", source, DeviceError),
         protocol=_parse_protocol(document.get("measurement") or {}, source, DEVICE_KINDS[kind]),
         source=source,
         accelerates=_parse_accelerates(document.get("accelerates") or {}, source),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from harness.errors import BudgetError
+from harness.errors import BudgetError, shorten
 
 # metric -> {suffix: multiplier to the metric's unit (MACs, parameters, milliseconds)}
 _UNITS: dict[str, dict[str, float]] = {
@@ -46,15 +46,16 @@ class Budget:
 def parse_budget(text: str) -> Budget:
     match = _PATTERN.match(text.lower())
     if not match:
-        raise BudgetError(f"cannot parse budget {text!r}; expected {VALID_FORMS}")
+        raise BudgetError(f"cannot parse budget {shorten(text)}; expected {VALID_FORMS}")
     number, suffix = float(match.group(1)), match.group(2)
     for metric, suffixes in _UNITS.items():
         if suffix in suffixes:
             if number <= 0:
-                raise BudgetError(f"budget {text!r} must be positive")
+                raise BudgetError(f"budget {shorten(text)} must be positive")
             return Budget(metric=metric, limit=number * suffixes[suffix], text=text)
     valid = sorted({s for suffixes in _UNITS.values() for s in suffixes})
-    raise BudgetError(f"unknown budget unit {suffix!r} in {text!r}; valid units: {', '.join(valid)}")
+    raise BudgetError(f"unknown budget unit {shorten(suffix)} in {shorten(text)}; valid units: "
+                      f"{', '.join(valid)}")
 
 
 def parse_budgets(texts: list[str]) -> list[Budget]:

@@ -1,7 +1,7 @@
-"""Input limits: YAML documents.
+"""Input limits: model sizes, YAML documents and list lengths.
 
-Every refusal is one line and names the file. Nothing here expands a YAML bomb: the refusals
-are what is tested.
+Every refusal is one line, comes before any model is built, and names the key, the value and the
+limit. Nothing here builds a large model or expands a YAML bomb: the refusals are what is tested.
 """
 
 from __future__ import annotations
@@ -11,12 +11,16 @@ import tracemalloc
 import pytest
 
 import harness.bench
+import harness.knob_bench
 import harness.models
 import harness.study
 from harness.bench import BenchError, load_suite
+from harness.budget import parse_budget
 from harness.cli import MAX_ERROR_CHARS, main
+from harness.config import CandidateConfig, parse_set_options
+from harness.cost import check_buildable, estimate_cost
 from harness.devices import parse_profile
-from harness.errors import DeviceError, SearchSpaceError
+from harness.errors import BudgetError, ConfigError, DeviceError, SearchSpaceError
 from harness.space import load_space, parse_space
 from harness.yaml_files import UnreadableYaml, load_yaml
 
@@ -35,7 +39,7 @@ def nothing_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was built")
 
-    for module in (harness.models, harness.study, harness.bench):
+    for module in (harness.models, harness.study, harness.bench, harness.knob_bench):
         monkeypatch.setattr(module, "build_model", refuse)
 
 
@@ -44,6 +48,124 @@ def one_error_line(capsys: pytest.CaptureFixture) -> str:
     assert captured.err.count("\n") == 1 and captured.err.startswith("harness: error: ")
     assert len(captured.err) < MAX_ERROR_CHARS and "Traceback" not in captured.err
     return captured.err
+
+
+# --- model size ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["depth=10000"], "--set depth: expected a positive integer up to 256, got 10000"),
+        (["num_heads=100000"],
+         "--set num_heads: expected a positive integer up to 256, got 100000"),
+        (["embed_dim=20000"],
+         "--set embed_dim: expected a positive integer up to 16384, got 20000"),
+        (["head_dim=2048"], "--set head_dim: expected a positive integer up to 1024, got 2048"),
+        (["num_classes=1000000"], "--set num_classes: expected a positive integer up to 100000"),
+        (["img_size=8192"], "--set img_size: expected a positive integer up to 4096, got 8192"),
+        (["mlp_ratio=.inf"], "--set mlp_ratio: expected a positive number up to 64, got inf"),
+        (["embed_dim=16384", "mlp_ratio=8"],
+         ("mlp_ratio: embed_dim 16384 x mlp_ratio 8 is an MLP width of 131,072, above the limit of "
+          "65,536")),
+        (["img_size=4096", "patch_size=4"],
+         ("img_size: 4096 px at patch_size 4 is 1,048,576 patch tokens per image, above the limit "
+          "of 262,144")),
+        # each key within its own bound, 38.7 billion parameters together
+        (["embed_dim=8192", "depth=48", "num_heads=64", "head_dim=128"],
+         ("parameters: 38,675,948,520 (embed_dim 8192, depth 48), above the limit of "
+          "2,000,000,000")),
+        (["img_size=2048", "patch_size=8"],
+         ("attention scores: blocks.0.attn.softmax holds 12,885,295,107 scores per image (heads x "
+          "queries x keys), above the limit of 1,000,000,000")),
+        (["img_size=2048", "patch_size=8", "attention=window", "window_size=8", "depth=1",
+          "embed_dim=4096"],
+         ("activations: blocks.0.mlp.fc1 handles 1,073,758,208 values per image, above the limit "
+          "of 1,000,000,000")),
+    ],
+)
+def test_measure_refuses_an_oversized_model_in_one_line_without_building_it(
+        settings, message, nothing_is_built, capsys):
+    args = ["measure", "--device", "zcu102", "--no-latency"]
+    assert main([*args, *(f"--set={setting}" for setting in settings)]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_published_vits_are_within_the_limits_and_vit_22b_is_not():
+    vit_g14 = CandidateConfig(embed_dim=1664, depth=48, num_heads=16, head_dim=104,
+                              mlp_ratio=8192 / 1664, patch_size=14)
+    sam_vit_h = CandidateConfig(embed_dim=1280, depth=32, num_heads=16, head_dim=80,
+                                img_size=1024, patch_size=16)
+    for config in (vit_g14, sam_vit_h):
+        check_buildable(config)
+    assert estimate_cost(vit_g14).params == pytest.approx(1.84e9, rel=0.01)
+    # every key of ViT-22B is within its own bound; its 21.8 billion parameters are not
+    vit_22b = CandidateConfig(embed_dim=6144, depth=48, num_heads=48, head_dim=128, patch_size=14)
+    with pytest.raises(ConfigError, match="parameters: 21,758,467,048 .* above the limit"):
+        check_buildable(vit_22b)
+    with pytest.raises(ConfigError, match="parameters: "):
+        harness.models.build_model(vit_22b)  # refused before a single weight is allocated
+
+
+def test_a_space_with_depth_10000_is_refused_when_loaded(tmp_path, nothing_is_built, capsys):
+    space = tmp_path / "deep.yaml"
+    space.write_text("params:\n  embed_dim: 192\n  depth: 10000\n")
+    assert main(["search", "--space", str(space), "--accuracy", "proxy:params"]) == 2
+    assert (f"{space}: params.depth: expected a positive integer up to 256, got 10000"
+            in one_error_line(capsys))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ("{embed_dim: [192, 8192], depth: [12, 48], num_heads: 64, head_dim: 128}",
+         (r"big.yaml: its largest configurations are over a size limit: parameters: "
+          r"38,675,948,520 \(embed_dim 8192, depth 48\), above the limit of 2,000,000,000")),
+        ("{embed_dim: [192, 16384], mlp_ratio: {choices: [4.0, 8.0], per_layer: true}}",
+         (r"big.yaml: its largest configurations are over a size limit: mlp_ratio: embed_dim "
+          r"16384 x mlp_ratio 8 is an MLP width of 131,072")),
+        ("{img_size: [224, 1024], patch_size: [16, 4], num_heads: 1, attention: [window, global]}",
+         (r"big.yaml: its largest configurations are over a size limit: attention scores: "
+          r"blocks.0.attn.softmax holds 4,295,098,369")),
+    ],
+)
+def test_a_space_whose_largest_configurations_exceed_a_limit_is_refused(params, message):
+    with pytest.raises(SearchSpaceError, match=message):
+        parse_space(f"params: {params}\n", "big.yaml")
+
+
+def test_space_limits_follow_the_attention_the_space_can_run():
+    """65,536 tokens in 8x8 windows are fine; the same tokens in global attention are not."""
+    windows = ("params: {img_size: 1024, patch_size: 4, embed_dim: 64, depth: 2, num_heads: 1, "
+               "head_dim: 16, attention: window, window_size: 8}\n")
+    assert parse_space(windows, "windows.yaml").largest_config().num_patches == 65536
+    with pytest.raises(SearchSpaceError, match="attention scores"):
+        parse_space(windows.replace("attention: window", "attention: [window, global]"), "x.yaml")
+
+
+def test_a_space_with_too_many_token_shapes_to_check_is_refused():
+    text = "params: {img_size: {low: 32, high: 1031}, patch_size: {low: 1, high: 100}}\n"
+    with pytest.raises(SearchSpaceError, match=r"params: 100,000 combinations of img_size, "
+                       r"patch_size to check against the size limits, at most 10,000"):
+        parse_space(text, "wide.yaml")
+
+
+def test_a_suite_entry_over_a_limit_is_refused_when_loaded(tmp_path, nothing_is_built, capsys):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("entries:\n  - {name: huge, arch: deit_base, set: {embed_dim: 8192, "
+                     "depth: 48, num_heads: 64, head_dim: 128}}\n")
+    with pytest.raises(BenchError, match=r"suite.yaml: entries\[0\]: parameters: 38,675,948,520"):
+        load_suite(str(suite))
+    assert main(["bench", "--suite", str(suite), "--out", str(tmp_path / "out")]) == 2
+    assert "entries[0]: parameters:" in one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_hls_synth_refuses_an_oversized_model_before_writing_anything(tmp_path, capsys):
+    out = tmp_path / "kernels"
+    assert main(["hls", "synth", "--device", "zcu102", "--set", "img_size=4096", "--set",
+                 "patch_size=4", "--out", str(out)]) == 2
+    assert "patch tokens per image, above the limit of 262,144" in one_error_line(capsys)
+    assert not out.exists()
 
 
 # --- YAML documents -----------------------------------------------------------------------------
@@ -145,3 +267,50 @@ def test_a_suite_description_must_be_a_string(tmp_path):
     with pytest.raises(BenchError, match=r"suite.yaml: description: expected a string, got "
                        r"\{'a': 1\}$"):
         load_suite(str(suite))
+
+
+# --- list lengths and echoed values -------------------------------------------------------------
+
+def test_a_200000_item_choice_list_is_one_short_line_naming_the_key_and_the_limit(
+        tmp_path, nothing_is_built, capsys):
+    space = tmp_path / "long.yaml"
+    space.write_text("params:\n  embed_dim: [" + ", ".join(["192"] * 200_000) + "]\n")
+    assert main(["search", "--space", str(space), "--accuracy", "proxy:params"]) == 2
+    assert f"{space}: params.embed_dim: a list of more than 10,000 items" in one_error_line(capsys)
+    space.write_text("params:\n  embed_dim: {low: 1, high: 200000}\n")
+    assert main(["search", "--space", str(space), "--accuracy", "proxy:params"]) == 2
+    assert (f"{space}: params.embed_dim: 200,000 choices, at most 1,000 per key"
+            in one_error_line(capsys))
+
+
+def test_a_huge_range_is_counted_not_listed():
+    with pytest.raises(SearchSpaceError, match=r"params.depth: 1,000,000,000,000 choices, at "
+                       r"most 1,000 per key"):
+        parse_space("params: {depth: {low: 1, high: 1000000000000}}\n", "r.yaml")
+
+
+def test_per_layer_lists_are_bounded_by_the_depth_limit():
+    with pytest.raises(ConfigError, match=r"--set num_heads: a per-layer list has one value per "
+                       r"block, at most 256; got 300 values"):
+        parse_set_options([f"num_heads=[{', '.join(['3'] * 300)}]"])
+    with pytest.raises(ConfigError, match=r"keep_layers: expected a strictly increasing list of "
+                       r"1-based block numbers up to 256, got \[1, 2, 3, 4, 5, 6, 7, 8, \.\.\.\]"):
+        parse_set_options([f"keep_layers=[{', '.join(str(n) for n in range(1, 301))}]"])
+
+
+@pytest.mark.parametrize(
+    ("refuse", "error"),
+    [
+        (lambda: parse_budget("1" * 5000 + "x"), BudgetError),
+        (lambda: parse_space("params: {embed_dim: {choices: " + "x" * 100_000 + "}}", "s.yaml"),
+         SearchSpaceError),
+        (lambda: parse_space("params: {depth: [" + ", ".join(["1"] * 1000) + "]}", "s.yaml"),
+         SearchSpaceError),
+        (lambda: parse_profile("kind: " + "x" * 100_000, "d.yaml"), DeviceError),
+        (lambda: parse_set_options(["depth=" + "9" * 4000]), ConfigError),
+    ],
+)
+def test_echoed_values_are_cut_short(refuse, error):
+    with pytest.raises(error) as refusal:
+        refuse()
+    assert "..." in str(refusal.value) and len(str(refusal.value)) < 300

@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.errors import shorten
+
 
 def lock_path(device: str) -> Path:
     return Path(tempfile.gettempdir()) / f"harness-timing-{device}.lock"
@@ -30,8 +32,8 @@ def exclusive_timing(device: str) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            print(f"harness: waiting for device {device!r}: process {holder} on this host is "
-                  "timing it (measurements on one device never overlap)", file=sys.stderr,
+            print(f"harness: waiting for device {shorten(device)}: process {holder} on this host "
+                  "is timing it (measurements on one device never overlap)", file=sys.stderr,
                   flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)

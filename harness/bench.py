@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from harness.config import CandidateConfig, load_config_file
+from harness.config import CandidateConfig, check_keys_take_effect, load_config_file
 from harness.cost import check_buildable
 from harness.devices.base import MeasuredDevice
 from harness.environment import capture_environment, git_commit_date
@@ -125,8 +125,9 @@ def _entries(item: Any, defaults: dict[str, Any], where: str, base: Path) -> lis
                          f"{shorten(overrides)}")
     entries = []
     try:
-        for entry_name, config in _configs(item, sources[0], base, name):
+        for entry_name, config, stated in _configs(item, sources[0], base, name):
             config = config.from_dict({**config.to_dict(), **overrides}, where="set: ")
+            check_keys_take_effect(config, [*stated, *overrides])
             check_buildable(config)
             entries.append(SuiteEntry(entry_name, config, batch_size, float(threshold)))
     except (ConfigError, OSError, ValueError) as error:
@@ -135,16 +136,18 @@ def _entries(item: Any, defaults: dict[str, Any], where: str, base: Path) -> lis
 
 
 def _configs(item: dict[str, Any], source: str, base: Path,
-             name: str) -> list[tuple[str, CandidateConfig]]:
+             name: str) -> list[tuple[str, CandidateConfig, tuple[str, ...]]]:
+    """(entry name, configuration, the keys the entry states) of each configuration an entry
+    names; a study's Pareto front states none (see ``load_config_file``)."""
     if source == "arch":
-        return [(name, preset_config(item["arch"]))]
+        return [(name, preset_config(item["arch"]), ())]
     if source == "config":
         if isinstance(item["config"], dict):
-            return [(name, CandidateConfig.from_dict(item["config"]))]
-        return [(name, load_config_file(base / item["config"]))]
+            return [(name, CandidateConfig.from_dict(item["config"]), tuple(item["config"]))]
+        return [(name, *load_config_file(base / item["config"]))]
     # every Pareto-optimal configuration a study exported, named by its trial
     front = json.loads((base / item["pareto"]).read_text())
-    return [(f"{name}-trial{entry['trial']}", CandidateConfig.from_dict(entry["config"]))
+    return [(f"{name}-trial{entry['trial']}", CandidateConfig.from_dict(entry["config"]), ())
             for entry in front]
 
 

@@ -320,16 +320,18 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    """The configuration of ``--arch``/``--config`` and ``--set``, refused if it is over a size
-    limit, before anything is loaded or built."""
-    from harness.config import load_config_file, parse_set_options
+    """The configuration of ``--arch``/``--config`` and ``--set``, refused if a key it states has
+    no effect or it is over a size limit, before anything is loaded or built."""
+    from harness.config import check_keys_take_effect, load_config_file, parse_set_options
     from harness.cost import check_buildable
     from harness.models import preset_config
 
-    config = load_config_file(args.config) if args.config else preset_config(args.arch)
-    if args.set:
-        config = config.from_dict({**config.to_dict(), **parse_set_options(args.set)},
-                                  where="--set ")
+    config, stated = (load_config_file(args.config) if args.config
+                      else (preset_config(args.arch), ()))
+    overrides = parse_set_options(args.set)
+    if overrides:
+        config = config.from_dict({**config.to_dict(), **overrides}, where="--set ")
+    check_keys_take_effect(config, [*stated, *overrides])
     check_buildable(config)
     return config
 

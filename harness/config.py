@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,17 +356,18 @@ class CandidateConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def load_config_file(path: Path) -> CandidateConfig:
+def load_config_file(path: Path) -> tuple[CandidateConfig, tuple[str, ...]]:
     """A configuration from a YAML or JSON file: a mapping of keys, or an object with ``config``
-    (an entry of ``pareto.json``)."""
+    (an entry of ``pareto.json``); with the keys the file states, for ``check_keys_take_effect``
+    (none for a ``pareto.json`` entry: a search chose its values, needed or not)."""
     where = f"{path}: "
     text = read_text(path, "configuration file", MAX_YAML_BYTES)
     values = parse_yaml(text, str(path), ConfigError)  # JSON is YAML
     if isinstance(values, dict) and isinstance(values.get("config"), dict):
-        values = values["config"]
+        return CandidateConfig.from_dict(values["config"], where=where), ()
     if not isinstance(values, dict):
         raise ConfigError(f"{where}expected a mapping of configuration keys ({VALID_KEYS})")
-    return CandidateConfig.from_dict(values, where=where)
+    return CandidateConfig.from_dict(values, where=where), tuple(values)
 
 
 def parse_set_options(assignments: list[str]) -> dict[str, Any]:
@@ -384,6 +385,73 @@ def parse_set_options(assignments: list[str]) -> dict[str, Any]:
     return overrides
 
 
+@dataclass(frozen=True)
+class Switch:
+    """The key that turns on the knob another key configures: whether a value of it does
+    (``turns_on``), and what to set (``how``)."""
+
+    key: str
+    turns_on: Callable[[Any], bool]
+    how: str
+
+
+def _values(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+# Keys that configure a knob and do nothing while it is off. A search space may sample them all
+# the same (a candidate with global attention and some window_size is fine); a configuration the
+# user states must not set one in vain (``check_keys_take_effect``).
+SWITCHES: dict[str, Switch] = {
+    "window_size": Switch("attention", lambda v: "window" in _values(v), "set attention=window"),
+    "kv_pool": Switch("attention", lambda v: "pooled" in _values(v), "set attention=pooled"),
+    "merge_schedule": Switch(
+        "merge_r", lambda v: not isinstance(v, tuple) and v > 0,
+        "set merge_r to a positive integer; a per-block list is a schedule of its own"),
+    "keep_layers": Switch(
+        "keep_rate", lambda v: not isinstance(v, tuple) and v < 1,
+        "set keep_rate below 1; a per-block list prunes wherever its rate is below 1"),
+    "fuse_tokens": Switch("keep_rate", lambda v: min(_values(v)) < 1, "set keep_rate below 1"),
+    "sparsity_block": Switch("weight_sparsity", lambda v: v == "block",
+                             "set weight_sparsity=block"),
+    "block_sparsity": Switch("weight_sparsity", lambda v: v == "block",
+                             "set weight_sparsity=block"),
+}
+
+
 def quoted(value: Any) -> str:
     """A value for an error message: lists in brackets, long ones cut short."""
     return shorten(list(value) if isinstance(value, tuple) else value)
+
+
+def shown(value: Any) -> str:
+    """A value as ``--set`` takes it: like ``quoted``, strings without quotes."""
+    return value if isinstance(value, str) else quoted(value)
+
+
+def check_keys_take_effect(config: CandidateConfig, keys: Iterable[str], where: str = "") -> None:
+    """Refuse a key the user states whose value, other than the default, does nothing under the
+    other keys (``window_size=5`` with global attention): what is measured would not be what was
+    asked for. Not part of ``CandidateConfig`` validation, since searches sample such keys."""
+    for key in dict.fromkeys(keys):
+        value = getattr(config, key)
+        reason = None if value == getattr(CandidateConfig, key) else _no_effect(config, key)
+        if reason:
+            raise ConfigError(f"{where}{key}={shown(value)} has no effect: {reason}")
+
+
+def _no_effect(config: CandidateConfig, key: str) -> str | None:
+    """Why ``key`` does nothing in ``config``, or None if it does something."""
+    if key in SWITCHES:
+        switch = SWITCHES[key]
+        value = getattr(config, switch.key)
+        if switch.turns_on(value):
+            return None
+        return f"{switch.key} is {quoted(value)} ({switch.how})"
+    if key == "attention" and config.attention in GRID_ATTENTION and config.grid_blocks() == 0:
+        return (f"block 1 already reduces tokens, and {config.attention} attention needs the "
+                "full patch grid, so every block runs global attention (reduce tokens later: "
+                "keep_layers, merge_r)")
+    if key == "keep_rate" and not isinstance(config.keep_rate, tuple) and not config.keep_layers:
+        return "keep_layers is empty (name the blocks after which to prune)"
+    return None

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from harness.config import CandidateConfig, parse_set_options
+from harness.config import CandidateConfig, check_keys_take_effect, parse_set_options
 from harness.cost import check_buildable, estimate_cost
 from harness.devices.base import KnobSupport, MeasuredDevice, inference_context
 from harness.errors import ConfigError, shorten
@@ -245,8 +245,8 @@ def _knob_configs(
     archs: Mapping[str, CandidateConfig], settings: Sequence[KnobSetting]
 ) -> dict[str, tuple[CandidateConfig, list[CandidateConfig]]]:
     """Each architecture's dense reference and knob configurations, all validated before any
-    timing starts, so an invalid setting fails in a second rather than after minutes; every
-    model must be within the size limits."""
+    timing starts, so an invalid setting fails in a second rather than after minutes: a key a
+    setting states must take effect, and every model must be within the size limits."""
     configs = {}
     for name, arch in archs.items():
         dense = arch.replace(**KNOBS_OFF)
@@ -255,6 +255,7 @@ def _knob_configs(
         for setting in settings:
             where = f"knob {setting.label} on {name}: "
             knob = CandidateConfig.from_dict({**dense.to_dict(), **setting.values}, where=where)
+            check_keys_take_effect(knob, setting.values, where)
             check_buildable(knob)
             knobs.append(knob)
         configs[name] = (dense, knobs)

@@ -27,10 +27,12 @@ from typing import Any
 from harness.config import (
     KEY_SPECS,
     PER_LAYER_KEYS,
+    SWITCHES,
     CandidateConfig,
     check_key,
     check_value,
     quoted,
+    shown,
 )
 from harness.cost import check_buildable
 from harness.errors import ConfigError, SearchSpaceError, shorten
@@ -111,8 +113,27 @@ class SearchSpace:
         return configs
 
     def with_fixed(self, overrides: dict[str, Any]) -> SearchSpace:
-        """The same space with some keys pinned to one value (``--set`` on ``harness search``)."""
-        return self.with_choices({key: (value,) for key, value in overrides.items()})
+        """The same space with some keys pinned to one value (``--set`` on ``harness search``).
+
+        A pinned value other than the default that no configuration of the space would use
+        (``window_size`` where attention is never ``window``) is refused: it can never matter.
+        """
+        space = self.with_choices({key: (value,) for key, value in overrides.items()})
+        for key, value in overrides.items():
+            switch = SWITCHES.get(key)
+            if switch is None or value == getattr(CandidateConfig, key):
+                continue
+            dim = space.dimensions.get(switch.key)
+            if dim is not None and dim.per_layer:  # a per-block list of any of its choices
+                values, described = (dim.choices,), f"chosen per block from {quoted(dim.choices)}"
+            else:
+                values = space._choices(switch.key)
+                described = quoted(values[0]) if len(values) == 1 else f"one of {quoted(values)}"
+            if not any(switch.turns_on(v) for v in values):
+                raise SearchSpaceError(
+                    f"{self.source}: --set {key}={shown(value)} has no effect: {switch.key} is "
+                    f"{described} in every configuration of the space ({switch.how})")
+        return space
 
     def with_choices(self, choices: dict[str, tuple[Any, ...]]) -> SearchSpace:
         """The same space with the choices of some keys replaced (shared across blocks)."""

@@ -1,4 +1,4 @@
-"""Input limits: model sizes, YAML documents and list lengths.
+"""Input limits: model sizes, YAML documents, list lengths, and stated keys that take no effect.
 
 Every refusal is one line, comes before any model is built, and names the key, the value and the
 limit. Nothing here builds a large model or expands a YAML bomb: the refusals are what is tested.
@@ -6,8 +6,10 @@ limit. Nothing here builds a large model or expands a YAML bomb: the refusals ar
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 
+import optuna
 import pytest
 
 import harness.bench
@@ -17,7 +19,7 @@ import harness.study
 from harness.bench import BenchError, load_suite
 from harness.budget import parse_budget
 from harness.cli import MAX_ERROR_CHARS, main
-from harness.config import CandidateConfig, parse_set_options
+from harness.config import CandidateConfig, check_keys_take_effect, parse_set_options
 from harness.cost import check_buildable, estimate_cost
 from harness.devices import parse_profile
 from harness.errors import BudgetError, ConfigError, DeviceError, SearchSpaceError
@@ -314,3 +316,114 @@ def test_echoed_values_are_cut_short(refuse, error):
     with pytest.raises(error) as refusal:
         refuse()
     assert "..." in str(refusal.value) and len(str(refusal.value)) < 300
+
+
+# --- stated keys that take no effect ------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (["window_size=5"],
+         "window_size=5 has no effect: attention is 'global' (set attention=window)"),
+        (["kv_pool=7"], "kv_pool=7 has no effect: attention is 'global' (set attention=pooled)"),
+        (["merge_schedule=decreasing"], "merge_schedule=decreasing has no effect: merge_r is 0"),
+        (["merge_r=[8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]", "merge_schedule=decreasing"],
+         ("merge_schedule=decreasing has no effect: merge_r is [8, 8, 8, 8, 8, 8, 8, 8, ...] (set "
+          "merge_r to a positive integer; a per-block list is a schedule of its own)")),
+        (["keep_layers=[2, 5]"], "keep_layers=[2, 5] has no effect: keep_rate is 1.0"),
+        (["fuse_tokens=false"], "fuse_tokens=False has no effect: keep_rate is 1.0"),
+        (["sparsity_block=16"],
+         "sparsity_block=16 has no effect: weight_sparsity is 'dense' (set weight_sparsity=block)"),
+        (["block_sparsity=0.7"], "block_sparsity=0.7 has no effect: weight_sparsity is 'dense'"),
+        (["keep_rate=0.7", "keep_layers=[]"],
+         "keep_rate=0.7 has no effect: keep_layers is empty"),
+        (["attention=window", "keep_rate=0.5", "keep_layers=[1]"],
+         "attention=window has no effect: block 1 already reduces tokens"),
+    ],
+)
+def test_measure_refuses_a_set_key_that_has_no_effect(settings, message, nothing_is_built,
+                                                      capsys):
+    assert main(["measure", "--no-latency", *(f"--set={setting}" for setting in settings)]) == 2
+    assert message in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"attention": "window", "window_size": 14},
+        {"attention": "pooled", "kv_pool": 7},
+        {"window_size": 7},  # the default: nothing stated beyond it
+        {"merge_r": 8, "merge_schedule": "decreasing"},
+        {"keep_rate": 0.7, "keep_layers": (2, 5), "fuse_tokens": False},
+        {"keep_rate": [1.0] * 3 + [0.7] * 9, "fuse_tokens": False},
+        {"weight_sparsity": "block", "sparsity_block": 16, "block_sparsity": 0.7},
+    ],
+)
+def test_keys_that_take_effect_pass(values):
+    check_keys_take_effect(CandidateConfig.from_dict(values), values)
+
+
+def test_a_search_candidate_may_hold_keys_without_effect():
+    """Spaces sample such keys regardless of the knob; only stated configurations are checked."""
+    space = parse_space("params: {attention: [global, window], window_size: [2, 7]}\n", "s.yaml")
+    config = space.suggest(optuna.trial.FixedTrial({"attention": "global", "window_size": 2}))
+    assert config.attention == "global" and config.window_size == 2
+
+
+def test_config_files_state_their_keys_but_pareto_entries_do_not(tmp_path, capsys):
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("embed_dim: 192\nwindow_size: 5\n")
+    assert main(["measure", "--config", str(plain), "--no-latency"]) == 2
+    assert "window_size=5 has no effect: attention is 'global'" in one_error_line(capsys)
+    # a search chose this entry's window_size alongside global attention: it is measured as is
+    entry = tmp_path / "winner.json"
+    entry.write_text(json.dumps({"trial": 3, "config": {"depth": 2, "window_size": 5}}))
+    assert main(["measure", "--config", str(entry), "--no-latency", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["window_size"] == 5
+    assert main(["measure", "--config", str(entry), "--no-latency", "--set", "kv_pool=4"]) == 2
+    assert "kv_pool=4 has no effect" in one_error_line(capsys)
+
+
+def test_suite_entries_state_their_keys(tmp_path):
+    suite = tmp_path / "suite.yaml"
+    for entry in ("{name: w, arch: deit_tiny, set: {window_size: 5}}",
+                  "{name: w, config: {depth: 2, kv_pool: 4}}"):
+        suite.write_text(f"entries:\n  - {entry}\n")
+        with pytest.raises(BenchError, match=r"entries\[0\]: (window_size=5|kv_pool=4) has no "
+                           r"effect: attention is 'global'"):
+            load_suite(str(suite))
+    for name in ("smoke", "nightly"):  # the bundled suites state only keys that take effect
+        assert load_suite(name).entries
+
+
+def test_bench_knobs_refuses_a_knob_without_effect_before_timing(fast_device_file, capsys):
+    assert main(["bench-knobs", "--knob", "window_size=5", "--arch", "deit_tiny", "--device",
+                 str(fast_device_file)]) == 2
+    assert one_error_line(capsys) == (
+        "harness: error: knob window_size=5 on deit_tiny: window_size=5 has no effect: attention "
+        "is 'global' (set attention=window)\n")
+
+
+def test_hls_synth_refuses_a_key_without_effect(tmp_path, capsys):
+    out = tmp_path / "kernels"
+    assert main(["hls", "synth", "--device", "zcu102", "--set", "kv_pool=7", "--out",
+                 str(out)]) == 2
+    assert "kv_pool=7 has no effect: attention is 'global'" in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_search_refuses_a_pin_no_configuration_of_the_space_uses(nothing_is_built, capsys):
+    assert main(["search", "--set", "window_size=5", "--accuracy", "proxy:params"]) == 2
+    assert one_error_line(capsys) == (
+        "harness: error: vit_tiny.yaml: --set window_size=5 has no effect: attention is 'global' "
+        "in every configuration of the space (set attention=window)\n")
+    with pytest.raises(SearchSpaceError, match=r"--set merge_schedule=decreasing has no effect: "
+                       r"merge_r is chosen per block from \[0, 8, 16, 24\]"):
+        load_space("deit_small_tokens").with_fixed({"merge_schedule": "decreasing"})
+
+
+def test_search_pins_that_can_take_effect_are_kept():
+    tokens = load_space("deit_small_tokens").with_fixed({"window_size": 2})
+    assert tokens.dimensions["window_size"].choices == (2,)  # attention may be window per block
+    tiny = load_space("vit_tiny").with_fixed({"window_size": 7, "fuse_tokens": False})
+    assert tiny.dimensions["fuse_tokens"].choices == (False,)  # vit_tiny prunes tokens

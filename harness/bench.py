@@ -20,14 +20,15 @@ from typing import Any
 
 import torch
 
-from harness.config import CandidateConfig, load_config_file
+from harness.config import CandidateConfig, check_keys_take_effect, load_config_file
+from harness.cost import check_buildable
 from harness.devices.base import MeasuredDevice
 from harness.environment import capture_environment, git_commit_date
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, shorten
 from harness.files import check_readable_file, named_child, read_text, write_atomically
 from harness.models import build_model, preset_config
 from harness.timing import MeasurementProtocol
-from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
+from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path, string_field
 
 SUITES_PACKAGE = "harness.bench_suites"
 SUITE_SCHEMA_VERSION = 1
@@ -71,7 +72,8 @@ def load_suite(name_or_path: str) -> Suite:
         raise BenchError(f"{source}: expected a mapping with keys name, entries")
     unknown = set(document) - set(SUITE_KEYS)
     if unknown:
-        raise BenchError(f"{source}: unknown key {min(unknown)!r}; valid: {', '.join(SUITE_KEYS)}")
+        raise BenchError(f"{source}: unknown key {shorten(min(unknown, key=str))}; valid: "
+                         f"{', '.join(SUITE_KEYS)}")
     if document.get("schema_version", SUITE_SCHEMA_VERSION) != SUITE_SCHEMA_VERSION:
         raise BenchError(f"{source}: schema_version: expected {SUITE_SCHEMA_VERSION}")
     items = document.get("entries")
@@ -85,11 +87,12 @@ def load_suite(name_or_path: str) -> Suite:
     names = [e.name for e in entries]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
-        raise BenchError(f"{source}: entry name {duplicate!r} appears twice")
+        raise BenchError(f"{source}: entry name {shorten(duplicate)} appears twice")
     measurement = document.get("measurement") or {}
     if not isinstance(measurement, dict):
         raise BenchError(f"{source}: measurement: expected a mapping of protocol keys")
-    return Suite(str(document.get("name", Path(source).stem)), str(document.get("description", "")),
+    return Suite(string_field(document, "name", Path(source).stem, source, BenchError),
+                 string_field(document, "description", "", source, BenchError),
                  measurement, entries, source)
 
 
@@ -98,43 +101,53 @@ def _entries(item: Any, defaults: dict[str, Any], where: str, base: Path) -> lis
         raise BenchError(f"{where}: expected a mapping with name and arch, config or pareto")
     unknown = set(item) - set(ENTRY_KEYS)
     if unknown:
-        raise BenchError(f"{where}: unknown key {min(unknown)!r}; valid: {', '.join(ENTRY_KEYS)}")
+        raise BenchError(f"{where}: unknown key {shorten(min(unknown, key=str))}; valid: "
+                         f"{', '.join(ENTRY_KEYS)}")
     values = {**defaults, **item}
     name = values.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise BenchError(f"{where}.name: expected a name of letters, digits and . _ + -, "
-                         f"got {name!r}")
+                         f"got {shorten(name)}")
     batch_size, threshold = values.get("batch_size", 1), values.get("threshold_pct",
                                                                      DEFAULT_THRESHOLD_PCT)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise BenchError(f"{where}.batch_size: expected a positive integer, got {batch_size!r}")
+        raise BenchError(f"{where}.batch_size: expected a positive integer, got "
+                         f"{shorten(batch_size)}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold <= 0:
-        raise BenchError(f"{where}.threshold_pct: expected a positive number, got {threshold!r}")
+        raise BenchError(f"{where}.threshold_pct: expected a positive number, got "
+                         f"{shorten(threshold)}")
     sources = [key for key in ("arch", "config", "pareto") if key in item]
     if len(sources) != 1:
         raise BenchError(f"{where}: give exactly one of arch, config, pareto")
+    overrides = item.get("set") or {}
+    if not isinstance(overrides, dict):
+        raise BenchError(f"{where}.set: expected a mapping of configuration keys, got "
+                         f"{shorten(overrides)}")
+    entries = []
     try:
-        configs = _configs(item, sources[0], base, name)
-        overrides = item.get("set") or {}
-        configs = [(n, c.from_dict({**c.to_dict(), **overrides}, where="set: "))
-                   for n, c in configs]
+        for entry_name, config, stated in _configs(item, sources[0], base, name):
+            config = config.from_dict({**config.to_dict(), **overrides}, where="set: ")
+            check_keys_take_effect(config, [*stated, *overrides])
+            check_buildable(config)
+            entries.append(SuiteEntry(entry_name, config, batch_size, float(threshold)))
     except (ConfigError, OSError, ValueError) as error:
         raise BenchError(f"{where}: {error}") from None
-    return [SuiteEntry(entry_name, config, batch_size, float(threshold))
-            for entry_name, config in configs]
+    return entries
 
 
 def _configs(item: dict[str, Any], source: str, base: Path,
-             name: str) -> list[tuple[str, CandidateConfig]]:
+             name: str) -> list[tuple[str, CandidateConfig, tuple[str, ...]]]:
+    """(entry name, configuration, the keys the entry states) of each configuration an entry
+    names; a study's Pareto front states none (see ``load_config_file``)."""
     if source == "arch":
-        return [(name, preset_config(item["arch"]))]
+        return [(name, preset_config(item["arch"]), ())]
     if source == "config":
         if isinstance(item["config"], dict):
-            return [(name, CandidateConfig.from_dict(item["config"]))]
-        return [(name, load_config_file(base / item["config"]))]
+            return [(name, CandidateConfig.from_dict(item["config"]), tuple(item["config"]))]
+        return [(name, *load_config_file(base / item["config"]))]
     # every Pareto-optimal configuration a study exported, named by its trial
     front = json.loads(read_text(base / item["pareto"], "pareto file"))
-    return [(f"{name}-trial{entry['trial']}", CandidateConfig.from_dict(entry["config"]))
+    return [(f"{name}-trial{entry['trial']}", CandidateConfig.from_dict(entry["config"]), ())
             for entry in front]
 
 
@@ -160,8 +173,8 @@ def run_suite(suite: Suite, device: MeasuredDevice, out_dir: Path,
         known = {e.name for e in suite.entries}
         missing = [name for name in entries if name not in known]
         if missing:
-            raise BenchError(f"suite {suite.name!r} has no entry {missing[0]!r}; entries: "
-                             f"{', '.join(sorted(known))}")
+            raise BenchError(f"suite {shorten(suite.name)} has no entry {shorten(missing[0])}; "
+                             f"entries: {', '.join(sorted(known))}")
         chosen = [e for e in suite.entries if e.name in entries]
     environment = capture_environment(device)
     commit = environment["git_commit"] or "unknown"
@@ -234,8 +247,8 @@ def load_results(path: Path) -> list[dict[str, Any]]:
         if not isinstance(result, dict) or result.get("kind") != RESULT_KIND:
             continue  # other JSON (a pareto.json, a report) may share the directory
         if result.get("schema_version") != RESULT_SCHEMA_VERSION:
-            raise BenchError(f"{file}: schema_version {result.get('schema_version')!r}; this "
-                             f"harness reads {RESULT_SCHEMA_VERSION}")
+            raise BenchError(f"{file}: schema_version {shorten(result.get('schema_version'))}; "
+                             f"this harness reads {RESULT_SCHEMA_VERSION}")
         results.append({**result, "path": str(file)})
     if not results:
         raise BenchError(f"{path}: no benchmark result files (written by 'harness bench')")

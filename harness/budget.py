@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from harness.errors import BudgetError
+from harness.errors import BudgetError, shorten
 
 # metric -> {suffix: multiplier to the metric's unit (MACs, parameters, milliseconds)}
 _UNITS: dict[str, dict[str, float]] = {
@@ -52,19 +52,20 @@ class Budget:
 def parse_budget(text: str) -> Budget:
     match = _PATTERN.match(text.lower())
     if not match:
-        raise BudgetError(f"cannot parse budget {text!r}; expected {VALID_FORMS}")
+        raise BudgetError(f"cannot parse budget {shorten(text)}; expected {VALID_FORMS}")
     number, suffix = float(match.group(1)), match.group(2)
     for metric, suffixes in _UNITS.items():
         if suffix in suffixes:
             if number <= 0:
-                raise BudgetError(f"budget {text!r} must be positive; expected {VALID_FORMS}")
+                raise BudgetError(f"budget {shorten(text)} must be positive; expected {VALID_FORMS}")
             limit = number * suffixes[suffix]
             if metric == "latency_ms" and limit < MIN_LATENCY_MS:
-                raise BudgetError(f"latency budget {text!r} is below {MIN_LATENCY_MS} ms, the "
+                raise BudgetError(f"latency budget {shorten(text)} is below {MIN_LATENCY_MS} ms, the "
                                   "overhead of one timed call: no candidate can meet it")
             return Budget(metric=metric, limit=limit, text=f"{match.group(1).lstrip('+')}{suffix}")
     valid = sorted({s for suffixes in _UNITS.values() for s in suffixes})
-    raise BudgetError(f"unknown budget unit {suffix!r} in {text!r}; valid units: {', '.join(valid)}")
+    raise BudgetError(f"unknown budget unit {shorten(suffix)} in {shorten(text)}; valid units: "
+                      f"{', '.join(valid)}")
 
 
 def parse_budgets(texts: list[str]) -> list[Budget]:

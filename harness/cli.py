@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shorten
 
 DEFAULT_SPACE = "vit_tiny"
 DEFAULT_DEVICE = "cpu"
@@ -329,13 +329,19 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from harness.config import load_config_file, parse_set_options
+    """The configuration of ``--arch``/``--config`` and ``--set``, refused if a key it states has
+    no effect or it is over a size limit, before anything is loaded or built."""
+    from harness.config import check_keys_take_effect, load_config_file, parse_set_options
+    from harness.cost import check_buildable
     from harness.models import preset_config
 
-    config = load_config_file(args.config) if args.config else preset_config(args.arch)
-    if args.set:
-        config = config.from_dict({**config.to_dict(), **parse_set_options(args.set)},
-                                  where="--set ")
+    config, stated = (load_config_file(args.config) if args.config
+                      else (preset_config(args.arch), ()))
+    overrides = parse_set_options(args.set)
+    if overrides:
+        config = config.from_dict({**config.to_dict(), **overrides}, where="--set ")
+    check_keys_take_effect(config, [*stated, *overrides])
+    check_buildable(config)
     return config
 
 
@@ -407,7 +413,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if args.sampler not in SAMPLERS:
-        raise UsageError(f"unknown sampler {args.sampler!r}; valid: {', '.join(SAMPLERS)}")
+        raise UsageError(f"unknown sampler {shorten(args.sampler)}; valid: {', '.join(SAMPLERS)}")
     space = load_space(args.space)
     if args.set:
         space = space.with_fixed(parse_set_options(args.set))
@@ -417,9 +423,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     device = get_device(args.device)
     if workers > 1 and device.times_on_this_host:
         raise UsageError(
-            f"--workers {workers}: device {device.name!r} is timed on this host, and timings "
-            "taken while other workers compute here would measure their load; use --workers "
-            "with an estimated device (e.g. --device zcu102), or one 'harness worker' per host")
+            f"--workers {workers}: device {shorten(device.name)} is timed on this host, and "
+            "timings taken while other workers compute here would measure their load; use "
+            "--workers with an estimated device (e.g. --device zcu102), or one 'harness worker' "
+            "per host")
     space, capability_notes = restrict_to_device(space, device, args.keep_unaccelerated)
     protocol = _protocol(device, args)
     check_device_fits(space, device, protocol.batch_size)
@@ -615,7 +622,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     name = args.study or (names[0] if len(names) == 1 else None)
     if name not in names:
-        raise StudyError(f"study {name or '(none given)'!r} not in {storage_url}; valid: "
+        raise StudyError(f"study {shorten(name or '(none given)')} not in {storage_url}; valid: "
                          f"{', '.join(names) or 'none'}")
     report = write_report(optuna.load_study(study_name=name, storage=storage), args.out)
     print(report)
@@ -649,7 +656,7 @@ def _fpga_device(name: str) -> Any:
     device = get_device(name)
     if not isinstance(device, FpgaHlsDevice):
         fpgas = ", ".join(s.name for s in device_statuses() if s.kind == FpgaHlsDevice.kind)
-        raise DeviceError(f"device {device.name!r} is of kind {device.kind!r}; HLS reports "
+        raise DeviceError(f"device {shorten(device.name)} is of kind {device.kind!r}; HLS reports "
                           f"calibrate fpga-hls devices: {fpgas}")
     return device
 
@@ -737,7 +744,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     device = get_device(args.device)
     if not isinstance(device, MeasuredDevice):
-        raise DeviceError(f"bench measures real calls; device {device.name!r} of kind "
+        raise DeviceError(f"bench measures real calls; device {shorten(device.name)} of kind "
                           f"{device.kind!r} estimates latency")
     if args.rounds <= 0:
         raise UsageError(f"--rounds must be positive, got {args.rounds}")
@@ -759,7 +766,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps({"suite": suite.name, "device": device.name,
                           "results": [str(p) for p in written]}, indent=2))
     else:
-        print(f"{len(written)} result(s) of suite {suite.name!r} on {device.name} in {args.out}")
+        print(f"{len(written)} result(s) of suite {shorten(suite.name)} on {device.name} in "
+              f"{args.out}")
     return 0
 
 
@@ -895,7 +903,7 @@ def cmd_bench_knobs(args: argparse.Namespace) -> int:
     settings = [parse_knob(text) for text in args.knob] if args.knob else list(DEFAULT_SETTINGS)
     device = get_device(args.device)
     if not isinstance(device, MeasuredDevice):
-        raise DeviceError(f"bench-knobs times real calls; device {device.name!r} of kind "
+        raise DeviceError(f"bench-knobs times real calls; device {shorten(device.name)} of kind "
                           f"{device.kind!r} estimates latency (use 'harness measure' with --set)")
 
     def on_row(done: int, total: int, row: KnobRow) -> None:

@@ -39,7 +39,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import stats
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shorten
 
 MIN_SAMPLES = 5  # fewest samples per side; with 5 against 5 the smallest two-sided p is 0.008
 CONFIDENCE = 0.95
@@ -131,12 +131,12 @@ def hodges_lehmann_ci_pct(base: Sequence[float], head: Sequence[float]) -> tuple
 def _validated(name: str, side: str, samples: Sequence[float]) -> np.ndarray:
     values = np.asarray(samples, dtype=float)
     if len(values) < MIN_SAMPLES:
-        raise ComparisonError(f"entry {name!r}: {side} has {len(values)} samples, at least "
+        raise ComparisonError(f"entry {shorten(name)}: {side} has {len(values)} samples, at least "
                               f"{MIN_SAMPLES} are needed")
     bad = values[~(np.isfinite(values) & (values > 0))]
     if len(bad):
-        raise ComparisonError(f"entry {name!r}: {side} has a sample that is not a positive "
-                              f"finite latency ({bad[0]!r})")
+        raise ComparisonError(f"entry {shorten(name)}: {side} has a sample that is not a positive "
+                              f"finite latency ({shorten(bad[0])})")
     return values
 
 
@@ -167,8 +167,8 @@ def compare_entries(
         head = _validated(name, "head", head_samples)
         threshold = float(thresholds.get(name, default_threshold_pct))
         if not (math.isfinite(threshold) and threshold > 0):
-            raise ComparisonError(f"entry {name!r}: threshold {threshold!r}% is not a positive "
-                                  "finite percentage")
+            raise ComparisonError(f"entry {shorten(name)}: threshold {shorten(threshold)}% is not "
+                                  "a positive finite percentage")
         p_value = float(stats.mannwhitneyu(head, base, alternative="two-sided").pvalue)
         measured.append((name, base, head, threshold, p_value))
 

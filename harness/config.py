@@ -9,15 +9,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, shorten
 from harness.files import read_text
 from harness.tokens import merge_schedule, merges_at, tokens_after_pruning
-from harness.yaml_files import load_yaml
+from harness.yaml_files import MAX_YAML_BYTES, parse_yaml
 
 # Per-layer keys may hold one value for every block or a list with one value per block.
 PER_LAYER_KEYS = ("num_heads", "mlp_ratio", "keep_rate", "merge_r", "attention")
@@ -27,6 +27,17 @@ GRID_ATTENTION = ("window", "pooled")
 MERGE_SCHEDULES = ("constant", "decreasing")
 WEIGHT_SPARSITIES = ("dense", "2:4", "block")
 PRECISIONS = ("fp32", "int8", "bf16", "fp16")
+
+# Size limits of single keys: far above every published ViT, far below what exhausts a host's
+# memory. A larger value is a typo (depth=10000) that would take minutes and many GB to build.
+# Limits that combine keys (parameters, tokens, attention scores) are in ``harness.cost``.
+MAX_DEPTH = 256  # ViT-22B has 48 blocks
+MAX_EMBED_DIM = 16384  # ViT-22B: 6144
+MAX_HEADS = 256  # ViT-22B: 48
+MAX_HEAD_DIM = 1024  # ViT-22B: 128; DeiT: 64
+MAX_MLP_RATIO = 64  # published ViTs use 4 (ViT-G/14: 4.9)
+MAX_IMG_SIZE = 4096  # detection and segmentation ViTs (ViTDet, SAM) take 1024 px
+MAX_NUM_CLASSES = 100_000  # JFT-3B has about 30,000 classes, ImageNet-21k 21,843
 
 
 def _is_int(value: Any) -> bool:
@@ -48,6 +59,10 @@ class KeySpec:
 
 def _positive_int(value: Any) -> bool:
     return _is_int(value) and value > 0
+
+
+def _int_up_to(limit: int) -> Callable[[Any], bool]:
+    return lambda value: _positive_int(value) and value <= limit
 
 
 def _positive_number(value: Any) -> bool:
@@ -73,23 +88,30 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], bool]:
 def _layer_numbers(value: Any) -> bool:
     return (
         isinstance(value, (list, tuple))
-        and all(_positive_int(v) for v in value)
+        and len(value) <= MAX_DEPTH
+        and all(_int_up_to(MAX_DEPTH)(v) for v in value)
         and list(value) == sorted(set(value))
     )
 
 
+def _up_to(limit: int) -> str:
+    return f"a positive integer up to {limit}"
+
+
 KEY_SPECS: dict[str, KeySpec] = {
-    "embed_dim": KeySpec(_positive_int, "a positive integer"),
-    "depth": KeySpec(_positive_int, "a positive integer"),
-    "num_heads": KeySpec(_positive_int, "a positive integer"),
-    "mlp_ratio": KeySpec(_positive_number, "a positive number", float),
-    "head_dim": KeySpec(_positive_int, "a positive integer"),
-    "patch_size": KeySpec(_positive_int, "a positive integer"),
-    "img_size": KeySpec(_positive_int, "a positive integer"),
-    "num_classes": KeySpec(_positive_int, "a positive integer"),
+    "embed_dim": KeySpec(_int_up_to(MAX_EMBED_DIM), _up_to(MAX_EMBED_DIM)),
+    "depth": KeySpec(_int_up_to(MAX_DEPTH), _up_to(MAX_DEPTH)),
+    "num_heads": KeySpec(_int_up_to(MAX_HEADS), _up_to(MAX_HEADS)),
+    "mlp_ratio": KeySpec(lambda v: _positive_number(v) and v <= MAX_MLP_RATIO,
+                         f"a positive number up to {MAX_MLP_RATIO}", float),
+    "head_dim": KeySpec(_int_up_to(MAX_HEAD_DIM), _up_to(MAX_HEAD_DIM)),
+    "patch_size": KeySpec(_int_up_to(MAX_IMG_SIZE), _up_to(MAX_IMG_SIZE)),
+    "img_size": KeySpec(_int_up_to(MAX_IMG_SIZE), _up_to(MAX_IMG_SIZE)),
+    "num_classes": KeySpec(_int_up_to(MAX_NUM_CLASSES), _up_to(MAX_NUM_CLASSES)),
     "keep_rate": KeySpec(_keep_rate, "a number in (0, 1] (1.0 = no token pruning)", float),
     "keep_layers": KeySpec(
-        _layer_numbers, "a strictly increasing list of 1-based block numbers", tuple
+        _layer_numbers, f"a strictly increasing list of 1-based block numbers up to {MAX_DEPTH}",
+        tuple,
     ),
     "fuse_tokens": KeySpec(lambda v: isinstance(v, bool), "true or false"),
     "merge_r": KeySpec(_non_negative_int, "a non-negative integer (0 = no token merging)"),
@@ -108,7 +130,8 @@ VALID_KEYS = ", ".join(KEY_SPECS)
 def check_key(key: str, where: str = "") -> KeySpec:
     """Return the spec of ``key`` or raise ``ConfigError`` listing the valid keys."""
     if key not in KEY_SPECS:
-        raise ConfigError(f"{where}unknown configuration key {key!r}; valid keys: {VALID_KEYS}")
+        raise ConfigError(f"{where}unknown configuration key {shorten(key)}; valid keys: "
+                          f"{VALID_KEYS}")
     return KEY_SPECS[key]
 
 
@@ -116,14 +139,17 @@ def check_value(key: str, value: Any, where: str = "") -> Any:
     """Validate one value of ``key`` (a per-layer key may be a list) and return it normalized."""
     spec = check_key(key, where)
     if key in PER_LAYER_KEYS and isinstance(value, (list, tuple)):
+        if len(value) > MAX_DEPTH:
+            raise ConfigError(f"{where}{key}: a per-layer list has one value per block, at most "
+                              f"{MAX_DEPTH}; got {len(value):,} values")
         if not value or not all(spec.check(v) for v in value):
             raise ConfigError(
                 f"{where}{key}: expected {spec.valid} or a list of them (one per block), "
-                f"got {value!r}"
+                f"got {shorten(value)}"
             )
         return tuple(spec.coerce(v) for v in value)
     if not spec.check(value):
-        raise ConfigError(f"{where}{key}: expected {spec.valid}, got {value!r}")
+        raise ConfigError(f"{where}{key}: expected {spec.valid}, got {shorten(value)}")
     return spec.coerce(value)
 
 
@@ -201,7 +227,7 @@ class CandidateConfig:
         if prunes_by_layers and self.keep_layers and self.keep_layers[-1] > self.depth:
             raise ConfigError(
                 f"keep_layers: block numbers must be in 1..depth ({self.depth}), "
-                f"got {list(self.keep_layers)}"
+                f"got {quoted(self.keep_layers)}"
             )
         self._check_merge_r()
         self._check_grid_attention()
@@ -213,7 +239,7 @@ class CandidateConfig:
         if largest > half:
             raise ConfigError(
                 f"merge_r: at most half the {self.num_patches} patch tokens ({half}) can merge in "
-                f"a block, got {largest}"
+                f"a block, got {shorten(largest)}"
             )
 
     def _check_grid_attention(self) -> None:
@@ -224,7 +250,8 @@ class CandidateConfig:
             size = getattr(self, key)
             if variant in used and grid % size:
                 raise ConfigError(
-                    f"{key}: must divide the {grid}x{grid} patch grid (valid: {valid}), got {size}"
+                    f"{key}: must divide the {grid}x{grid} patch grid (valid: {valid}), got "
+                    f"{shorten(size)}"
                 )
         if isinstance(self.attention, tuple):
             grid_blocks = self.grid_blocks()
@@ -241,12 +268,12 @@ class CandidateConfig:
         if self.weight_sparsity == "2:4" and any(width % 4 for width in widths):
             raise ConfigError(
                 f"weight_sparsity: 2:4 needs every Linear input width to be a multiple of 4, "
-                f"got widths {sorted(widths)}"
+                f"got widths {shorten(sorted(widths))}"
             )
         if self.weight_sparsity == "block" and any(width % self.sparsity_block for width in widths):
             raise ConfigError(
                 f"sparsity_block: must divide every Linear width of the blocks "
-                f"{sorted(widths)}, got {self.sparsity_block}"
+                f"{shorten(sorted(widths))}, got {shorten(self.sparsity_block)}"
             )
 
     @classmethod
@@ -329,37 +356,102 @@ class CandidateConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
-def load_config_file(path: Path) -> CandidateConfig:
+def load_config_file(path: Path) -> tuple[CandidateConfig, tuple[str, ...]]:
     """A configuration from a YAML or JSON file: a mapping of keys, or an object with ``config``
-    (an entry of ``pareto.json``)."""
-    import yaml
-
+    (an entry of ``pareto.json``); with the keys the file states, for ``check_keys_take_effect``
+    (none for a ``pareto.json`` entry: a search chose its values, needed or not)."""
     where = f"{path}: "
-    text = read_text(path, "configuration file")
-    try:
-        values = load_yaml(text)  # JSON is YAML
-    except yaml.YAMLError:
-        raise ConfigError(f"{where}malformed YAML/JSON") from None
+    text = read_text(path, "configuration file", MAX_YAML_BYTES)
+    values = parse_yaml(text, str(path), ConfigError)  # JSON is YAML
     if isinstance(values, dict) and isinstance(values.get("config"), dict):
-        values = values["config"]
+        return CandidateConfig.from_dict(values["config"], where=where), ()
     if not isinstance(values, dict):
         raise ConfigError(f"{where}expected a mapping of configuration keys ({VALID_KEYS})")
-    return CandidateConfig.from_dict(values, where=where)
+    return CandidateConfig.from_dict(values, where=where), tuple(values)
 
 
 def parse_set_options(assignments: list[str]) -> dict[str, Any]:
     """Parse ``--set key=value`` strings; values are YAML scalars or lists (``[4, 7, 10]``)."""
-    import yaml
-
     overrides: dict[str, Any] = {}
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {assignment!r}; valid keys: {VALID_KEYS}")
-        try:
-            value = load_yaml(raw)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
-        overrides[key] = check_value(key, value, where="--set ")
+            raise ConfigError(f"--set expects key=value, got {shorten(assignment)}; valid keys: "
+                              f"{VALID_KEYS}")
+        check_key(key, where="--set ")
+        overrides[key] = check_value(key, parse_yaml(raw, f"--set {key}", ConfigError),
+                                     where="--set ")
     return overrides
+
+
+@dataclass(frozen=True)
+class Switch:
+    """The key that turns on the knob another key configures: whether a value of it does
+    (``turns_on``), and what to set (``how``)."""
+
+    key: str
+    turns_on: Callable[[Any], bool]
+    how: str
+
+
+def _values(value: Any) -> tuple[Any, ...]:
+    return value if isinstance(value, tuple) else (value,)
+
+
+# Keys that configure a knob and do nothing while it is off. A search space may sample them all
+# the same (a candidate with global attention and some window_size is fine); a configuration the
+# user states must not set one in vain (``check_keys_take_effect``).
+SWITCHES: dict[str, Switch] = {
+    "window_size": Switch("attention", lambda v: "window" in _values(v), "set attention=window"),
+    "kv_pool": Switch("attention", lambda v: "pooled" in _values(v), "set attention=pooled"),
+    "merge_schedule": Switch(
+        "merge_r", lambda v: not isinstance(v, tuple) and v > 0,
+        "set merge_r to a positive integer; a per-block list is a schedule of its own"),
+    "keep_layers": Switch(
+        "keep_rate", lambda v: not isinstance(v, tuple) and v < 1,
+        "set keep_rate below 1; a per-block list prunes wherever its rate is below 1"),
+    "fuse_tokens": Switch("keep_rate", lambda v: min(_values(v)) < 1, "set keep_rate below 1"),
+    "sparsity_block": Switch("weight_sparsity", lambda v: v == "block",
+                             "set weight_sparsity=block"),
+    "block_sparsity": Switch("weight_sparsity", lambda v: v == "block",
+                             "set weight_sparsity=block"),
+}
+
+
+def quoted(value: Any) -> str:
+    """A value for an error message: lists in brackets, long ones cut short."""
+    return shorten(list(value) if isinstance(value, tuple) else value)
+
+
+def shown(value: Any) -> str:
+    """A value as ``--set`` takes it: like ``quoted``, strings without quotes."""
+    return value if isinstance(value, str) else quoted(value)
+
+
+def check_keys_take_effect(config: CandidateConfig, keys: Iterable[str], where: str = "") -> None:
+    """Refuse a key the user states whose value, other than the default, does nothing under the
+    other keys (``window_size=5`` with global attention): what is measured would not be what was
+    asked for. Not part of ``CandidateConfig`` validation, since searches sample such keys."""
+    for key in dict.fromkeys(keys):
+        value = getattr(config, key)
+        reason = None if value == getattr(CandidateConfig, key) else _no_effect(config, key)
+        if reason:
+            raise ConfigError(f"{where}{key}={shown(value)} has no effect: {reason}")
+
+
+def _no_effect(config: CandidateConfig, key: str) -> str | None:
+    """Why ``key`` does nothing in ``config``, or None if it does something."""
+    if key in SWITCHES:
+        switch = SWITCHES[key]
+        value = getattr(config, switch.key)
+        if switch.turns_on(value):
+            return None
+        return f"{switch.key} is {quoted(value)} ({switch.how})"
+    if key == "attention" and config.attention in GRID_ATTENTION and config.grid_blocks() == 0:
+        return (f"block 1 already reduces tokens, and {config.attention} attention needs the "
+                "full patch grid, so every block runs global attention (reduce tokens later: "
+                "keep_layers, merge_r)")
+    if key == "keep_rate" and not isinstance(config.keep_rate, tuple) and not config.keep_layers:
+        return "keep_layers is empty (name the blocks after which to prune)"
+    return None

@@ -16,7 +16,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from harness.errors import FileError
+from harness.errors import FileError, shorten
 
 # Files the harness reads whole (YAML, JSON, CSV, reports): far above any real one, far below
 # what would exhaust memory.
@@ -153,7 +153,7 @@ def renamed_note(what: str, name: str) -> str | None:
     safe = safe_name(name)
     if safe == name:
         return None
-    return f"{what} {name!r} is not a safe file name; its files go under {safe!r}"
+    return f"{what} {shorten(name)} is not a safe file name; its files go under {safe!r}"
 
 
 def data_home() -> Path:

@@ -30,7 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from harness.bench import RESULT_KIND, RESULT_SCHEMA_VERSION
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shorten
 from harness.files import read_text, write_atomically
 from harness.yaml_files import parse_yaml
 
@@ -96,10 +96,10 @@ def _result_row(path: Path) -> dict[str, Any]:
         raise _Unusable(f"not readable JSON: {problem}") from None
     kind = record.get("kind") if isinstance(record, dict) else None
     if kind != RESULT_KIND:
-        raise _Unusable(f"kind is {kind!r}, not {RESULT_KIND!r}")
+        raise _Unusable(f"kind is {shorten(kind)}, not {RESULT_KIND!r}")
     if record.get("schema_version") != RESULT_SCHEMA_VERSION:
         raise _Unusable(
-            f"schema_version is {record.get('schema_version')!r}; "
+            f"schema_version is {shorten(record.get('schema_version'))}; "
             f"this harness reads schema_version {RESULT_SCHEMA_VERSION}"
         )
     latency = record.get("latency_ms")
@@ -107,15 +107,15 @@ def _result_row(path: Path) -> dict[str, Any]:
         raise _Unusable("latency_ms is missing")
     median = latency.get("median")
     if not _is_number(median) or not math.isfinite(median) or median <= 0:
-        raise _Unusable(f"latency_ms.median is {median!r}, not a positive number")
+        raise _Unusable(f"latency_ms.median is {shorten(median)}, not a positive number")
     ci95 = latency.get("ci95")
     if ci95 is not None and not (
         isinstance(ci95, list) and len(ci95) == 2 and all(_is_number(v) for v in ci95)
     ):
-        raise _Unusable(f"latency_ms.ci95 is {ci95!r}, not [low, high]")
+        raise _Unusable(f"latency_ms.ci95 is {shorten(ci95)}, not [low, high]")
     n = latency.get("n")
     if not isinstance(n, int) or isinstance(n, bool):
-        raise _Unusable(f"latency_ms.n is {n!r}, not an integer")
+        raise _Unusable(f"latency_ms.n is {shorten(n)}, not an integer")
     created = _timestamp(record.get("created"), "created")
     commit_date = (
         None if record.get("commit_date") is None
@@ -143,7 +143,7 @@ def _is_number(value: Any) -> bool:
 def _text(record: dict[str, Any], key: str) -> str:
     value = record.get(key)
     if not isinstance(value, str) or not value:
-        raise _Unusable(f"{key} is {value!r}, not a non-empty string")
+        raise _Unusable(f"{key} is {shorten(value)}, not a non-empty string")
     return value
 
 
@@ -153,7 +153,7 @@ def _timestamp(value: Any, key: str) -> pd.Timestamp:
             return pd.to_datetime(value, utc=True)  # a date without a zone is taken as UTC
     except ValueError:
         pass
-    raise _Unusable(f"{key} is {value!r}, not an ISO 8601 date")
+    raise _Unusable(f"{key} is {shorten(value)}, not an ISO 8601 date")
 
 
 def change_points(
@@ -278,10 +278,7 @@ def load_annotations(path: Path) -> list[dict[str, Any]]:
     None), text and entry (None: every entry). Raises HistoryError naming the file and the item
     (counted from 1) on bad input.
     """
-    try:
-        items = parse_yaml(read_text(path, "annotations file"), str(path), HistoryError)
-    except ValueError as problem:  # YAML's own dates: 2026-13-01 fails while loading, not parsing
-        raise HistoryError(f"{path}: {problem}") from None
+    items = parse_yaml(read_text(path, "annotations file"), str(path), HistoryError)
     if not isinstance(items, list):
         raise HistoryError(
             f"{path}: expected a list of {{commit: ..., text: ...}} or "
@@ -304,14 +301,14 @@ def _annotation(item: Any, where: str) -> dict[str, Any]:
         raise HistoryError(f"{where}: text must be a non-empty string")
     entry = item.get("entry")
     if entry is not None and not isinstance(entry, str):
-        raise HistoryError(f"{where}: entry must be an entry name, got {entry!r}")
+        raise HistoryError(f"{where}: entry must be an entry name, got {shorten(entry)}")
     commit = item.get("commit")
     if "commit" in item and not (
         isinstance(commit, str) and re.fullmatch(r"[0-9a-fA-F]{4,40}", commit)
     ):
         # Unquoted, YAML reads 0123456 as the octal number 42798: only a string keeps the prefix.
         raise HistoryError(
-            f"{where}: commit must be a quoted prefix of 4 to 40 hex digits, got {commit!r}"
+            f"{where}: commit must be a quoted prefix of 4 to 40 hex digits, got {shorten(commit)}"
         )
     return {
         "commit": commit.lower() if commit else None,
@@ -329,7 +326,7 @@ def _annotation_date(value: Any, where: str) -> datetime.date:
             return datetime.date.fromisoformat(value)
         except ValueError:
             pass
-    raise HistoryError(f"{where}: date must be YYYY-MM-DD, got {value!r}")
+    raise HistoryError(f"{where}: date must be YYYY-MM-DD, got {shorten(value)}")
 
 
 def render_history(results_dir: Path, out_path: Path, annotations: Path | None = None) -> Path:

@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from harness.config import CandidateConfig, parse_set_options
-from harness.cost import estimate_cost
+from harness.config import CandidateConfig, check_keys_take_effect, parse_set_options
+from harness.cost import check_buildable, estimate_cost
 from harness.devices.base import KnobSupport, MeasuredDevice, inference_context
 from harness.devices.lock import exclusive_timing
-from harness.errors import ConfigError
+from harness.errors import ConfigError, shorten
 from harness.knobs import BASELINE
 from harness.models import build_model
 from harness.stats import median_ci
@@ -79,7 +79,7 @@ def parse_knob(text: str) -> KnobSetting:
         key, sep, _ = part.partition("=")
         if not sep or key.strip() not in KNOB_KEYS:
             raise ConfigError(f"--knob expects KEY=VALUE[,KEY=VALUE] with knob keys "
-                              f"({', '.join(KNOB_KEYS)}), got {text!r}")
+                              f"({', '.join(KNOB_KEYS)}), got {shorten(text)}")
         try:
             values.update(parse_set_options([part]))
         except ConfigError as error:
@@ -244,13 +244,19 @@ def _knob_configs(
     archs: Mapping[str, CandidateConfig], settings: Sequence[KnobSetting]
 ) -> dict[str, tuple[CandidateConfig, list[CandidateConfig]]]:
     """Each architecture's dense reference and knob configurations, all validated before any
-    timing starts, so an invalid setting fails in a second rather than after minutes."""
+    timing starts, so an invalid setting fails in a second rather than after minutes: a key a
+    setting states must take effect, and every model must be within the size limits."""
     configs = {}
     for name, arch in archs.items():
         dense = arch.replace(**KNOBS_OFF)
-        knobs = [CandidateConfig.from_dict({**dense.to_dict(), **setting.values},
-                                            where=f"knob {setting.label} on {name}: ")
-                 for setting in settings]
+        check_buildable(dense)
+        knobs = []
+        for setting in settings:
+            where = f"knob {setting.label} on {name}: "
+            knob = CandidateConfig.from_dict({**dense.to_dict(), **setting.values}, where=where)
+            check_keys_take_effect(knob, setting.values, where)
+            check_buildable(knob)
+            knobs.append(knob)
         configs[name] = (dense, knobs)
     return configs
 

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from harness.config import CandidateConfig
-from harness.errors import ConfigError
+from harness.cost import check_buildable
+from harness.errors import ConfigError, shorten
 from harness.layers import (
     Attention,
     PooledAttention,
@@ -166,7 +167,12 @@ def build_model(
 ) -> VisionTransformer:
     """Build the fp32 model of ``config`` with weights drawn deterministically from ``seed``, or
     taken from ``shared_weights`` where they cover it (see ``inherit_weights``). Weight-sparsity
-    masks are applied here; precision is the device's business (``BaseDevice.prepare``)."""
+    masks are applied here; precision is the device's business (``BaseDevice.prepare``).
+
+    Raises:
+        ConfigError: ``config`` is over a size limit (``check_buildable``).
+    """
+    check_buildable(config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = VisionTransformer(
@@ -199,5 +205,5 @@ register_preset("deit_base", embed_dim=768, depth=12, num_heads=12)
 
 def preset_config(name: str) -> CandidateConfig:
     if name not in PRESETS:
-        raise ConfigError(f"unknown architecture {name!r}; valid: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown architecture {shorten(name)}; valid: {', '.join(PRESETS)}")
     return PRESETS[name]

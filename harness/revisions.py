@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shorten
 
 # Runs `harness` of one install: argv = [install dir, site-packages JSON, harness arguments...]
 _BOOTSTRAP = (
@@ -48,7 +48,7 @@ def install_revision(repo: Path, rev: str, workdir: Path) -> tuple[str, Path]:
     try:
         commit = _git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
     except RevisionError:
-        raise RevisionError(f"unknown revision {rev!r} in {repo}") from None
+        raise RevisionError(f"unknown revision {shorten(rev)} in {repo}") from None
     source, install = workdir / f"src-{commit[:12]}", workdir / f"site-{commit[:12]}"
     archive = workdir / f"{commit[:12]}.tar"
     _git(repo, "archive", "--format=tar", f"--output={archive}", commit)

@@ -27,12 +27,16 @@ from typing import Any
 from harness.config import (
     KEY_SPECS,
     PER_LAYER_KEYS,
+    SWITCHES,
     CandidateConfig,
     check_key,
     check_value,
+    quoted,
+    shown,
 )
-from harness.errors import ConfigError, SearchSpaceError
-from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
+from harness.cost import check_buildable
+from harness.errors import ConfigError, SearchSpaceError, shorten
+from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path, string_field
 
 SCHEMA_VERSION = 1
 SPACES_PACKAGE = "harness.search_spaces"
@@ -43,6 +47,13 @@ _SAMPLING_ORDER = {"depth": 0, "attention": 2}
 _COST_GROWS_WITH = ("embed_dim", "depth", "num_heads", "mlp_ratio", "head_dim", "num_classes",
                     "keep_rate")
 _COST_SHRINKS_WITH = ("merge_r",)
+# Keys that shape the token counts and the attention of a configuration. Bounding its sizes from
+# above tries their every combination; sparsity and precision keep their defaults (they change
+# kernels, not sizes).
+_SHAPE_TOKENS = ("img_size", "patch_size", "attention", "window_size", "kv_pool", "keep_layers",
+                 "fuse_tokens", "merge_schedule")
+MAX_CHOICES = 1000  # per key; Optuna's categorical sampling slows down long before
+MAX_LARGEST_CONFIGS = 10_000  # combinations of _SHAPE_TOKENS checked against the size limits
 
 
 @dataclass(frozen=True)
@@ -102,8 +113,27 @@ class SearchSpace:
         return configs
 
     def with_fixed(self, overrides: dict[str, Any]) -> SearchSpace:
-        """The same space with some keys pinned to one value (``--set`` on ``harness search``)."""
-        return self.with_choices({key: (value,) for key, value in overrides.items()})
+        """The same space with some keys pinned to one value (``--set`` on ``harness search``).
+
+        A pinned value other than the default that no configuration of the space would use
+        (``window_size`` where attention is never ``window``) is refused: it can never matter.
+        """
+        space = self.with_choices({key: (value,) for key, value in overrides.items()})
+        for key, value in overrides.items():
+            switch = SWITCHES.get(key)
+            if switch is None or value == getattr(CandidateConfig, key):
+                continue
+            dim = space.dimensions.get(switch.key)
+            if dim is not None and dim.per_layer:  # a per-block list of any of its choices
+                values, described = (dim.choices,), f"chosen per block from {quoted(dim.choices)}"
+            else:
+                values = space._choices(switch.key)
+                described = quoted(values[0]) if len(values) == 1 else f"one of {quoted(values)}"
+            if not any(switch.turns_on(v) for v in values):
+                raise SearchSpaceError(
+                    f"{self.source}: --set {key}={shown(value)} has no effect: {switch.key} is "
+                    f"{described} in every configuration of the space ({switch.how})")
+        return space
 
     def with_choices(self, choices: dict[str, tuple[Any, ...]]) -> SearchSpace:
         """The same space with the choices of some keys replaced (shared across blocks)."""
@@ -123,6 +153,33 @@ class SearchSpace:
         take one value for every block.
         """
         bounds = {key: min for key in _COST_GROWS_WITH} | {key: max for key in _COST_SHRINKS_WITH}
+        tried = [key for key in self.dimensions if key not in bounds]
+        # a fixed per-layer attention list is covered by its variants alone
+        yield from (config for config in self._extreme_configs(bounds, tried)
+                    if not isinstance(config.attention, tuple))
+
+    def largest_configs(self) -> Iterator[CandidateConfig]:
+        """Configurations that bound the space's sizes (parameters, tokens, attention scores)
+        from above: the keys in ``_COST_GROWS_WITH`` at their largest choice, ``merge_r`` at its
+        smallest, the keys in ``_SHAPE_TOKENS`` in every combination.
+
+        Raises:
+            SearchSpaceError: more than ``MAX_LARGEST_CONFIGS`` combinations to try.
+        """
+        bounds = {key: max for key in _COST_GROWS_WITH} | {key: min for key in _COST_SHRINKS_WITH}
+        tried = [key for key in _SHAPE_TOKENS if key in self.dimensions]
+        combinations = math.prod(len(self.dimensions[key].choices) for key in tried)
+        if combinations > MAX_LARGEST_CONFIGS:
+            raise SearchSpaceError(
+                f"{self.source}: params: {combinations:,} combinations of {', '.join(tried)} to "
+                f"check against the size limits, at most {MAX_LARGEST_CONFIGS:,}; offer fewer "
+                "choices")
+        yield from self._extreme_configs(bounds, tried)
+
+    def _extreme_configs(self, bounds: dict[str, Any], tried: list[str]
+                         ) -> Iterator[CandidateConfig]:
+        """The valid configurations with each key of ``bounds`` at ``bound(its choices)`` and
+        the keys ``tried`` in every combination of their choices; other keys at their defaults."""
         fixed: dict[str, Any] = {}
         for key, dim in self.dimensions.items():
             if key in bounds:
@@ -131,11 +188,8 @@ class SearchSpace:
         for key, dim in self.dimensions.items():
             if dim.per_layer and key in fixed:  # a per-block list: keep_rate applies in every block
                 fixed[key] = [fixed[key]] * depth
-        tried = [key for key in self.dimensions if key not in bounds]
         for combination in itertools.product(*(self._choices(key) for key in tried)):
             values = {**fixed, **dict(zip(tried, combination))}
-            if isinstance(values.get("attention"), tuple):
-                continue  # a fixed per-layer list is covered by its variants alone
             try:
                 yield CandidateConfig.from_dict(values)
             except ConfigError:
@@ -176,7 +230,8 @@ class SearchSpace:
         return (getattr(CandidateConfig, key),)
 
     def check_consistent(self) -> None:
-        """Reject spaces that contain no valid configuration or some invalid ones."""
+        """Reject spaces that contain no valid configuration, some invalid ones, or ones over a
+        size limit (``check_buildable``: a search builds the largest for weight sharing)."""
         where = f"{self.source}: "
         min_depth = min(self._choices("depth"))
         prunes = min(_flat(self._choices("keep_rate"))) < 1
@@ -184,7 +239,7 @@ class SearchSpace:
             if prunes and layers and layers[-1] > min_depth:
                 raise SearchSpaceError(
                     f"{where}params.keep_layers: block numbers must be <= the smallest depth "
-                    f"({min_depth}), got {list(layers)}"
+                    f"({min_depth}), got {quoted(layers)}"
                 )
         for key in PER_LAYER_KEYS:
             dim = self.dimensions.get(key)
@@ -199,8 +254,14 @@ class SearchSpace:
         img_sizes, patch_sizes = self._choices("img_size"), self._choices("patch_size")
         if not any(i % p == 0 for i in img_sizes for p in patch_sizes):
             raise SearchSpaceError(
-                f"{where}params.patch_size: no choice divides any img_size {list(img_sizes)}"
+                f"{where}params.patch_size: no choice divides any img_size {quoted(img_sizes)}"
             )
+        for config in self.largest_configs():
+            try:
+                check_buildable(config)
+            except ConfigError as error:
+                raise SearchSpaceError(f"{where}its largest configurations are over a size "
+                                       f"limit: {error}") from None
 
 
 def _flat(choices: tuple[Any, ...]) -> list[Any]:
@@ -234,12 +295,13 @@ def parse_space(text: str, source: str) -> SearchSpace:
     where = f"{source}: "
     version = document.get("schema_version", SCHEMA_VERSION)
     if version != SCHEMA_VERSION:
-        raise SearchSpaceError(f"{where}schema_version: expected {SCHEMA_VERSION}, got {version!r}")
+        raise SearchSpaceError(f"{where}schema_version: expected {SCHEMA_VERSION}, got "
+                               f"{shorten(version)}")
     unknown = set(document) - {"schema_version", "name", "description", "params"}
     if unknown:
         raise SearchSpaceError(
-            f"{where}unknown top-level key {min(unknown)!r}; valid: schema_version, name, "
-            f"description, params"
+            f"{where}unknown top-level key {shorten(min(unknown, key=str))}; valid: "
+            "schema_version, name, description, params"
         )
     params = document.get("params")
     if not isinstance(params, dict) or not params:
@@ -249,8 +311,8 @@ def parse_space(text: str, source: str) -> SearchSpace:
     except ConfigError as error:
         raise SearchSpaceError(str(error)) from None
     space = SearchSpace(
-        name=str(document.get("name", Path(source).stem)),
-        description=str(document.get("description", "")),
+        name=string_field(document, "name", Path(source).stem, source, SearchSpaceError),
+        description=string_field(document, "description", "", source, SearchSpaceError),
         dimensions=dims,
         source=source,
     )
@@ -274,33 +336,38 @@ def _parse_mapping(key: str, spec: dict[str, Any], at: str) -> Dimension:
     unknown = set(spec) - allowed
     if unknown:
         raise SearchSpaceError(
-            f"{at}{key}: unknown field {min(unknown)!r}; valid: choices, per_layer, "
-            f"low, high, step"
+            f"{at}{key}: unknown field {shorten(min(unknown, key=str))}; valid: choices, "
+            "per_layer, low, high, step"
         )
     if "choices" in spec:
         choices = spec["choices"]
         if not isinstance(choices, list) or not choices:
-            raise SearchSpaceError(f"{at}{key}.choices: expected a non-empty list, got {choices!r}")
+            raise SearchSpaceError(f"{at}{key}.choices: expected a non-empty list, got "
+                                   f"{shorten(choices)}")
     elif "low" in spec and "high" in spec:
         low, high, step = spec["low"], spec["high"], spec.get("step", 1)
         if not all(isinstance(v, int) for v in (low, high, step)) or step <= 0 or low > high:
             raise SearchSpaceError(
                 f"{at}{key}: low/high/step must be integers with low <= high and step > 0, "
-                f"got {spec!r}"
+                f"got {shorten(spec)}"
             )
-        choices = list(range(low, high + 1, step))
+        choices = range(low, high + 1, step)  # not a list yet: a range may be huge
     else:
         raise SearchSpaceError(f"{at}{key}: expected 'choices' or 'low' and 'high'")
+    if len(choices) > MAX_CHOICES:
+        raise SearchSpaceError(f"{at}{key}: {len(choices):,} choices, at most {MAX_CHOICES:,} "
+                               "per key")
     per_layer = spec.get("per_layer", False)
     if per_layer not in (True, False):
-        raise SearchSpaceError(f"{at}{key}.per_layer: expected true or false, got {per_layer!r}")
+        raise SearchSpaceError(f"{at}{key}.per_layer: expected true or false, got "
+                               f"{shorten(per_layer)}")
     if per_layer and key not in PER_LAYER_KEYS:
         raise SearchSpaceError(
             f"{at}{key}.per_layer: only {', '.join(PER_LAYER_KEYS)} can be chosen per layer"
         )
     values = tuple(check_value(key, choice, at) for choice in choices)
     if len(set(values)) != len(values):
-        raise SearchSpaceError(f"{at}{key}.choices: duplicate values in {choices!r}")
+        raise SearchSpaceError(f"{at}{key}.choices: duplicate values in {quoted(values)}")
     return Dimension(key, values, per_layer=bool(per_layer))
 
 

@@ -28,7 +28,7 @@ import psutil
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.errors import StudyError
+from harness.errors import StudyError, shorten
 
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 60
@@ -40,7 +40,7 @@ NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.
 def open_storage(storage: str, concurrent: bool = False) -> optuna.storages.BaseStorage:
     """An RDB URL or a journal-file path; ``concurrent`` when several processes will write."""
     if storage.startswith("sqlite") and concurrent:
-        raise StudyError(f"storage {storage!r}: SQLite does not take concurrent writers "
+        raise StudyError(f"storage {shorten(storage)}: SQLite does not take concurrent writers "
                          "('database is locked'); use a journal file on one host or "
                          "postgresql://... across hosts")
     try:
@@ -50,15 +50,15 @@ def open_storage(storage: str, concurrent: bool = False) -> optuna.storages.Base
         path.parent.mkdir(parents=True, exist_ok=True)
         file_system = file_system_type(path.parent)
         if file_system in NETWORK_FILE_SYSTEMS:
-            raise StudyError(f"storage {storage!r} is on a network file system ({file_system}), "
-                             "where journal files get corrupted; keep it on a local disk or use "
-                             "postgresql://... across hosts")
+            raise StudyError(f"storage {shorten(storage)} is on a network file system "
+                             f"({file_system}), where journal files get corrupted; keep it on a "
+                             "local disk or use postgresql://... across hosts")
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     except StudyError:
         raise
     except Exception as error:  # noqa: BLE001 - drivers raise many types; report them in one line
         raise StudyError(
-            f"cannot open storage {storage!r} ({type(error).__name__}: {error}); expected a "
+            f"cannot open storage {shorten(storage)} ({type(error).__name__}: {error}); expected a "
             f"journal-file path or an RDB URL such as postgresql://user@host/db"
         ) from None
 

@@ -35,7 +35,7 @@ from harness.budget import Budget
 from harness.config import CandidateConfig
 from harness.cost import Cost, estimate_cost
 from harness.devices import BaseDevice
-from harness.errors import BudgetError, ConfigError, StudyError
+from harness.errors import BudgetError, ConfigError, StudyError, shorten
 from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
 from harness.space import SearchSpace
@@ -207,8 +207,8 @@ def _check_same_search(study: optuna.Study, settings: SearchSettings) -> None:
     for key, value in settings.metadata().items():
         if stored.get(key) != value:
             raise StudyError(
-                f"study {settings.study_name!r} already exists with a different {key} "
-                f"({stored.get(key)!r}); pass --study NAME to start a new one"
+                f"study {shorten(settings.study_name)} already exists with a different {key} "
+                f"({shorten(stored.get(key))}); pass --study NAME to start a new one"
             )
 
 
@@ -376,7 +376,9 @@ def shared_weights(space: SearchSpace) -> dict[str, torch.Tensor] | None:
     """Weights of the space's largest model, which every candidate inherits a slice of."""
     try:
         return build_model(space.largest_config()).state_dict()
-    except ConfigError:  # e.g. the smallest patch does not divide the largest image
+    except ConfigError:
+        # the smallest patch does not divide the largest image, or the default global attention
+        # is over a size limit in a space that runs only window or pooled attention
         return None
 
 
@@ -489,8 +491,8 @@ def check_budgets_reachable(space: SearchSpace, budgets: list[Budget]) -> None:
         if budget.violation(smallest) > 0:
             scale, unit = (1e9, "GMACs") if budget.metric == "macs" else (1e6, "M parameters")
             raise BudgetError(
-                f"no configuration of space {space.name!r} meets budget {budget.text!r}: the "
-                f"smallest needs {smallest / scale:.3f} {unit}"
+                f"no configuration of space {shorten(space.name)} meets budget "
+                f"{shorten(budget.text)}: the smallest needs {smallest / scale:.3f} {unit}"
             )
 
 
@@ -504,9 +506,9 @@ def check_device_fits(space: SearchSpace, device: BaseDevice, batch_size: int) -
             return
         usage.append(", ".join(_part_usage(k, v) for k, v in violations.items() if v > 0))
     if usage:
-        raise BudgetError(f"no configuration of space {space.name!r} fits device {device.name!r} "
-                          f"at batch size {batch_size}: the smallest needs {min(usage, key=len)}; "
-                          "allow a lower precision or a smaller model")
+        raise BudgetError(f"no configuration of space {shorten(space.name)} fits device "
+                          f"{shorten(device.name)} at batch size {batch_size}: the smallest needs "
+                          f"{min(usage, key=len)}; allow a lower precision or a smaller model")
 
 
 def _part_usage(key: str, violation: float) -> str:

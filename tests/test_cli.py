@@ -225,7 +225,7 @@ def test_measure_a_pareto_entry_from_a_config_file(tmp_path, capsys):
     assert result["gmacs"] == pytest.approx(result["gmacs_fvcore"], rel=0.01)
     path.write_text("embed_dim: 0\n")
     assert main(["measure", "--config", str(path), "--no-latency"]) == 2
-    assert f"{path}: embed_dim: expected a positive integer, got 0" in capsys.readouterr().err
+    assert f"{path}: embed_dim: expected a positive integer up to 16384, got 0" in capsys.readouterr().err
 
 
 def test_search_json_summary_and_resume_message(tiny_space_file, fast_device_file, tmp_path, capsys):

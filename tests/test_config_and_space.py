@@ -82,7 +82,7 @@ def test_with_fixed_pins_a_key(tiny_space_file: Path):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("params: {embed_dim: [192, abc]}", r"bad.yaml: params.embed_dim: expected a positive integer, got 'abc'"),
+        ("params: {embed_dim: [192, abc]}", r"bad.yaml: params.embed_dim: expected a positive integer up to 16384, got 'abc'"),
         ("params: {embeddim: 192}", r"bad.yaml: params: unknown configuration key 'embeddim'; valid keys:"),
         ("params: {depth: {low: 14, high: 12}}", r"bad.yaml: params.depth: low/high/step must be"),
         ("params: {depth: {choices: [12], per_layer: true}}", r"params.depth.per_layer: only num_heads, mlp_ratio"),

@@ -53,7 +53,7 @@ def test_budget_rejects_before_build_and_front_meets_the_budget(tiny_space_file,
 
 
 def test_latency_budget_is_checked_on_the_measured_median(tiny_space_file, fast_device_file, tmp_path):
-    budgets = parse_budgets(["0.000001ms"])  # nothing can meet it
+    budgets = parse_budgets(["0.01ms"])  # the lowest budget allowed: nothing can meet it
     study = run_search(_settings(tiny_space_file, fast_device_file, tmp_path, budgets=budgets, n_trials=3))
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
     assert all(t.constraints["budget:latency_ms"] > 0 for t in study.trials)

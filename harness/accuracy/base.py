@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from harness.config import CandidateConfig
-from harness.errors import ConfigError
+from harness.errors import ConfigError, shorten
 from harness.models import VisionTransformer
 
 # Called with (step, intermediate accuracy) by estimators that improve over time (training), so a
@@ -72,5 +72,6 @@ def get_estimator(spec: str) -> BaseAccuracyEstimator:
     """The estimator ``spec`` names; one-line ``ConfigError`` naming the valid ones otherwise."""
     kind, _, argument = spec.partition(":")
     if kind not in ESTIMATOR_KINDS or not argument:
-        raise ConfigError(f"unknown accuracy estimator {spec!r}; valid: {valid_estimators()}")
+        raise ConfigError(f"unknown accuracy estimator {shorten(spec)}; valid: "
+                          f"{valid_estimators()}")
     return ESTIMATOR_KINDS[kind](argument)

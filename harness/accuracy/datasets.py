@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.errors import ConfigError, FileError
+from harness.errors import ConfigError, FileError, shorten
 from harness.files import check_readable_file
 
 HELD_OUT_FRACTION = 0.2
@@ -66,7 +66,8 @@ class _Raw:
 
 def _require(module: str, package: str, dataset: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise ConfigError(f"dataset {dataset!r} needs the {package} package: pip install {package}")
+        raise ConfigError(f"dataset {shorten(dataset)} needs the {package} package: "
+                          f"pip install {package}")
 
 
 def _load_mnist(_: str) -> _Raw:
@@ -166,12 +167,12 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
     """
     kind, _, argument = name.partition(":")
     if kind not in DATASETS or (kind == "imagefolder") != bool(argument):
-        raise ConfigError(f"unknown dataset {name!r}; valid: {valid_datasets()}")
+        raise ConfigError(f"unknown dataset {shorten(name)}; valid: {valid_datasets()}")
     raw = DATASETS[kind][0](argument)
     train, test = _split(raw.labels, seed)
     if len(test) == 0:
-        raise ConfigError(f"dataset {name!r}: too few images ({len(raw.labels)}) to hold out "
-                          f"{HELD_OUT_FRACTION:.0%} for evaluation")
+        raise ConfigError(f"dataset {shorten(name)}: too few images ({len(raw.labels)}) to hold "
+                          f"out {HELD_OUT_FRACTION:.0%} for evaluation")
     images = torch.from_numpy(raw.images)
     mean = images[train].mean(dim=(0, 2, 3), keepdim=True)
     std = images[train].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)

@@ -26,7 +26,7 @@ import yaml
 
 from harness.accuracy.base import BaseAccuracyEstimator, ReportIntermediate, register_estimator_kind
 from harness.config import KEY_SPECS, CandidateConfig, check_value
-from harness.errors import ConfigError, FileError
+from harness.errors import ConfigError, FileError, shorten
 from harness.files import check_readable_file
 from harness.models import VisionTransformer
 from harness.yaml_files import load_yaml
@@ -98,7 +98,7 @@ class TableEstimator(BaseAccuracyEstimator):
             where = f"accuracy table {self.path} row {row}: "
             accuracy = record[ACCURACY_COLUMN]
             if not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy):
-                raise ConfigError(f"{where}accuracy: expected a number, got {accuracy!r}")
+                raise ConfigError(f"{where}accuracy: expected a number, got {shorten(accuracy)}")
             match = (str(record[KEY_COLUMN]) if not self.keys
                      else tuple(_cell(key, record[key], where) for key in self.keys))
             if self.accuracies.get(match, accuracy) != accuracy:

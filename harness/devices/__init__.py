@@ -12,11 +12,11 @@ from harness.devices.base import DEVICE_KINDS, BaseDevice, DeviceProfile, regist
 from harness.devices.cpu import CpuDevice
 from harness.devices.cuda import CudaDevice
 from harness.devices.fpga import FpgaHlsDevice
-from harness.errors import ConfigError, DeviceError
+from harness.errors import ConfigError, DeviceError, shorten
 from harness.fpga.records import RESOURCE_KEYS
 from harness.knobs import KERNEL_KNOBS
 from harness.timing import MeasurementProtocol
-from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path
+from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path, string_field
 
 SCHEMA_VERSION = 1
 PROFILES_PACKAGE = "harness.device_profiles"
@@ -43,14 +43,16 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         raise DeviceError(f"{source}: schema_version: expected {SCHEMA_VERSION}")
     unknown = set(document) - set(PROFILE_KEYS)
     if unknown:
-        raise DeviceError(f"{source}: unknown key {min(unknown)!r}; valid: {', '.join(PROFILE_KEYS)}")
+        raise DeviceError(f"{source}: unknown key {shorten(min(unknown, key=str))}; valid: "
+                          f"{', '.join(PROFILE_KEYS)}")
     kind = document.get("kind")
     if kind not in DEVICE_KINDS:
-        raise DeviceError(f"{source}: kind: expected one of {', '.join(DEVICE_KINDS)}, got {kind!r}")
+        raise DeviceError(f"{source}: kind: expected one of {', '.join(DEVICE_KINDS)}, got "
+                          f"{shorten(kind)}")
     return DeviceProfile(
-        name=str(document.get("name", Path(source).stem)),
+        name=string_field(document, "name", Path(source).stem, source, DeviceError),
         kind=kind,
-        description=str(document.get("description", "")),
+        description=string_field(document, "description", "", source, DeviceError),
         protocol=_parse_protocol(document.get("measurement") or {}, source, DEVICE_KINDS[kind]),
         source=source,
         accelerates=_parse_accelerates(document.get("accelerates") or {}, source),
@@ -68,7 +70,7 @@ def _parse_accelerates(values: Any, source: str) -> dict[str, tuple[str, ...]]:
         if knob not in KERNEL_KNOBS:
             raise DeviceError(f"{where}.{knob}: unknown knob; valid: {', '.join(KERNEL_KNOBS)}")
         if not isinstance(listed, list):
-            raise DeviceError(f"{where}.{knob}: expected a list, got {listed!r}")
+            raise DeviceError(f"{where}.{knob}: expected a list, got {shorten(listed)}")
         for value in listed:
             try:
                 check_value(knob, value)
@@ -91,12 +93,15 @@ def _parse_protocol(values: Any, source: str, kind: type[BaseDevice]) -> Measure
             continue
         if _PROTOCOL_FIELDS[key] == "bool":
             if not isinstance(value, bool):
-                raise DeviceError(f"{source}: measurement.{key}: expected true or false, got {value!r}")
+                raise DeviceError(f"{source}: measurement.{key}: expected true or false, got "
+                                  f"{shorten(value)}")
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise DeviceError(f"{source}: measurement.{key}: expected a positive number, got {value!r}")
+            raise DeviceError(f"{source}: measurement.{key}: expected a positive number, got "
+                              f"{shorten(value)}")
         if "int" in str(_PROTOCOL_FIELDS[key]) and not isinstance(value, int):
-            raise DeviceError(f"{source}: measurement.{key}: expected a positive integer, got {value!r}")
+            raise DeviceError(f"{source}: measurement.{key}: expected a positive integer, got "
+                              f"{shorten(value)}")
     for option in TIMING_OPTIONS:
         if values.get(option) and option not in kind.timing_options:
             raise DeviceError(f"{source}: measurement.{option}: devices of kind {kind.kind!r} "
@@ -144,7 +149,7 @@ def _parse_hardware(values: Any, source: str) -> dict[str, Any]:
         if key not in checks:
             raise DeviceError(f"{where}.{key}: unknown key; valid: {', '.join(checks)}")
         if not checks[key](value):
-            raise DeviceError(f"{where}.{key}: expected {expected[key]}, got {value!r}")
+            raise DeviceError(f"{where}.{key}: expected {expected[key]}, got {shorten(value)}")
     return dict(values)
 
 
@@ -193,8 +198,9 @@ def check_timing_options(device: BaseDevice, options: dict[str, Any]) -> None:
     """Refuse a kind-specific timing switch (``--cuda-graphs``) the device does not use."""
     for option, value in options.items():
         if option in TIMING_OPTIONS and value and option not in device.timing_options:
-            raise DeviceError(f"--{option.replace('_', '-')}: device {device.name!r} of kind "
-                              f"{device.kind!r} does not use it; only kinds {_kinds_using(option)}")
+            raise DeviceError(f"--{option.replace('_', '-')}: device {shorten(device.name)} of "
+                              f"kind {device.kind!r} does not use it; only kinds "
+                              f"{_kinds_using(option)}")
 
 
 def get_device(name_or_path: str) -> BaseDevice:
@@ -209,8 +215,8 @@ def get_device(name_or_path: str) -> BaseDevice:
     present, reason = device.availability()
     if not present:
         here = ", ".join(s.name for s in device_statuses() if s.present) or "none"
-        raise DeviceError(f"device {profile.name!r} is not available on this host: {reason}; "
-                          f"present here: {here} (see 'harness devices')")
+        raise DeviceError(f"device {shorten(profile.name)} is not available on this host: "
+                          f"{reason}; present here: {here} (see 'harness devices')")
     return device
 
 

@@ -27,7 +27,7 @@ import torch
 
 from harness.config import CandidateConfig
 from harness.devices.lock import exclusive_timing
-from harness.errors import DeviceError
+from harness.errors import DeviceError, shorten
 from harness.knobs import BASELINE, KERNEL_KNOBS, active_knobs
 from harness.layers import SPARSE_KERNELS, use_sparse_kernels
 from harness.precision import convert_precision
@@ -139,8 +139,8 @@ class BaseDevice(abc.ABC):
             return True, "baseline"
         if value not in self.profile.accelerates.get(knob, ()):
             listed = ", ".join(self.profile.accelerates.get(knob, ())) or "none"
-            return False, (f"profile {self.name!r} does not list {knob} {value} as accelerated "
-                           f"(listed: {listed})")
+            return False, (f"profile {shorten(self.name)} does not list {knob} {value} as "
+                           f"accelerated (listed: {listed})")
         return self.hardware_accelerates(knob, value)
 
     def knob_support(self, config: CandidateConfig) -> list[KnobSupport]:

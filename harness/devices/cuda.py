@@ -35,7 +35,7 @@ from harness.devices.base import (
     register_device_kind,
 )
 from harness.devices.nvml import Nvml, open_nvml
-from harness.errors import DeviceError
+from harness.errors import DeviceError, shorten
 from harness.stats import MIN_SAMPLES_FOR_PERCENTILE, median_ci
 from harness.timing import LatencyMeasurement, MeasurementProtocol, measure_adaptively
 
@@ -337,8 +337,9 @@ class CudaDevice(MeasuredDevice):
             return 0, f"{gpus[0]} (the profile has no match rule: the first GPU)"
         for index, name in enumerate(gpus):
             if name_matches(rule, name):
-                return index, f"{name} matches {rule!r}"
-        return None, f"no visible GPU's name contains {rule!r}: found {', '.join(gpus)} instead"
+                return index, f"{name} matches {shorten(rule)}"
+        return None, (f"no visible GPU's name contains {shorten(rule)}: found {', '.join(gpus)} "
+                      "instead")
 
     def availability(self) -> tuple[bool, str]:
         index, reason = self._find()
@@ -353,7 +354,8 @@ class CudaDevice(MeasuredDevice):
         """
         index, reason = self._find()
         if index is None:
-            raise DeviceError(f"device {self.name!r} is not available on this host: {reason}")
+            raise DeviceError(f"device {shorten(self.name)} is not available on this host: "
+                              f"{reason}")
         return index
 
     @property
@@ -380,7 +382,7 @@ class CudaDevice(MeasuredDevice):
         if index is not None:
             return torch.cuda.get_device_capability(index), torch.cuda.get_device_name(index)
         listed = self.profile.hardware.get("compute_capability")
-        where = f"profile {self.name!r} (no GPU visible)"
+        where = f"profile {shorten(self.name)} (no GPU visible)"
         if listed is None:
             return None, where
         major, _, minor = listed.partition(".")

@@ -21,7 +21,7 @@ from harness.devices.base import (
     EnergyMeasurement,
     register_device_kind,
 )
-from harness.errors import ConfigError, DeviceError, HarnessError
+from harness.errors import ConfigError, DeviceError, HarnessError, shorten
 from harness.fpga.calibration import Calibration, calibration_dir, fit_calibration, load_entries
 from harness.fpga.estimate import (
     CHECKED_RESOURCES,
@@ -64,10 +64,11 @@ class FpgaHlsDevice(BaseDevice):
             if key not in known:
                 raise DeviceError(f"{where}: unknown key; valid: {', '.join(known)}")
             if key == "template" and value not in TEMPLATES:
-                raise DeviceError(f"{where}: expected one of {', '.join(TEMPLATES)}, got {value!r}")
+                raise DeviceError(f"{where}: expected one of {', '.join(TEMPLATES)}, got "
+                                  f"{shorten(value)}")
             if key in ("pe", "simd", "lanes") and (
                     isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise DeviceError(f"{where}: expected a positive integer, got {value!r}")
+                raise DeviceError(f"{where}: expected a positive integer, got {shorten(value)}")
             if key == "sparsity":
                 if not isinstance(value, list):
                     raise DeviceError(f"{where}: expected a list of weight_sparsity patterns")

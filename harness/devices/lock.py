@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.errors import DeviceError
+from harness.errors import DeviceError, shorten
 from harness.files import safe_name
 
 
@@ -52,8 +52,8 @@ def exclusive_timing(device: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = handle.read().strip() or "another process"
-            print(f"harness: waiting for device {device!r}: process {holder} on this host is "
-                  "timing it (measurements on one device never overlap)", file=sys.stderr,
+            print(f"harness: waiting for device {shorten(device)}: process {holder} on this host "
+                  "is timing it (measurements on one device never overlap)", file=sys.stderr,
                   flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import nnls
 
+from harness.errors import shorten
 from harness.files import (
     data_home,
     make_dir,
@@ -307,8 +308,8 @@ def fit_calibration(device: str, entries: list[dict[str, Any]]) -> Calibration:
     for record in (r for r in records if r["kind"] == "csynth"):
         spec = kernel_from_name(record["top"])
         if spec is None:
-            unused.append(f"{record['source']}: top {record['top']!r} is not a harness kernel "
-                          f"name (hk_<operator>_...); not used for latency")
+            unused.append(f"{record['source']}: top {shorten(record['top'])} is not a harness "
+                          f"kernel name (hk_<operator>_...); not used for latency")
             continue
         cycles = cosim.get(record["top"]) or record["latency_cycles"]["worst"] \
             or record["latency_cycles"]["best"]

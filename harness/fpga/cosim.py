@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from harness.errors import shorten
 from harness.fpga.records import HlsReportError, ReportRecord, parse_number
 from harness.fpga.text_tables import general_info, read_lines, read_tables
 
@@ -62,7 +63,8 @@ def parse_lat_rpt(path: Path) -> ReportRecord:
             continue
         match = _LAT_LINE.fullmatch(line.strip())
         if match is None:
-            raise HlsReportError(f"{source}: line {number}: expected $KEY = \"value\", got {line!r}")
+            raise HlsReportError(f"{source}: line {number}: expected $KEY = \"value\", got "
+                                 f"{shorten(line)}")
         if match["key"] in _LAT_KEYS:
             field, stat = _LAT_KEYS[match["key"]]
             values[field][stat] = parse_number(match["value"], f"{source}: line {number}")

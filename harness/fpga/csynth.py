@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from harness.errors import shorten
 from harness.fpga.records import (
     RESOURCE_KEYS,
     HlsReportError,
@@ -357,7 +358,7 @@ def _tree_name(row: Row, where: str) -> tuple[str, int]:
     match = _LOOP_MARKER.fullmatch(row.first)
     if match is None:
         raise HlsReportError(f"{where}: expected a '- ', '+ ', 'o ' or '* ' row label, "
-                             f"got {row.first.strip()!r}")
+                             f"got {shorten(row.first.strip())}")
     return match["name"].strip(), len(match["indent"])
 
 

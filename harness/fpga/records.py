@@ -11,7 +11,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shorten
 
 SCHEMA_VERSION = 1
 RESOURCE_KEYS = ("BRAM_18K", "DSP", "FF", "LUT", "URAM")
@@ -91,7 +91,7 @@ def parse_number(text: str, where: str) -> Number | None:
         return None
     match = _NUMBER.fullmatch(stripped)
     if match is None:
-        raise HlsReportError(f"{where}: expected a number, got {text.strip()!r}")
+        raise HlsReportError(f"{where}: expected a number, got {shorten(text.strip())}")
     value = float(match["value"])
     return int(value) if value.is_integer() and "." not in match["value"] else value
 

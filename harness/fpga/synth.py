@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, shorten
 from harness.fpga.kernels import KernelSpec
 
 # Vitis HLS first: Vivado HLS stopped at 2020.1.
@@ -60,7 +60,8 @@ def write_kernel_project(spec: KernelSpec, part: str, clock_ns: float, out_dir: 
     """Write ``out_dir/<spec.name>/`` with the kernel's C++ (top function ``spec.name``) and the
     Tcl script that synthesizes it with ``tool``; return that directory."""
     if re.fullmatch(_PART, part) is None:
-        raise SynthesisError(f"{part!r} is not an FPGA part name (like xczu9eg-ffvb1156-2-e)")
+        raise SynthesisError(f"{shorten(part)} is not an FPGA part name (like "
+                             "xczu9eg-ffvb1156-2-e)")
     if not clock_ns > 0:
         raise SynthesisError(f"clock period must be positive, got {clock_ns} ns")
     if spec.operator != "matmul" and spec.params["b"] not in FIXED_POINT_BITS:

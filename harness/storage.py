@@ -11,6 +11,9 @@
 
 A trial left RUNNING by a dead worker (stale heartbeat, or on the journal a process of this host
 that no longer exists) is marked FAIL and queued once more with the same parameters.
+
+A journal file is checked whole before it is opened (``harness.journal``): a damaged one is
+refused, with the ``harness repair`` command that mends it.
 """
 
 from __future__ import annotations
@@ -25,11 +28,15 @@ from pathlib import Path
 
 import optuna
 import psutil
+import sqlalchemy.engine
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.errors import StudyError
+from harness.errors import HarnessError, StudyError
+from harness.files import check_readable_file
+from harness.journal import check_journal
 
+STORAGE_FILE = "study.journal"
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 60
 SCHEMA_ATTEMPTS = 3
@@ -37,30 +44,66 @@ NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.
                                   "lustre", "glusterfs", "ceph", "fuse.glusterfs"})
 
 
-def open_storage(storage: str, concurrent: bool = False) -> optuna.storages.BaseStorage:
-    """An RDB URL or a journal-file path; ``concurrent`` when several processes will write."""
+def default_storage(out_dir: Path) -> str:
+    return str(out_dir / STORAGE_FILE)
+
+
+def open_storage(storage: str, concurrent: bool = False,
+                 must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """An RDB URL or a journal-file path; ``concurrent`` when several processes will write;
+    ``must_exist`` for commands that only read a study (else a missing one is created).
+
+    A journal file is checked whole first: a damaged one is refused before anything is written
+    to it."""
     if storage.startswith("sqlite") and concurrent:
         raise StudyError(f"storage {storage!r}: SQLite does not take concurrent writers "
                          "('database is locked'); use a journal file on one host or "
                          "postgresql://... across hosts")
     try:
         if "://" in storage:
+            if must_exist:
+                _check_database_exists(storage)
             return _rdb_storage(storage)
         path = Path(storage)
+        existing = must_exist or path.exists()
+        if existing:
+            check_readable_file(path, "journal file")
         path.parent.mkdir(parents=True, exist_ok=True)
         file_system = file_system_type(path.parent)
         if file_system in NETWORK_FILE_SYSTEMS:
             raise StudyError(f"storage {storage!r} is on a network file system ({file_system}), "
                              "where journal files get corrupted; keep it on a local disk or use "
                              "postgresql://... across hosts")
+        if existing:
+            check_journal(path)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    except StudyError:
+    except HarnessError:
         raise
     except Exception as error:  # noqa: BLE001 - drivers raise many types; report them in one line
         raise StudyError(
             f"cannot open storage {storage!r} ({type(error).__name__}: {error}); expected a "
             f"journal-file path or an RDB URL such as postgresql://user@host/db"
         ) from None
+
+
+def _check_database_exists(url: str) -> None:
+    """Refuse a SQLite database file that does not exist (opening would create it); a server's
+    database that does not exist fails to connect."""
+    if url.startswith("sqlite:"):
+        database = sqlalchemy.engine.make_url(url).database
+        if database and database != ":memory:":
+            check_readable_file(Path(database), "SQLite database")
+
+
+def journal_file(storage: str) -> Path:
+    """The journal file a user named for ``harness repair``: a file, or a search's output
+    directory (its ``study.journal``); database URLs are refused."""
+    if "://" in storage:
+        raise StudyError(f"storage {storage!r} is a database URL; "
+                         "'harness repair' mends journal files (a file path, or a search's "
+                         "output directory)")
+    path = Path(storage)
+    return Path(default_storage(path)) if path.is_dir() else path
 
 
 def _rdb_storage(url: str) -> optuna.storages.RDBStorage:

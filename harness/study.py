@@ -40,6 +40,7 @@ from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
 from harness.space import SearchSpace
 from harness.storage import (
+    default_storage,
     heartbeat,
     is_shared_storage,
     open_storage,
@@ -53,7 +54,6 @@ OBJECTIVE_NAMES = ("latency_ms", "accuracy")
 RESULT_SCHEMA_VERSION = 1
 INPUT_SEED = 0
 MAX_REJECTED_IN_A_ROW = 2000
-STORAGE_FILE = "study.journal"
 METADATA_WAIT_S = 30  # for the process that created the study to store its metadata
 
 
@@ -144,10 +144,6 @@ class TrialOutcome:
     state: TrialState
     record: dict[str, Any]
     duration_s: float
-
-
-def default_storage(out_dir: Path) -> str:
-    return str(out_dir / STORAGE_FILE)
 
 
 def measured_count(study: optuna.Study) -> int:

@@ -591,14 +591,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from harness.errors import StudyError
     from harness.report import write_report
-    from harness.storage import default_storage, open_storage
+    from harness.storage import default_storage, hide_password, open_storage
 
     storage_url = args.storage or default_storage(args.out)
     storage = open_storage(storage_url, must_exist=True)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     name = args.study or (names[0] if len(names) == 1 else None)
     if name not in names:
-        raise StudyError(f"study {name or '(none given)'!r} not in {storage_url}; valid: "
+        raise StudyError(f"study {name or '(none given)'!r} not in "
+                         f"{hide_password(storage_url, storage_url)}; valid: "
                          f"{', '.join(names) or 'none'}")
     report = write_report(optuna.load_study(study_name=name, storage=storage), args.out)
     print(report)

@@ -1,20 +1,26 @@
 """Opening a study's storage: a damaged journal is refused before anything is written to it and
-``harness repair`` mends it; commands that only read a study create nothing."""
+``harness repair`` mends it; commands that only read a study create nothing; a database that
+cannot be reached is one line without its password."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy.exc
 from conftest import FAST_CPU, TINY_SPACE
 from optuna.trial import TrialState
 
+import harness.storage as storage_module
 from harness.cli import main
+from harness.errors import StudyError
+from harness.storage import open_storage
 
 STUDY = "journal"
 
@@ -166,3 +172,48 @@ def test_reading_commands_create_no_storage(recorded, tmp_path, capsys):
     os.mkfifo(fifo)
     err = _refused(["report", str(recorded / "out"), "--storage", str(fifo)], capsys)
     assert f"journal file {fifo}: is not a regular file (a FIFO" in err
+
+
+def test_repair_refuses_a_database_url(capsys):
+    err = _refused(["repair", "postgresql://harness:s3cret@dbhost/harness"], capsys)
+    assert "'postgresql://harness:***@dbhost/harness' is a database URL" in err
+    assert "s3cret" not in err
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # nothing listens once the probe is closed
+
+
+def test_an_unreachable_database_is_one_line_without_its_password(capsys):
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install '.[test]')")
+    url = f"postgresql://harness:s3cr%40t@127.0.0.1:{_closed_port()}/harness"
+    with pytest.raises(StudyError) as refused:
+        open_storage(url)
+    message = str(refused.value)
+    assert "\n" not in message and "s3cr" not in message
+    assert message.startswith(f"cannot open storage '{url.replace('s3cr%40t', '***')}' "
+                              "(OperationalError: connection failed: ")
+    assert "Connection refused" in message and "sqlalche.me" not in message
+    err = _refused(["report", "out", "--storage", url], capsys)
+    assert "s3cr" not in err and "harness:***@127.0.0.1" in err
+
+
+def test_a_password_the_driver_echoes_is_hidden_too(monkeypatch):
+    """Drivers may quote the password, decoded, among lines of detail: only the first line
+    that says what failed is kept."""
+
+    def refuse(url: str) -> None:
+        raise sqlalchemy.exc.OperationalError("connect", {}, RuntimeError(
+            "Multiple connection attempts failed. All failures were:\n"
+            "- host: 'db', port: '5432': password 's3cr@t' rejected for user harness\n"
+            "- host: 'db', port: '5432': Connection refused"))
+
+    monkeypatch.setattr(storage_module, "_rdb_storage", refuse)
+    with pytest.raises(StudyError) as refused:
+        open_storage("postgresql://harness:s3cr%40t@db/harness")
+    assert str(refused.value) == (
+        "cannot open storage 'postgresql://harness:***@db/harness' (RuntimeError: host: 'db', "
+        "port: '5432': password '***' rejected for user harness); expected a journal-file path "
+        "or an RDB URL such as postgresql://user@host/db")

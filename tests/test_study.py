@@ -161,6 +161,25 @@ def test_a_worker_is_never_interrupted_mid_trial():
     assert interrupts.requested.is_set()
 
 
+def test_searches_sharing_a_journal_never_repeat_each_other(tiny_space_file, fast_device_file,
+                                                            tmp_path):
+    """Two searches started together on one journal: the second runs whole after the first
+    opened the study but before it asks for a trial. Each trial draws from its own number, so
+    together they propose exactly what one search alone does."""
+
+    def second_search(study):
+        run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=6,
+                             sampler="random"))
+
+    shared = run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=12,
+                                  sampler="random"), on_start=second_search)
+    alone = run_search(_settings(tiny_space_file, fast_device_file, tmp_path / "alone",
+                                 n_trials=12, sampler="random"))
+    assert len(shared.trials) == len(alone.trials) == 12
+    assert [t.params for t in shared.trials[6:]] != [t.params for t in shared.trials[:6]]
+    assert [t.params for t in shared.trials] == [t.params for t in alone.trials]
+
+
 def test_a_trial_no_process_claimed_is_failed_and_requeued(tiny_space_file, fast_device_file,
                                                            tmp_path, monkeypatch):
     """A process killed between asking for a trial and recording its host and pid leaves a

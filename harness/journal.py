@@ -17,7 +17,9 @@ import itertools
 import json
 import os
 import shlex
+import signal
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,22 +102,43 @@ def scan_journal(path: Path) -> JournalScan:
 
 @contextlib.contextmanager
 def journal_lock(path: Path, reading: bool = False) -> Iterator[None]:
-    """Optuna's own journal lock, the one ``JournalFileBackend`` takes to append by default."""
+    """Optuna's own journal lock, the one ``JournalFileBackend`` takes to append by default.
+
+    A Ctrl-C waits until the lock is released: interrupted while it waits, Optuna's lock
+    "releases" whichever lock file exists, another process's included, and interrupted while
+    it releases, it fails on its own clean-up."""
     lock = optuna.storages.journal.JournalFileSymlinkLock(str(path))
-    try:
-        lock.acquire()
-    except OSError as error:
-        if not (reading and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)):
-            raise FileError(f"journal file {path}: cannot take its lock {path}.lock "
-                            f"({error.strerror or type(error).__name__})") from None
-        # A journal in a directory this user may not write to (a read-only copy of results) is
-        # read without the lock, as Optuna reads it.
+    with _interrupts_held():
+        try:
+            lock.acquire()
+        except OSError as error:
+            if not (reading and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)):
+                raise FileError(f"journal file {path}: cannot take its lock {path}.lock "
+                                f"({error.strerror or type(error).__name__})") from None
+            # A journal in a directory this user may not write to (a read-only copy of
+            # results) is read without the lock, as Optuna reads it.
+            yield
+            return
+        try:
+            yield
+        finally:
+            lock.release()
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT is handled when the block ends (signal handlers belong to the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
     try:
         yield
     finally:
-        lock.release()
+        signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)
 
 
 def check_journal(path: Path) -> None:

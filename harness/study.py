@@ -54,6 +54,7 @@ RESULT_SCHEMA_VERSION = 1
 INPUT_SEED = 0
 MAX_REJECTED_IN_A_ROW = 2000
 METADATA_WAIT_S = 30  # for the process that created the study to store its metadata
+INTERRUPTED_ATTRS = {"interrupted": True, "error": "interrupted by the user; re-run"}
 
 
 def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -301,8 +302,13 @@ class Interrupts:
         finally:
             self._deferring = False
 
+    @property
+    def raised(self) -> bool:
+        """Whether a KeyboardInterrupt was raised in this process (or is being held back)."""
+        return self.requested.is_set() and not self.graceful
+
     def raise_if_requested(self) -> None:
-        if self.requested.is_set() and not self.graceful:
+        if self.raised:
             raise KeyboardInterrupt
 
 
@@ -387,10 +393,12 @@ def _run_one_trial(
     except AccuracyPruned as reason:
         state, attrs = TrialState.PRUNED, {"pruned": str(reason)}
     except KeyboardInterrupt:
-        state, attrs = TrialState.FAIL, {"interrupted": True,
-                                         "error": "interrupted by the user; re-run"}
+        state, attrs = TrialState.FAIL, INTERRUPTED_ATTRS
     except Exception as error:  # noqa: BLE001 - a failing candidate must not stop the study
-        state, attrs = TrialState.FAIL, {"error": f"{type(error).__name__}: {error}"}
+        # A KeyboardInterrupt that lands inside Optuna's journal lock can surface as the error
+        # of the lock's clean-up (FileNotFoundError, RuntimeError): after a Ctrl-C, it is one.
+        state, attrs = TrialState.FAIL, (INTERRUPTED_ATTRS if interrupts.raised
+                                         else {"error": f"{type(error).__name__}: {error}"})
     with interrupts.deferred():  # recorded whole, or a second Ctrl-C leaves the trial RUNNING
         for key, value in attrs.items():
             trial.set_user_attr(key, value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from optuna.trial import TrialState
 import harness.storage as storage_module
 from harness.cli import main
 from harness.errors import StudyError
+from harness.journal import journal_lock
 from harness.storage import open_storage
 
 STUDY = "journal"
@@ -217,3 +219,16 @@ def test_a_password_the_driver_echoes_is_hidden_too(monkeypatch):
         "cannot open storage 'postgresql://harness:***@db/harness' (RuntimeError: host: 'db', "
         "port: '5432': password '***' rejected for user harness); expected a journal-file path "
         "or an RDB URL such as postgresql://user@host/db")
+
+
+def test_a_ctrl_c_waits_until_the_journal_lock_is_released(tmp_path):
+    """Optuna's lock, interrupted while it waits or releases, would remove another process's
+    lock or fail on its own clean-up: the interrupt is handled once the lock is released."""
+    journal = tmp_path / "study.journal"
+    journal.write_bytes(b"")
+    lock = tmp_path / "study.journal.lock"
+    with pytest.raises(KeyboardInterrupt):
+        with journal_lock(journal):
+            os.kill(os.getpid(), signal.SIGINT)
+            assert lock.is_symlink()  # reached: the interrupt waits
+    assert not os.path.lexists(lock)

@@ -183,7 +183,8 @@ class Repair:
                "the trials created before them" if damage.later_records else ""),
             "the same search command resumes the study"
             + (f", failing the {_plural(running, 'trial')} left running by the crash and "
-               "queueing each once more with the same parameters" if running else ""),
+               f"queueing {'it' if running == 1 else 'each'} once more with the same parameters"
+               if running else ""),
         ])
 
 

@@ -96,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--study", help="study name (default: the only study in the storage)")
     report.set_defaults(handler=cmd_report)
 
+    repair = commands.add_parser(
+        "repair", help="move the damaged end of a study's journal file aside so it loads again",
+        description="Keep the complete records of a journal file before its first damaged line "
+        "(an unterminated record a crash or a full disk left, or lines that are not records) and "
+        "move that line and every line after it to a new side file next to it "
+        "(JOURNAL.damaged-UTCTIME). An intact journal is left as it is.",
+    )
+    repair.add_argument("storage", help="a journal file, or a search's output directory (its "
+                        "study.journal)")
+    repair.set_defaults(handler=cmd_repair)
+
     knobs = commands.add_parser(
         "bench-knobs", help="speed-up of each efficiency knob over the dense fp32 model",
         description="Time each knob setting against the dense fp32 model of the same "
@@ -391,13 +402,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from harness.rank_check import known_rank_checks
     from harness.report import write_report
     from harness.space import load_space
+    from harness.storage import default_storage
     from harness.study import (
         SAMPLERS,
         SearchInterrupted,
         SearchSettings,
         check_budgets_reachable,
         check_device_fits,
-        default_storage,
         restrict_to_device,
         run_search,
     )
@@ -414,6 +425,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if args.sampler not in SAMPLERS:
         raise UsageError(f"unknown sampler {shorten(args.sampler)}; valid: {', '.join(SAMPLERS)}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
     space = load_space(args.space)
     if args.set:
         space = space.with_fixed(parse_set_options(args.set))
@@ -611,21 +624,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.errors import StudyError
     from harness.files import check_writable_dir
     from harness.report import write_report
-    from harness.storage import open_storage
-    from harness.study import default_storage
+    from harness.storage import default_storage, hide_password, open_storage
 
     check_writable_dir(args.out)
     storage_url = args.storage or default_storage(args.out)
-    if not args.storage and not Path(storage_url).is_file():
-        raise StudyError(f"no study storage at {storage_url}; pass --storage URL")
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, must_exist=True)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     name = args.study or (names[0] if len(names) == 1 else None)
     if name not in names:
-        raise StudyError(f"study {shorten(name or '(none given)')} not in {storage_url}; valid: "
+        raise StudyError(f"study {shorten(name or '(none given)')} not in "
+                         f"{hide_password(storage_url, storage_url)}; valid: "
                          f"{', '.join(names) or 'none'}")
     report = write_report(optuna.load_study(study_name=name, storage=storage), args.out)
     print(report)
+    return 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from harness.journal import repair_journal
+    from harness.storage import journal_file
+
+    print(repair_journal(journal_file(args.storage)).summary())
     return 0
 
 

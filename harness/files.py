@@ -9,11 +9,13 @@ starts, so a long search never ends on "permission denied".
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness.errors import FileError, shorten
@@ -117,22 +119,45 @@ def make_dir(path: Path, what: str = "output directory") -> Path:
 def write_atomically(path: Path, text: str | bytes) -> None:
     """Write via a temporary file and ``os.replace``, so a crash never leaves half a file."""
     path = Path(path)
+    with _temporary_copy(path, text, durable=False) as temporary:
+        os.replace(temporary, path)
+
+
+def write_new_file(path: Path, data: bytes) -> None:
+    """Write a file that must not exist yet: complete and on disk before it appears under its
+    name (temporary file, fsync, hard link), and never in place of an existing file."""
+    path = Path(path)
+    with _temporary_copy(path, data, durable=True) as temporary:
+        os.link(temporary, path)  # unlike a rename, fails if ``path`` exists
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the new name survives a crash too
+        finally:
+            os.close(directory)
+
+
+@contextlib.contextmanager
+def _temporary_copy(path: Path, text: str | bytes, durable: bool) -> Iterator[str]:
+    """A hidden temporary file next to ``path`` holding ``text``, for the caller to move into
+    place; removed if it is still there afterwards. ``durable``: fsynced before it is handed
+    over. An ``OSError`` becomes one ``FileError`` naming ``path``."""
     make_dir(path.parent)
+    temporary = None
     try:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    except OSError as error:
-        raise FileError(f"cannot write {path} ({_reason(error)})") from None
-    try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(text.encode("utf-8") if isinstance(text, str) else text)
+            if durable:
+                stream.flush()
+                os.fsync(stream.fileno())
         os.chmod(temporary, 0o644)  # mkstemp creates 0600; results are meant to be shared
-        os.replace(temporary, path)
-    except BaseException as error:
-        os.unlink(temporary)
-        if isinstance(error, OSError):
-            reason = "no space left on the device" if error.errno == errno.ENOSPC else _reason(error)
-            raise FileError(f"cannot write {path} ({reason})") from None
-        raise
+        yield temporary
+    except OSError as error:
+        reason = "no space left on the device" if error.errno == errno.ENOSPC else _reason(error)
+        raise FileError(f"cannot write {path} ({reason})") from None
+    finally:
+        if temporary is not None and os.path.lexists(temporary):
+            os.unlink(temporary)
 
 
 def safe_name(text: str) -> str:

@@ -2,8 +2,9 @@
 
 The parent creates the study (so the K processes do not race to create it), starts K copies of
 its own command as local workers, and reports every trial they finish, in order, from the
-storage. Each worker is an ordinary search process with its own seed that stops once the study
-holds ``--trials`` finished or running trials. Meant for work that times no device on this host
+storage. Each worker is an ordinary search process (its trials seeded by their numbers, so the
+workers never repeat each other) that stops once the study holds ``--trials`` finished or running
+trials. Meant for work that times no device on this host
 (an estimated device; proxies or short training): timings taken while other processes compute
 would measure their load, so devices timed here are refused by the command line.
 """

@@ -10,7 +10,11 @@
   concurrent writers, optuna #820).
 
 A trial left RUNNING by a dead worker (stale heartbeat, or on the journal a process of this host
-that no longer exists) is marked FAIL and queued once more with the same parameters.
+that no longer exists, or no process recorded as its own at all) is marked FAIL and queued once
+more with the same parameters.
+
+A journal file is checked whole before it is opened (``harness.journal``): a damaged one is
+refused, with the ``harness repair`` command that mends it.
 """
 
 from __future__ import annotations
@@ -19,48 +23,74 @@ import contextlib
 import socket
 import threading
 import time
+import urllib.parse
 import warnings
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import optuna
 import psutil
+import sqlalchemy.engine
 import sqlalchemy.exc
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.errors import StudyError, shorten
+from harness.errors import HarnessError, StudyError, shorten
+from harness.files import check_readable_file
+from harness.journal import check_journal
 
+STORAGE_FILE = "study.journal"
 HEARTBEAT_INTERVAL_S = 10
 GRACE_PERIOD_S = 60
+# A process killed between ``study.ask()`` and recording itself as the trial's owner leaves a
+# RUNNING trial without a ``pid``. That window is milliseconds (longer on a remote database), so
+# a trial still unowned after this long has no live owner.
+UNOWNED_GRACE_S = 60
 SCHEMA_ATTEMPTS = 3
 NETWORK_FILE_SYSTEMS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p",
                                   "lustre", "glusterfs", "ceph", "fuse.glusterfs"})
 
 
-def open_storage(storage: str, concurrent: bool = False) -> optuna.storages.BaseStorage:
-    """An RDB URL or a journal-file path; ``concurrent`` when several processes will write."""
+def default_storage(out_dir: Path) -> str:
+    return str(out_dir / STORAGE_FILE)
+
+
+def open_storage(storage: str, concurrent: bool = False,
+                 must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """An RDB URL or a journal-file path; ``concurrent`` when several processes will write;
+    ``must_exist`` for commands that only read a study (else a missing one is created).
+
+    A journal file is checked whole first: a damaged one is refused before anything is written
+    to it."""
     if storage.startswith("sqlite") and concurrent:
         raise StudyError(f"storage {shorten(storage)}: SQLite does not take concurrent writers "
                          "('database is locked'); use a journal file on one host or "
                          "postgresql://... across hosts")
     try:
         if "://" in storage:
+            if must_exist:
+                _check_database_exists(storage)
             return _rdb_storage(storage)
         path = Path(storage)
+        existing = must_exist or path.exists()
+        if existing:
+            check_readable_file(path, "journal file")
         path.parent.mkdir(parents=True, exist_ok=True)
         file_system = file_system_type(path.parent)
         if file_system in NETWORK_FILE_SYSTEMS:
             raise StudyError(f"storage {shorten(storage)} is on a network file system "
                              f"({file_system}), where journal files get corrupted; keep it on a "
                              "local disk or use postgresql://... across hosts")
+        if existing:
+            check_journal(path)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    except StudyError:
+    except HarnessError:
         raise
     except Exception as error:  # noqa: BLE001 - drivers raise many types; report them in one line
-        raise StudyError(
-            f"cannot open storage {shorten(storage)} ({type(error).__name__}: {error}); expected a "
-            f"journal-file path or an RDB URL such as postgresql://user@host/db"
-        ) from None
+        message = (f"cannot open storage {shorten(hide_password(storage, storage))} "
+                   f"({_driver_error(error)}); expected a journal-file path or an RDB URL such "
+                   "as postgresql://user@host/db")
+        raise StudyError(hide_password(message, storage)) from None
 
 
 def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
@@ -116,24 +146,36 @@ def retries_waiting(study: optuna.Study) -> bool:
 
 
 def recover_orphans(study: optuna.Study) -> None:
-    """Fail and re-queue the trials of workers that died: stale heartbeats (RDB), or RUNNING
-    trials of processes of this host that no longer exist (journal file, no heartbeat).
+    """Fail and re-queue the trials of workers that died: stale heartbeats (RDB), RUNNING
+    trials of processes of this host that no longer exist (journal file, no heartbeat), and
+    RUNNING trials that no process recorded as its own within ``UNOWNED_GRACE_S``.
 
     Optuna has no public API to end another process's trial, hence the storage calls."""
     with warnings.catch_warnings():  # "experimental" in Optuna 5, and called after every trial
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)
     storage, host = study._storage, socket.gethostname()
+    now = datetime.now(timezone.utc)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = trial.user_attrs.get("pid")
-        if trial.user_attrs.get("host") != host or pid is None or psutil.pid_exists(pid):
+        if pid is None:
+            # Journal storages record UTC, RDB storages the asking host's local time
+            # (``astimezone`` reads a naive time as local): hosts sharing a database must agree
+            # on the time, as Optuna's heartbeats assume too.
+            age = now - trial.datetime_start.astimezone(timezone.utc)
+            if age.total_seconds() < UNOWNED_GRACE_S:
+                continue
+            cause = (f"no process recorded itself as running the trial within "
+                     f"{UNOWNED_GRACE_S} s (killed right after asking for it)")
+        elif trial.user_attrs.get("host") != host or psutil.pid_exists(pid):
             continue
+        else:
+            cause = f"process {pid} ended during the trial"
         storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         storage.set_trial_user_attr(
             trial._trial_id, "error",
-            f"process {pid} ended during the trial; " + (
-                "not retried twice" if "retry_of" in trial.user_attrs
-                else "re-queued with the same parameters"))
+            f"{cause}; " + ("not retried twice" if "retry_of" in trial.user_attrs
+                            else "re-queued with the same parameters"))
         storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         retry_once(study, trial)
 

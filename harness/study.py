@@ -18,8 +18,7 @@ import socket
 import threading
 import time
 import warnings
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
 from harness.space import SearchSpace
 from harness.storage import (
+    default_storage,
     heartbeat,
     is_shared_storage,
     open_storage,
@@ -53,8 +53,8 @@ OBJECTIVE_NAMES = ("latency_ms", "accuracy")
 RESULT_SCHEMA_VERSION = 1
 INPUT_SEED = 0
 MAX_REJECTED_IN_A_ROW = 2000
-STORAGE_FILE = "study.journal"
 METADATA_WAIT_S = 30  # for the process that created the study to store its metadata
+INTERRUPTED_ATTRS = {"interrupted": True, "error": "interrupted by the user; re-run"}
 
 
 def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
@@ -72,6 +72,59 @@ SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
     "tpe": _tpe,
     "random": _random,
 }
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of trial ``number`` of a search seeded ``seed`` (``SeedSequence`` mixes the two:
+    searches seeded S and S+1 do not draw shifted copies of one sequence)."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Delegates each trial to a sampler of its own, seeded from the search's seed and the
+    trial's number.
+
+    Proposals then never depend on which process asks: processes sharing a study hold different
+    trial numbers, so they never repeat each other's proposals, while ``--seed`` still fixes
+    every trial's random numbers, across resumes too."""
+
+    def __init__(self, make: Callable[[int | None], optuna.samplers.BaseSampler],
+                 seed: int | None) -> None:
+        self._make, self._seed = make, seed
+        self._number: int | None = None
+        self._sampler: optuna.samplers.BaseSampler | None = None
+
+    def _for(self, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
+        # Built at the trial's ``before_trial`` (Optuna calls it from ``Trial.__init__``) and
+        # kept for its parameters, which are sampled lazily afterwards, and its ``after_trial``.
+        if trial.number != self._number:
+            seed = None if self._seed is None else trial_seed(self._seed, trial.number)
+            self._number, self._sampler = trial.number, self._make(seed)
+        return self._sampler
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
+                                    ) -> dict[str, optuna.distributions.BaseDistribution]:
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, optuna.distributions.BaseDistribution]
+                        ) -> dict[str, Any]:
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        if self._sampler is not None:
+            self._sampler.reseed_rng()
 
 
 class BudgetRejected(Exception):
@@ -146,10 +199,6 @@ class TrialOutcome:
     duration_s: float
 
 
-def default_storage(out_dir: Path) -> str:
-    return str(out_dir / STORAGE_FILE)
-
-
 def measured_count(study: optuna.Study) -> int:
     """Trials that count towards ``n_trials``: measured (complete) or failed, not interrupted.
 
@@ -168,12 +217,7 @@ def create_or_resume(settings: SearchSettings) -> optuna.Study:
     study = _create_or_load(settings, storage)
     _check_same_search(study, settings)
     recover_orphans(study)
-    # A resumed run must not replay the proposals the first run already made, nor a worker the
-    # proposals of the workers that started with it.
-    seed = None if settings.seed is None else settings.seed + len(study.trials)
-    if seed is not None and settings.concurrent:
-        seed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode())
-    study.sampler = SAMPLERS[settings.sampler](seed)
+    study.sampler = TrialSeededSampler(SAMPLERS[settings.sampler], settings.seed)
     return study
 
 
@@ -264,8 +308,13 @@ class Interrupts:
         finally:
             self._deferring = False
 
+    @property
+    def raised(self) -> bool:
+        """Whether a KeyboardInterrupt was raised in this process (or is being held back)."""
+        return self.requested.is_set() and not self.graceful
+
     def raise_if_requested(self) -> None:
-        if self.requested.is_set() and not self.graceful:
+        if self.raised:
             raise KeyboardInterrupt
 
 
@@ -350,10 +399,12 @@ def _run_one_trial(
     except AccuracyPruned as reason:
         state, attrs = TrialState.PRUNED, {"pruned": str(reason)}
     except KeyboardInterrupt:
-        state, attrs = TrialState.FAIL, {"interrupted": True,
-                                         "error": "interrupted by the user; re-run"}
+        state, attrs = TrialState.FAIL, INTERRUPTED_ATTRS
     except Exception as error:  # noqa: BLE001 - a failing candidate must not stop the study
-        state, attrs = TrialState.FAIL, {"error": f"{type(error).__name__}: {error}"}
+        # A KeyboardInterrupt that lands inside Optuna's journal lock can surface as the error
+        # of the lock's clean-up (FileNotFoundError, RuntimeError): after a Ctrl-C, it is one.
+        state, attrs = TrialState.FAIL, (INTERRUPTED_ATTRS if interrupts.raised
+                                         else {"error": f"{type(error).__name__}: {error}"})
     with interrupts.deferred():  # recorded whole, or a second Ctrl-C leaves the trial RUNNING
         for key, value in attrs.items():
             trial.set_user_attr(key, value)

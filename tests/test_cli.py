@@ -98,6 +98,7 @@ def test_devices_lists_every_profile_with_presence_and_reason(capsys):
         (["search", "--sampler", "cmaes"], "unknown sampler 'cmaes'; valid: tpe, random"),
         (["search", "--accuracy", "proxy:magic"], "unknown accuracy estimator 'proxy:magic'; valid: proxy:NAME (dss"),
         (["search", "--trials", "0"], "--trials must be positive"),
+        (["search", "--seed", "-1"], "--seed must be a non-negative integer, got -1"),
         (["search", "--workers", "0"], "--workers must be at least 1, got 0"),
         (["worker", "--study", "s", "--storage", "x.journal", "--trials", "1", "--workers", "2"],
          "unrecognized arguments: --workers 2 (see 'harness worker --help')"),

@@ -104,7 +104,9 @@ def test_report_command_rebuilds_from_storage(tiny_space_file, fast_device_file,
 def test_report_of_a_missing_study_is_one_line_exit_2(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no study storage at" in err
+    assert err.count("\n") == 1
+    assert f"journal file {tmp_path / 'nothing' / 'study.journal'}: no such file" in err
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_failed_trials_are_listed_apart_with_their_error(tiny_space_file, fast_device_file, tmp_path):

@@ -159,3 +159,45 @@ def test_a_worker_is_never_interrupted_mid_trial():
     interrupts.on_signal(15, None)
     interrupts.raise_if_requested()  # a worker stops after its trial, not inside it
     assert interrupts.requested.is_set()
+
+
+def test_searches_sharing_a_journal_never_repeat_each_other(tiny_space_file, fast_device_file,
+                                                            tmp_path):
+    """Two searches started together on one journal: the second runs whole after the first
+    opened the study but before it asks for a trial. Each trial draws from its own number, so
+    together they propose exactly what one search alone does."""
+
+    def second_search(study):
+        run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=6,
+                             sampler="random"))
+
+    shared = run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=12,
+                                  sampler="random"), on_start=second_search)
+    alone = run_search(_settings(tiny_space_file, fast_device_file, tmp_path / "alone",
+                                 n_trials=12, sampler="random"))
+    assert len(shared.trials) == len(alone.trials) == 12
+    assert [t.params for t in shared.trials[6:]] != [t.params for t in shared.trials[:6]]
+    assert [t.params for t in shared.trials] == [t.params for t in alone.trials]
+
+
+def test_a_trial_no_process_claimed_is_failed_and_requeued(tiny_space_file, fast_device_file,
+                                                           tmp_path, monkeypatch):
+    """A process killed between asking for a trial and recording its host and pid leaves a
+    RUNNING trial without them: once it is older than the grace period it is an orphan."""
+    import harness.storage as storage_module
+
+    study = run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=2))
+    unclaimed = study.ask()  # and the process dies here
+    storage_module.recover_orphans(study)
+    # within the grace period its process may still be about to claim it
+    assert study.trials[unclaimed.number].state == TrialState.RUNNING
+    monkeypatch.setattr(storage_module, "UNOWNED_GRACE_S", 0)
+
+    resumed = run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=3))
+    orphan = resumed.trials[unclaimed.number]
+    assert orphan.state == TrialState.FAIL and orphan.user_attrs["interrupted"] is True
+    assert orphan.user_attrs["error"].startswith("no process recorded itself as running the trial")
+    [retry] = [t for t in resumed.trials if t.user_attrs.get("retry_of") == unclaimed.number]
+    assert retry.state == TrialState.COMPLETE
+    assert measured_count(resumed) == 3  # the orphan no longer counts towards n_trials
+    assert not resumed.get_trials(states=(TrialState.RUNNING,))

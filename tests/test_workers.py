@@ -266,7 +266,7 @@ def test_local_workers_fill_the_study_together(tmp_path):
     assert len({t.user_attrs["pid"] for t in complete}) >= 2
     assert search.pid not in {t.user_attrs["pid"] for t in complete}  # the parent only watches
     keys = [t.user_attrs["config_key"] for t in complete]
-    assert len(keys) == len(set(keys))  # each worker draws from its own seed
+    assert len(keys) == len(set(keys))  # each trial draws from its own number's seed
     # the parent reports every trial, in one display, and writes the report
     progress = [line for line in err.splitlines() if line.startswith("[")]
     assert len(progress) == len(trials)

@@ -93,6 +93,50 @@ def open_storage(storage: str, concurrent: bool = False,
         raise StudyError(hide_password(message, storage)) from None
 
 
+def _check_database_exists(url: str) -> None:
+    """Refuse a SQLite database file that does not exist (opening would create it); a server's
+    database that does not exist fails to connect."""
+    if url.startswith("sqlite:"):
+        database = sqlalchemy.engine.make_url(url).database
+        if database and database != ":memory:":
+            check_readable_file(Path(database), "SQLite database")
+
+
+def _driver_error(error: Exception) -> str:
+    """``Type: message`` of the driver's error, its first meaningful line only: SQLAlchemy
+    wraps it (``.orig``) and adds lines of hints and links, and psycopg's "Multiple connection
+    attempts failed. All failures were:" introduces the lines that say why."""
+    cause = getattr(error, "orig", None) or error
+    lines = [line.strip().removeprefix("- ") for line in str(cause).splitlines() if line.strip()]
+    first = next((line for line in lines if not line.endswith(":")), lines[0] if lines else "")
+    return f"{type(cause).__name__}: {first}"
+
+
+def hide_password(text: str, url: str) -> str:
+    """``text`` with the password of ``url`` replaced by ``***`` wherever it appears, as written
+    in the URL and percent-decoded (as drivers echo it)."""
+    try:
+        password = urllib.parse.urlsplit(url).password
+    except ValueError:  # not a URL at all: no password either
+        return text
+    if not password:
+        return text
+    for secret in sorted({password, urllib.parse.unquote(password)}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def journal_file(storage: str) -> Path:
+    """The journal file a user named for ``harness repair``: a file, or a search's output
+    directory (its ``study.journal``); database URLs are refused."""
+    if "://" in storage:
+        raise StudyError(f"storage {hide_password(storage, storage)!r} is a database URL; "
+                         "'harness repair' mends journal files (a file path, or a search's "
+                         "output directory)")
+    path = Path(storage)
+    return Path(default_storage(path)) if path.is_dir() else path
+
+
 def _rdb_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage with heartbeats. Processes that open a new, empty database together
     race to create its tables; the losers fail on "already exists" and simply open it again."""

@@ -29,6 +29,11 @@ STUDY = "existing"
 SEARCH = ["search", "--device", "zcu102", "--accuracy", "proxy:params", "--budget", "1gflop",
           "--study", STUDY, "--quiet"]
 NOT_UTF8 = b"name: caf\xe9\n"
+# "Billion laughs": nine levels of nine aliases, 387 million strings once expanded.
+ALIAS_BOMB = ("description:\n  - &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+              + "".join(f"  - &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]\n"
+                        for level in range(1, 9)))
+PASSWORD = "s3cret-pw"
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +79,11 @@ class Sandbox:
         path.mkdir(parents=True, exist_ok=True)
         return str(path)
 
+    def damage_journal(self, how: str) -> None:
+        """Damage the study's journal as a crash (a cut record) or stray bytes would."""
+        data = self.journal.read_bytes()
+        self.journal.write_bytes(data[:-137] if how == "cut" else data + b"garbage\n")
+
     def under_a_file(self, name: str) -> str:
         """A path whose parent is a regular file: it can never be created (root or not)."""
         return str(Path(self.file("a-file", "not a directory\n")) / name)
@@ -91,10 +101,11 @@ def sandbox(tmp_path: Path, finished_study: Path, monkeypatch: pytest.MonkeyPatc
     return Sandbox(tmp_path, tmp_path / "out")
 
 
-def _tree(root: Path) -> dict[str, tuple[int, int]]:
-    """Every path under ``root`` with its size and modification time."""
-    return {str(path.relative_to(root)): (path.lstat().st_size, path.lstat().st_mtime_ns)
-            for path in root.rglob("*")}
+def _tree(root: Path) -> dict[str, tuple[int, int] | None]:
+    """Every path under ``root``, a file with its size and modification time. (A folder's time
+    changes when a lock file comes and goes, as the journal's lock does while it is checked.)"""
+    return {str(path.relative_to(root)): None if path.is_dir() else
+            (path.lstat().st_size, path.lstat().st_mtime_ns) for path in root.rglob("*")}
 
 
 def _trials(journal: Path) -> list[tuple]:
@@ -106,7 +117,43 @@ def _trials(journal: Path) -> list[tuple]:
 
 Case = Callable[[Sandbox], list[str]]
 
+def _damaged(how: str, command: list[str]) -> Case:
+    def make(sandbox: Sandbox) -> list[str]:
+        sandbox.damage_journal(how)
+        return [*command, str(sandbox.out)]
+    return make
+
+
 CASES: list[tuple[str, Case, str]] = [
+    # a journal a crash or stray bytes damaged: refused before anything is written to it
+    ("search on a cut journal", _damaged("cut", [*SEARCH, "--out"]),
+     "journal {root}/out/study.journal is damaged from line"),
+    ("report of a journal with garbage", _damaged("garbage", ["report"]),
+     "journal {root}/out/study.journal is damaged from line"),
+    # models and documents too large to build or read
+    ("depth 10000", lambda s: ["measure", "--device", "zcu102", "--no-latency", "--set",
+                               "depth=10000"],
+     "--set depth: expected a positive integer up to 256, got 10000"),
+    ("num_heads 100000", lambda s: ["measure", "--device", "zcu102", "--no-latency", "--set",
+                                    "num_heads=100000"],
+     "--set num_heads: expected a positive integer up to 256, got 100000"),
+    ("space of depth 10000", lambda s: [*SEARCH, "--space", s.file("deep.yaml",
+                                                                   "params: {depth: 10000}\n"),
+                                        "--out", str(s.out)],
+     "deep.yaml: params.depth: expected a positive integer up to 256, got 10000"),
+    ("alias bomb in a description", lambda s: [*SEARCH, "--space", s.file(
+        "bomb.yaml", "params: {depth: 12}\n" + ALIAS_BOMB), "--out", str(s.out)],
+     "bomb.yaml: its aliases expand to more than 100,000 values"),
+    ("200,000 choices", lambda s: [*SEARCH, "--space", s.file(
+        "wide.yaml", f"params: {{embed_dim: {[192] * 200_000}}}\n"), "--out", str(s.out)],
+     "params.embed_dim: a list of more than 10,000 items"),
+    ("window_size without window attention", lambda s: ["measure", "--no-latency", "--set",
+                                                        "window_size=5"],
+     "window_size=5 has no effect"),
+    # a database that cannot be reached: one line, and never its password
+    ("unreachable database", lambda s: ["report", str(s.out), "--storage",
+                                        f"postgresql://harness:{PASSWORD}@127.0.0.1:1/harness"],
+     "cannot open storage 'postgresql://harness:***@127.0.0.1:1/harness'"),
     # files that are not UTF-8 text
     ("space not UTF-8", lambda s: [*SEARCH, "--space", s.file("space.yaml", NOT_UTF8),
                                    "--out", str(s.out)],
@@ -215,6 +262,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(make_args: Case, messa
         captured.err)
     assert "Traceback" not in captured.err and captured.out == ""
     assert message.format(root=sandbox.root) in captured.err
+    assert PASSWORD not in captured.err
     assert sandbox.journal.read_bytes() == journal and _trials(sandbox.journal) == trials
     assert _tree(sandbox.root) == tree  # nothing created, changed or removed anywhere
 

@@ -195,7 +195,9 @@ def test_sigkill_mid_search_then_the_same_command_resumes(tiny_space_file, fast_
         assert study.trials[number].user_attrs["interrupted"] is True
         [retry] = [t for t in study.trials if t.user_attrs.get("retry_of") == number]
         assert retry.state == TrialState.COMPLETE
-        assert retry.params == study.trials[number].params
+        # a kill while the candidate was being sampled leaves the keys sampled so far: the retry
+        # keeps them and samples the rest
+        assert study.trials[number].params.items() <= retry.params.items()
     assert {n: study.trials[n].values for n in before} == before
     measured = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(measured) == 40

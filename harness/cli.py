@@ -720,6 +720,7 @@ def cmd_hls_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_hls_synth(args: argparse.Namespace) -> int:
+    from harness.files import check_writable_dir
     from harness.fpga.calibration import import_reports
     from harness.fpga.estimate import kernels_for
     from harness.fpga.synth import (
@@ -728,7 +729,6 @@ def cmd_hls_synth(args: argparse.Namespace) -> int:
         synthesize,
         write_kernel_project,
     )
-    from harness.files import check_writable_dir
 
     device = _fpga_device(args.device)
     config = _config_from_args(args)

@@ -227,8 +227,7 @@ def test_a_ctrl_c_waits_until_the_journal_lock_is_released(tmp_path):
     journal = tmp_path / "study.journal"
     journal.write_bytes(b"")
     lock = tmp_path / "study.journal.lock"
-    with pytest.raises(KeyboardInterrupt):
-        with journal_lock(journal):
-            os.kill(os.getpid(), signal.SIGINT)
-            assert lock.is_symlink()  # reached: the interrupt waits
+    with pytest.raises(KeyboardInterrupt), journal_lock(journal):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert lock.is_symlink()  # reached: the interrupt waits
     assert not os.path.lexists(lock)

@@ -72,9 +72,9 @@ def test_a_symlink_at_the_lock_name_is_not_followed(private_tmp):
     victim = private_tmp / "precious.txt"
     victim.write_text("keep me\n")
     os.symlink(victim, lock_path("cpu"))
-    with pytest.raises(DeviceError, match="cannot open the timing lock .*timing-cpu.lock"):
-        with exclusive_timing("cpu"):
-            pass
+    with (pytest.raises(DeviceError, match="cannot open the timing lock .*timing-cpu.lock"),
+          exclusive_timing("cpu")):
+        pass
     assert victim.read_text() == "keep me\n"
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,9 +71,46 @@ def test_image_folder_is_resized_and_labelled_by_sub_folder(tmp_path: Path):
 
 
 def test_unknown_dataset_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match=r"unknown dataset 'cifar'; valid: mnist, digits, "
-                                          r"imagefolder:PATH"):
+    with pytest.raises(ConfigError, match=r"unknown dataset 'cifar'; valid: mnist, "
+                                          r"fashion-mnist, digits, imagefolder:PATH"):
         get_estimator("train:cifar")
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_fashion_mnist_is_read_from_debian_idx_files(tmp_path, monkeypatch):
+    """The real IDX format, written here; the installed package is checked below when present."""
+    rng = np.random.default_rng(0)
+    arrays = {"train-images-idx3-ubyte.gz": rng.integers(0, 256, (20, 28, 28)),
+              "train-labels-idx1-ubyte.gz": np.arange(20) % 10,
+              "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (10, 28, 28)),
+              "t10k-labels-idx1-ubyte.gz": np.arange(10)}
+    for name, array in arrays.items():
+        _write_idx(tmp_path / name, array)
+    monkeypatch.setattr(datasets_module, "FASHION_MNIST_DIR", tmp_path)
+    data = load_dataset("fashion-mnist")
+    assert data.train_images.shape == (20, 3, 28, 28) and data.test_images.shape == (10, 3, 28, 28)
+    assert data.test_labels.tolist() == list(range(10))  # the dataset's own test split, in order
+    assert (data.img_size // data.patch_size) ** 2 == 16
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x08\x01"
+                                                                       b"\x00\x00\x00\x09"))
+    with pytest.raises(ConfigError, match=r"t10k-labels-idx1-ubyte.gz: holds 0 bytes for a \(9,\)"):
+        load_dataset("fashion-mnist")
+    monkeypatch.setattr(datasets_module, "FASHION_MNIST_DIR", tmp_path / "absent")
+    with pytest.raises(ConfigError, match=r"'fashion-mnist' is not installed .*sudo apt-get "
+                                          r"install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist")
+
+
+@pytest.mark.skipif(not datasets_module.FASHION_MNIST_DIR.is_dir(),
+                    reason="Debian's dataset-fashion-mnist package is not installed")
+def test_the_installed_fashion_mnist_has_its_60000_10000_split():
+    data = load_dataset("fashion-mnist")
+    assert len(data.train_labels) == 60_000 and len(data.test_labels) == 10_000
+    assert data.train_labels.bincount().tolist() == [6000] * 10
 
 
 def test_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch):

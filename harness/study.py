@@ -617,8 +617,9 @@ def estimate_accuracy(model: torch.nn.Module, config: CandidateConfig,
                       report: ReportIntermediate | None = None) -> dict[str, Any]:
     """The estimator's score of ``model`` with the spec that produced it.
 
-    Scored on the fp32 model: the estimators see masks and token reduction, not precision."""
-    return {"value": estimator.estimate(model, config, report), "estimator": estimator.spec}
+    Each estimator says what it sees: proxies and short training score the fp32 model (masks
+    and token reduction, not precision); a supernet scores the candidate as it is measured."""
+    return {**estimator.record(model, config, report), "estimator": estimator.spec}
 
 
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:

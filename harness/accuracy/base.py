@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.config import CandidateConfig
 from harness.errors import ConfigError, shorten
 from harness.models import VisionTransformer
+
+if TYPE_CHECKING:
+    from harness.space import SearchSpace
 
 # Called with (step, intermediate accuracy) by estimators that improve over time (training), so a
 # study can stop a candidate that is clearly behind; it raises to stop.
@@ -47,6 +50,21 @@ class BaseAccuracyEstimator(abc.ABC):
     def estimate(self, model: VisionTransformer, config: CandidateConfig,
                  report: ReportIntermediate | None = None) -> float:
         """The score of ``model``, built from ``config``."""
+
+    def prepare(self, space: SearchSpace,
+                on_progress: Callable[[str], None] | None = None) -> None:
+        """Get ready to score candidates of ``space``, before the first one (a supernet is
+        trained or loaded here); ``on_progress`` receives one-line progress messages."""
+
+    def record(self, model: VisionTransformer, config: CandidateConfig,
+               report: ReportIntermediate | None = None) -> dict[str, Any]:
+        """What a trial stores about its accuracy: ``value`` (the score), and whatever else the
+        estimator can say (a held-out loss, where it came from)."""
+        return {"value": self.estimate(model, config, report)}
+
+    def metadata(self) -> dict[str, Any]:
+        """What a study records once about where its accuracies come from (after ``prepare``)."""
+        return {"spec": self.spec, "description": self.description}
 
 
 ESTIMATOR_KINDS: dict[str, Callable[[str], BaseAccuracyEstimator]] = {}

@@ -144,8 +144,41 @@ class VisionTransformer(nn.Module):
         return self.forward_head(self.forward_features(images))
 
 
+# The fused query/key/value projection of global and window attention stacks three parts; pooled
+# attention keeps the query part apart (``q``) and fuses keys and values (``kv``). A candidate's
+# projection takes the leading rows of each part it has, so its queries come from the larger
+# model's queries, its keys from its keys, whatever the widths.
+_QKV = ".attn.qkv."
+_FUSED_PARTS = {_QKV: (0, 3), ".attn.q.": (0, 1), ".attn.kv.": (1, 3)}
+
+
+def leading_slice(name: str, shape: torch.Size, source: dict[str, torch.Tensor]
+                  ) -> torch.Tensor | None:
+    """The leading slice of ``source``'s weights that the tensor ``name`` of shape ``shape`` of a
+    smaller model takes (AutoFormer's weight entanglement), or None where ``source`` cannot
+    cover it. Differentiable: a supernet trains through it."""
+    for marker, (first, last) in _FUSED_PARTS.items():
+        if marker in name:
+            fused = source.get(name.replace(marker, _QKV))
+            if fused is None or fused.dim() != len(shape):
+                return None
+            parts = fused.unflatten(0, (3, -1))[first:last]
+            target = (last - first, shape[0] // (last - first), *shape[1:])
+            sliced = _leading(parts, target)
+            return None if sliced is None else sliced.flatten(0, 1)
+    shared = source.get(name)
+    return None if shared is None or shared.dim() != len(shape) else _leading(shared, shape)
+
+
+def _leading(tensor: torch.Tensor, shape: Sequence[int]) -> torch.Tensor | None:
+    if any(n > m for n, m in zip(shape, tensor.shape)):
+        return None
+    return tensor[tuple(slice(0, n) for n in shape)]
+
+
 def inherit_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> nn.Module:
-    """Copy into ``model`` the leading slice of each same-named, large-enough tensor of ``source``.
+    """Copy into ``model`` the leading slice of ``source`` each of its tensors takes
+    (``leading_slice``).
 
     With ``source`` the weights of a space's largest model, every candidate is a sub-network of one
     super-network (AutoFormer's weight entanglement), so scores computed on candidates differ by
@@ -154,11 +187,9 @@ def inherit_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> nn.Mod
     """
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
-            shared = source.get(name)
-            if shared is None or shared.dim() != tensor.dim():
-                continue
-            if all(n <= m for n, m in zip(tensor.shape, shared.shape)):
-                tensor.copy_(shared[tuple(slice(0, n) for n in tensor.shape)])
+            sliced = leading_slice(name, tensor.shape, source)
+            if sliced is not None:
+                tensor.copy_(sliced)
     return model
 
 

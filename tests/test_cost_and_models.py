@@ -119,8 +119,24 @@ def test_candidates_inherit_slices_of_the_largest_model_of_the_space():
     shared = build_model(largest).state_dict()
     config = CandidateConfig(embed_dim=192, depth=12, num_heads=[3, 4] * 6, mlp_ratio=3.5)
     model = build_model(config, shared_weights=shared)
+    # 3 heads of 64: its queries, keys and values are the leading 192 rows of each of the
+    # largest model's three parts (4 heads, 256 rows each)
     qkv = model.blocks[0].attn.qkv.weight
-    assert torch.equal(qkv, shared["blocks.0.attn.qkv.weight"][: qkv.shape[0], :192])
+    parts = shared["blocks.0.attn.qkv.weight"].unflatten(0, (3, 256))
+    assert torch.equal(qkv, parts[:, :192, :192].flatten(0, 1))
+    assert torch.equal(model.blocks[0].attn.qkv.bias,
+                       shared["blocks.0.attn.qkv.bias"].unflatten(0, (3, 256))[:, :192].flatten())
     fc1 = model.blocks[11].mlp.fc1.weight
     assert torch.equal(fc1, shared["blocks.11.mlp.fc1.weight"][:672, :192])
     assert torch.equal(model.pos_embed, shared["pos_embed"][:, :, :192])
+
+
+def test_pooled_attention_takes_the_query_and_key_value_parts_of_the_fused_projection():
+    shared = build_model(CandidateConfig(embed_dim=192, depth=1, num_heads=4)).state_dict()
+    model = build_model(CandidateConfig(embed_dim=192, depth=1, num_heads=3, attention="pooled",
+                                        kv_pool=2), shared_weights=shared)
+    parts = shared["blocks.0.attn.qkv.weight"].unflatten(0, (3, 256))
+    assert torch.equal(model.blocks[0].attn.q.weight, parts[0, :192])
+    assert torch.equal(model.blocks[0].attn.kv.weight, parts[1:, :192].flatten(0, 1))
+    assert torch.equal(model.blocks[0].attn.proj.weight,
+                       shared["blocks.0.attn.proj.weight"][:, :192])

@@ -33,6 +33,11 @@ class UsageError(HarnessError):
     """Command-line syntax error (argparse)."""
 
 
+def say(message: str) -> None:
+    """A note or a line of progress for the user, on stderr (stdout is for results)."""
+    print(f"harness: {message}", file=sys.stderr, flush=True)
+
+
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -80,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     measure.add_argument("--accuracy", metavar="SPEC",
                          help="also estimate accuracy with this estimator, e.g. proxy:dss or "
                          f"{DEFAULT_ESTIMATOR} (default: none, so cost and latency come at once)")
+    measure.add_argument("--space", help="with --accuracy supernet:...: the space whose supernet "
+                         "the configuration inherits its weights from")
     measure.add_argument("--no-latency", action="store_true",
                          help="count cost (and estimate accuracy, with --accuracy) only; build "
                          "nothing on the device")
@@ -282,6 +289,34 @@ def build_parser() -> argparse.ArgumentParser:
                          help="YAML list of {commit: PREFIX | date: YYYY-MM-DD, text, entry}")
     history.set_defaults(handler=cmd_history)
 
+    supernet = commands.add_parser(
+        "supernet", help="the weight-sharing supernet of a space (--accuracy supernet:DATASET)",
+        description="Train a space's weight-sharing supernet once; searches with --accuracy "
+        "supernet:DATASET then score every candidate with the weights it inherits.",
+    )
+    supernet_commands = supernet.add_subparsers(dest="supernet_command", required=True,
+                                                parser_class=_Parser)
+    supernet_train = supernet_commands.add_parser(
+        "train", help="train (or resume, or find already trained) a space's supernet",
+        description="Train the supernet of SPACE on DATASET with the sandwich rule (largest, "
+        "smallest and two random sub-networks per step, token knobs sampled) and keep it in "
+        "$HARNESS_DATA_DIR/supernets/ with its training log. An interrupted training resumes "
+        "from its last checkpoint; a supernet already trained is only reported. A search with "
+        "--accuracy supernet:DATASET[@Nsteps] trains it itself when it is missing.",
+    )
+    supernet_train.add_argument("--space", default=DEFAULT_SPACE,
+                                help=f"bundled space name or YAML path (default {DEFAULT_SPACE})")
+    supernet_train.add_argument("--data", default="mnist", metavar="DATASET",
+                                help="mnist (default), fashion-mnist, digits or imagefolder:PATH")
+    budget = supernet_train.add_mutually_exclusive_group()
+    budget.add_argument("--steps", type=int, help="training steps (default: the estimator's "
+                        "default budget)")
+    budget.add_argument("--time", type=int, metavar="S", help="seconds of training instead")
+    supernet_train.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    supernet_train.add_argument("--json", action="store_true",
+                                help="print the supernet's record (without its log) as JSON")
+    supernet_train.set_defaults(handler=cmd_supernet_train)
+
     spaces = commands.add_parser("spaces", help="list the bundled search spaces")
     spaces.add_argument("--json", action="store_true")
     spaces.set_defaults(handler=cmd_spaces)
@@ -427,7 +462,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown sampler {shorten(args.sampler)}; valid: {', '.join(SAMPLERS)}")
     if args.seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
-    space = load_space(args.space)
+    loaded_space = space = load_space(args.space)
     if args.set:
         space = space.with_fixed(parse_set_options(args.set))
     budgets = parse_budgets(args.budget)
@@ -473,13 +508,19 @@ def cmd_search(args: argparse.Namespace) -> int:
         study.set_user_attr("capability_notes", capability_notes)
         for note in filter(None, notes):
             print(f"harness: note: {note}", file=sys.stderr)
+        prepare_estimator()
         progress.start(settings, study)
+
+    def prepare_estimator() -> None:
+        # on the space as loaded: a supernet serves every --set pin and device of it
+        estimator.prepare(loaded_space, on_progress=say)
 
     if local_worker:  # its parent shows the progress and writes the report
         import torch
 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         try:
+            prepare_estimator()  # loads what the parent prepared
             run_search(settings)
         except SearchInterrupted:
             return 130
@@ -521,11 +562,20 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from harness.devices import get_device
     from harness.environment import capture_environment
     from harness.models import build_model
+    from harness.space import load_space
     from harness.study import estimate_accuracy, measure_candidate
 
     config = _config_from_args(args)
     estimator = get_estimator(args.accuracy) if args.accuracy else None
     device = get_device(args.device)
+    if estimator is not None and estimator.needs_space:
+        if not args.space:
+            raise UsageError(f"--accuracy {estimator.spec} scores a configuration of a space: "
+                             "pass --space NAME (the space whose supernet it inherits from)")
+        estimator.prepare(load_space(args.space), on_progress=say)
+    elif args.space:
+        raise UsageError("--space is for --accuracy supernet:...; the configuration comes from "
+                         "--arch, --config and --set")
     analytic = estimate_cost(config)
     model = build_model(config)
     traced = count_cost_fvcore(model, config)
@@ -882,6 +932,33 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     check_writable_file(args.out)
     print(render_history(args.results, args.out, args.annotations))
+    return 0
+
+
+def cmd_supernet_train(args: argparse.Namespace) -> int:
+    from harness.accuracy import SupernetEstimator
+    from harness.space import load_space
+
+    for option, value in (("--steps", args.steps), ("--time", args.time)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{option} must be positive, got {value}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+    space = load_space(args.space)
+    budget = (f"@{args.steps}steps" if args.steps else f"@{args.time}s" if args.time else "")
+    estimator = SupernetEstimator(f"{args.data}{budget}@seed{args.seed}")
+    estimator.prepare(space, on_progress=say)
+    record = estimator.record_of
+    if args.json:
+        print(json.dumps({**record.summary(), "folder": str(estimator.spec_of.folder),
+                          "accuracy": estimator.spec}, indent=2))
+        return 0
+    minutes, seconds = divmod(round(record.trained_s), 60)
+    print(f"supernet of {record.space} on {record.dataset_title}: {record.steps} steps "
+          f"({minutes}:{seconds:02d} of training), {record.params_m:.2f} M parameters; "
+          f"held-out top-1 of its largest sub-network {record.heldout['largest_top1']:.3f}, of "
+          f"its smallest {record.heldout['smallest_top1']:.3f}")
+    print(f"kept in {estimator.spec_of.folder}; search with --accuracy {estimator.spec}")
     return 0
 
 

@@ -30,6 +30,7 @@ from harness.study import (
     TrialOutcome,
     create_or_resume,
     measured_count,
+    prepare_estimator,
 )
 
 POLL_INTERVAL_S = 0.5
@@ -53,6 +54,7 @@ def run_local_workers(
     study = create_or_resume(settings)
     if on_start:
         on_start(study)
+    prepare_estimator(study, settings)  # before the workers start: they load what it trained
     reported = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     # own sessions: a Ctrl-C in the terminal reaches this process only, which stops each worker
     # once (a second SIGINT could land in the middle of the first one's storage write)

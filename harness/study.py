@@ -270,6 +270,7 @@ def run_search(
     study = create_or_resume(settings)
     if on_start:
         on_start(study)
+    prepare_estimator(study, settings)
     inputs = _inputs(settings)
     inherited = shared_weights(settings.space)
     try:
@@ -278,6 +279,13 @@ def run_search(
     except KeyboardInterrupt:
         raise SearchInterrupted(study) from None
     return study
+
+
+def prepare_estimator(study: optuna.Study, settings: SearchSettings) -> None:
+    """Get the estimator ready for the space (a supernet is loaded, or trained once) and record
+    in the study where its accuracies come from."""
+    settings.estimator.prepare(settings.space)
+    study.set_user_attr("accuracy_source", settings.estimator.metadata())
 
 
 class Interrupts:

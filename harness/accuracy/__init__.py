@@ -1,5 +1,5 @@
-"""Accuracy estimators, the search's accuracy objective: ``proxy:NAME``, ``train:DATASET``,
-``table:FILE`` (see ``base.py``)."""
+"""Accuracy estimators, the search's accuracy objective: ``supernet:DATASET``, ``proxy:NAME``,
+``train:DATASET``, ``table:FILE`` (see ``base.py``)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from harness.accuracy.base import (
     valid_estimators,
 )
 from harness.accuracy.proxies import PROXIES, DssIndicator, Proxy, register_proxy
+from harness.accuracy.supernet import SupernetEstimator
 from harness.accuracy.table import TableEstimator
 from harness.accuracy.training import TrainingEstimator
 
@@ -20,6 +21,7 @@ __all__ = [
     "DssIndicator",
     "Proxy",
     "ReportIntermediate",
+    "SupernetEstimator",
     "TableEstimator",
     "TrainingEstimator",
     "get_estimator",

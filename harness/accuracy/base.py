@@ -32,6 +32,8 @@ class BaseAccuracyEstimator(abc.ABC):
     """
 
     kind: ClassVar[str]
+    # Scores candidates of one space, which ``prepare`` must be given first (a supernet's).
+    needs_space: ClassVar[bool] = False
 
     def __init__(self, argument: str) -> None:
         self.argument = argument

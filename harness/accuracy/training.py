@@ -159,7 +159,7 @@ class TrainingEstimator(BaseAccuracyEstimator):
                 # step runs at a learning rate of zero
                 middle = (trained_s + last_step_s / 2) if self.by_time else step + 0.5
                 for group in optimizer.param_groups:
-                    group["lr"] = LEARNING_RATE * _schedule(min(middle / self.amount, 1.0))
+                    group["lr"] = LEARNING_RATE * learning_rate_factor(min(middle / self.amount, 1.0))
                 start = time.perf_counter()
                 indices = next(batches)
                 loss = F.cross_entropy(trained(data.train_images[indices]),
@@ -182,7 +182,7 @@ class TrainingEstimator(BaseAccuracyEstimator):
             return top1(trained, data.test_images, data.test_labels)
 
 
-def _schedule(progress: float) -> float:
+def learning_rate_factor(progress: float) -> float:
     """Learning-rate factor at ``progress`` in [0, 1] of the budget: linear warm-up, then cosine
     decay to zero. A function of progress rather than of the step, so a time budget uses it too."""
     if progress < WARMUP_FRACTION:

@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import math
+import pickle
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -363,7 +364,7 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         return torch.load(io.BytesIO(read_bytes(path, "supernet file", max_bytes=2**34)),
                           weights_only=True)
-    except (RuntimeError, ValueError, EOFError, OSError) as error:  # torch's unpickler errors
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError) as error:
         raise SupernetError(f"supernet file {path}: unreadable ({str(error).splitlines()[0]}); "
                             "remove it and the supernet is trained again") from None
 
@@ -425,6 +426,7 @@ def load_or_train(spec: SupernetSpec, dataset: Dataset,
                   on_note: Callable[[str], None] | None = None,
                   ) -> tuple[SupernetRecord, dict[str, torch.Tensor]]:
     """The cached supernet of ``spec``, trained first if there is none (or resumed)."""
+    largest_and_smallest(spec.space)  # a space without a buildable largest model has none
     with _training_lock(spec.folder):
         record_path = spec.folder / "supernet.json"
         if not record_path.exists():

@@ -133,7 +133,7 @@ def test_the_estimator_is_deterministic_and_scores_as_measured(space, digits, mo
     configs = space.sample(4, seed=0)
     scores = [first.record(None, config) for config in configs]
     assert scores == [second.record(None, config) for config in configs]
-    assert all(s["heldout_images"] == 359 and s["supernet"] == first.record_of.key and
+    assert all(s["heldout_images"] == 359 and s["supernet"]["key"] == first.record_of.key and
                0 <= s["value"] <= 1 and s["heldout_loss"] > 0 for s in scores)
     converted = []
     real = supernet_module.convert_precision
@@ -222,7 +222,8 @@ def test_supernet_train_and_measure_from_the_command_line(tmp_path, capsys):
     assert "pass --space NAME" in capsys.readouterr().err
     assert main([*args, "--space", str(space)]) == 0
     accuracy = json.loads(capsys.readouterr().out)["accuracy"]
-    assert accuracy["supernet"] == record["key"] and accuracy["estimator"] == "supernet:digits@3steps"
+    assert accuracy["supernet"] == {"key": record["key"], "dataset": "digits", "steps": 3, "seed": 0}
+    assert accuracy["estimator"] == "supernet:digits@3steps"
     assert main(["supernet", "train", "--steps", "0"]) == 2
     assert "--steps must be positive" in capsys.readouterr().err
 
@@ -247,3 +248,29 @@ def test_scores_differ_by_candidate_after_training(space, digits, tmp_path, monk
     largest = largest_and_smallest(space)[0]
     result = score(largest, digits, _weights(spec), images, labels)
     assert result["value"] == pytest.approx(record.heldout["largest_top1"], abs=1e-4)
+
+
+def test_a_search_report_and_pareto_json_say_where_each_accuracy_comes_from(
+        tmp_path, fast_device_file, capsys):
+    space = _space_file(tmp_path)
+    out = tmp_path / "out"
+    assert main(["search", "--space", str(space), "--device", str(fast_device_file),
+                 "--accuracy", "supernet:digits@3steps", "--trials", "3", "--out", str(out),
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "training the supernet of space 'tiny' on digits (3steps, seed 0) once" in err
+    assert "supernet trained: 3 steps" in err
+    front = json.loads((out / "pareto.json").read_text())
+    trained = json.loads((out / "trials.json").read_text())["metadata"]["accuracy_source"]
+    key = trained["supernet"]["key"]
+    assert front and all(entry["accuracy"]["estimator"] == "supernet:digits@3steps" and
+                         entry["accuracy"]["supernet"] == {"key": key, "dataset": "digits",
+                                                           "steps": 3, "seed": 0} and
+                         "accuracy_rank_checks" in entry for entry in front)
+    page = (out / "report.html").read_text()
+    assert f"Supernet <code>{key}</code>" in page and "scored as measured" in page
+    # a second search (another budget) reuses it: nothing is trained
+    assert main(["search", "--space", str(space), "--device", str(fast_device_file),
+                 "--accuracy", "supernet:digits@3steps", "--trials", "2", "--out",
+                 str(tmp_path / "again"), "--budget", "10mparams", "--quiet"]) == 0
+    assert "training the supernet" not in capsys.readouterr().err

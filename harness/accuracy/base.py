@@ -34,6 +34,9 @@ class BaseAccuracyEstimator(abc.ABC):
     kind: ClassVar[str]
     # Scores candidates of one space, which ``prepare`` must be given first (a supernet's).
     needs_space: ClassVar[bool] = False
+    # Scores the candidate with its precision applied, as measured (else: the fp32 model, which
+    # sees token reduction and sparsity masks but not the effect of lower precision).
+    scores_as_measured: ClassVar[bool] = False
 
     def __init__(self, argument: str) -> None:
         self.argument = argument
@@ -66,7 +69,8 @@ class BaseAccuracyEstimator(abc.ABC):
 
     def metadata(self) -> dict[str, Any]:
         """What a study records once about where its accuracies come from (after ``prepare``)."""
-        return {"spec": self.spec, "description": self.description}
+        return {"spec": self.spec, "description": self.description,
+                "scores_as_measured": self.scores_as_measured}
 
 
 ESTIMATOR_KINDS: dict[str, Callable[[str], BaseAccuracyEstimator]] = {}

@@ -490,6 +490,7 @@ class SupernetEstimator(BaseAccuracyEstimator):
 
     kind = "supernet"
     needs_space = True
+    scores_as_measured = True
 
     def __init__(self, argument: str) -> None:
         dataset_name, self.budget, self.seed = parse_spec(argument)
@@ -534,7 +535,10 @@ class SupernetEstimator(BaseAccuracyEstimator):
             raise SupernetError("the supernet estimator scores candidates of a space: call "
                                 "prepare(space) first (a search does)")
         result = score(config, self.dataset, self._weights, self.images, self.labels)
-        return {**result, "heldout_images": len(self.labels), "supernet": self.record_of.key}
+        trained = self.record_of
+        return {**result, "heldout_images": len(self.labels),
+                "supernet": {"key": trained.key, "dataset": trained.dataset,
+                             "steps": trained.steps, "seed": trained.seed}}
 
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(),

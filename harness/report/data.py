@@ -38,9 +38,12 @@ class ReportData:
         return [seen[key] for key in sorted(seen)]
 
     def pareto_json(self) -> list[dict[str, Any]]:
-        """The Pareto set as written to ``pareto.json``."""
+        """The Pareto set as written to ``pareto.json``; each accuracy says how well its
+        estimator is known to rank this space (``harness rank-check``), where it was measured."""
+        ranking = self.metadata.get("estimator_rank_checks") or []
         return [
-            {"trial": entry["number"], **{key: entry.get(key) for key in PARETO_KEYS}}
+            {"trial": entry["number"], **{key: entry.get(key) for key in PARETO_KEYS},
+             "accuracy_rank_checks": ranking}
             for entry in self.pareto
         ]
 

@@ -340,9 +340,25 @@ def _accuracy_method(meta: dict[str, Any]) -> str:
                if checks else "Its ranking quality on this space has not been measured (run "
                f"<code>harness rank-check --space {_e(meta.get('space', {}).get('name'))} "
                f"--accuracy {_e(meta.get('estimator'))}</code>).")
+    source = meta.get("accuracy_source") or {}
+    scored = ("scored as measured: token reduction, sparsity and precision applied"
+              if source.get("scores_as_measured") else "computed on the fp32 model (it sees "
+              "token reduction and sparsity masks, not the effect of lower precision)")
     return (f"<b>Accuracy estimate</b> ({_e(meta.get('estimator'))}): "
-            f"{_e(meta.get('estimator_description', ''))}, computed on the fp32 model (it sees "
-            f"token reduction and sparsity masks, not the effect of lower precision). {ranking}")
+            f"{_e(meta.get('estimator_description', ''))}; {scored}. "
+            f"{_supernet_origin(source.get('supernet'))}{ranking}")
+
+
+def _supernet_origin(supernet: dict[str, Any] | None) -> str:
+    if not supernet:
+        return ""
+    minutes, seconds = divmod(round(supernet["trained_s"]), 60)
+    return (f"Supernet <code>{_e(supernet['key'])}</code>: the space's largest configuration "
+            f"({supernet['params_m']:.2f} M parameters at the data's size) trained on "
+            f"{_e(supernet['dataset_title'])} for {supernet['steps']} steps (seed "
+            f"{supernet['seed']}, {minutes}:{seconds:02d}, harness {_e(supernet['harness_version'])}"
+            f"); held-out top-1 of its largest sub-network {supernet['heldout']['largest_top1']:.3f}"
+            f", of its smallest {supernet['heldout']['smallest_top1']:.3f}. ")
 
 
 def _methods(meta: dict[str, Any], data: ReportData) -> str:

@@ -563,10 +563,18 @@ def _clock(seconds: float | None) -> str:
     return f"{minutes}:{secs:02d}"
 
 
+PROGRESS_BAR_WIDTH = 20
+
+
 def format_progress(progress: TrainingProgress) -> str:
-    """One progress line: ``supernet step 120/600 (20%), loss 1.234, elapsed 1:00, ETA 4:00``."""
-    where = (f"step {progress.step}/{progress.steps} ({100 * progress.step / progress.steps:.0f}%)"
-             if progress.steps else f"step {progress.step}")
+    """One progress line:
+    ``supernet [####................] step 120/600 (20%), loss 1.234, elapsed 1:00, ETA 4:00``."""
+    done = (progress.step / progress.steps if progress.steps
+            else progress.elapsed_s / (progress.elapsed_s + (progress.remaining_s or 0.0) or 1.0))
+    filled = round(PROGRESS_BAR_WIDTH * min(done, 1.0))
+    bar = f"[{'#' * filled}{'.' * (PROGRESS_BAR_WIDTH - filled)}]"
+    where = (f"{bar} step {progress.step}/{progress.steps} ({100 * done:.0f}%)"
+             if progress.steps else f"{bar} step {progress.step} ({100 * done:.0f}% of the time)")
     resumed = f", resumed at step {progress.resumed_from}" if progress.resumed_from else ""
     return (f"supernet {where}, loss {progress.loss:.3f}, elapsed {_clock(progress.elapsed_s)}, "
             f"ETA {_clock(progress.remaining_s)}{resumed}")

@@ -25,6 +25,8 @@ DEFAULT_TRIALS = 30
 # Short training, not a proxy: over 30 vit_tiny architectures no proxy ranked them better than
 # the GMAC count did (harness rank-check; figures in README.md).
 DEFAULT_ESTIMATOR = "train:mnist"
+# A second run of the reference costs as much as its first: a third of rank-check's default 30.
+DEFAULT_CEILING_N = 10
 # Marks the processes ``search --workers K`` starts (not for users: hidden from --help).
 LOCAL_WORKER_FLAG = "--local-worker"
 
@@ -256,9 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     rank = commands.add_parser(
         "rank-check", help="how well an accuracy estimator ranks a space's architectures",
-        description="Sample N architectures of a space, score each with the estimator and with "
-        "a reference (short training, a table, or another proxy) and report Kendall's tau and "
-        "Spearman's rho with bootstrap 95% CIs; search reports then quote the measured tau.",
+        description="Sample N architectures of a space, score each with the estimators, the "
+        "baselines proxy:params and proxy:gmacs and a reference (training, a table, or another "
+        "proxy), score the first K again with the reference's second seed (noise ceiling), and "
+        "print a table of Kendall's tau and Spearman's rho with bootstrap 95% CIs; search "
+        "reports then quote the measured tau.",
     )
     rank.add_argument("--space", default=DEFAULT_SPACE,
                       help=f"bundled space name or YAML path (default {DEFAULT_SPACE})")
@@ -269,10 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what it should rank like (default train:mnist)")
     rank.add_argument("--n", type=int, default=30, help="architectures to sample (default 30)")
     rank.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed")
+    rank.add_argument("--sampling", default="stratified", metavar="HOW",
+                      help="stratified (default: GMAC bins and every value of every varied key "
+                      "covered evenly) or uniform (Optuna's random sampler)")
+    rank.add_argument("--ceiling-n", type=int, metavar="K",
+                      help="architectures the reference scores again with its second seed, "
+                      f"for the noise ceiling (default {DEFAULT_CEILING_N} for a reference with "
+                      "a seed, e.g. training; 0: none)")
     rank.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="pin a configuration key of the space")
     rank.add_argument("--out", type=Path,
-                      help="also write ESTIMATOR/rank_check.json and rank_check.html here")
+                      help="also write rank_check.json and rank_check.html here")
     rank.add_argument("--json", action="store_true", help="print the result as JSON")
     rank.set_defaults(handler=cmd_rank_check)
 
@@ -504,7 +515,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         study.set_user_attr("run_settings", run_settings)
         study.set_user_attr("estimator_description", estimator.description)
         study.set_user_attr("estimator_rank_checks", [
-            check.summary() for check in known_rank_checks(space.name, estimator.spec)])
+            check.quote(estimator.spec) for check in known_rank_checks(space.name,
+                                                                       estimator.spec)])
         study.set_user_attr("capability_notes", capability_notes)
         for note in filter(None, notes):
             print(f"harness: note: {note}", file=sys.stderr)
@@ -891,37 +903,54 @@ def _bench_revisions(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def cmd_rank_check(args: argparse.Namespace) -> int:
-    from harness.accuracy import get_estimator
+    import shlex
+
+    from harness.accuracy import PROXIES, get_estimator
     from harness.config import parse_set_options
-    from harness.files import check_writable_dir, named_child
-    from harness.rank_check import rank_check, save_rank_check
+    from harness.files import check_writable_dir
+    from harness.rank_check import SAMPLINGS, rank_check, save_rank_check
     from harness.space import load_space
 
     if args.n < 3:
         raise UsageError(f"--n must be at least 3 for a rank correlation, got {args.n}")
+    if args.sampling not in SAMPLINGS:
+        raise UsageError(f"unknown --sampling {shorten(args.sampling)}; valid: "
+                         f"{', '.join(SAMPLINGS)}")
+    if args.ceiling_n is not None and (args.ceiling_n < 0 or 0 < args.ceiling_n < 3):
+        raise UsageError(f"--ceiling-n must be 0 (no noise ceiling) or at least 3 for a rank "
+                         f"correlation, got {args.ceiling_n}")
+    if args.ceiling_n is not None and args.ceiling_n > args.n:
+        raise UsageError(f"--ceiling-n {args.ceiling_n} is larger than --n {args.n}: the noise "
+                         "ceiling is measured on the first K of the N architectures")
     if args.out:
         check_writable_dir(args.out)
     space = load_space(args.space)
     if args.set:
         space = space.with_fixed(parse_set_options(args.set))
-    from harness.accuracy import PROXIES
-
     specs = args.accuracy or [f"proxy:{name}" for name in PROXIES]
     estimators = [get_estimator(spec) for spec in specs]
     reference = get_estimator(args.reference)
+    ceiling_n = args.ceiling_n
+    if ceiling_n is None:
+        ceiling_n = min(DEFAULT_CEILING_N, args.n) if reference.seed is not None else 0
 
     def on_point(index: int, point: dict[str, Any]) -> None:
-        scores = ", ".join(f"{spec} {value:.4g}" for spec, value in point["values"].items())
-        print(f"[{index}/{args.n}] {point['config_key']}: {scores}", file=sys.stderr, flush=True)
+        scores = ", ".join(f"{spec} {score['value']:.4g}"
+                           for spec, score in point["scores"].items())
+        second = point.get("reference_second_seed")
+        again = f"; second seed {second['value']:.4g}" if second else ""
+        print(f"[{index}/{args.n}] {point['config_key']}: {scores}{again}", file=sys.stderr,
+              flush=True)
 
-    checks = rank_check(space, estimators, reference, args.n, args.seed, on_point)
-    written = [path for check in checks
-               for path in save_rank_check(check, args.out and named_child(args.out,
-                                                                           check.estimator))]
+    check = rank_check(space, estimators, reference, args.n, args.seed, sampling=args.sampling,
+                       ceiling_n=ceiling_n, command=shlex.join(["harness", *args.argv]),
+                       on_point=on_point,
+                       on_progress=lambda message: print(message, file=sys.stderr, flush=True))
+    written = save_rank_check(check, args.out)
     if args.json:
-        print(json.dumps([check.to_dict() for check in checks], indent=2))
+        print(json.dumps(check.to_dict(), indent=2))
     else:
-        print("\n".join(check.summary() for check in checks))
+        print(check.table())
         print(f"written: {', '.join(map(str, written))}")
     return 0
 

@@ -1,17 +1,25 @@
-"""``harness rank-check``: how well an accuracy estimator ranks the architectures of a space.
+"""``harness rank-check``: how well accuracy estimators rank the architectures of a space.
 
 A Pareto front is only as good as its accuracy axis, and on transformers many training-free
 proxies fail to beat the parameter count (ZiCo, ZeroLM). This samples ``n`` configurations of a
-space (Optuna's random sampler, seeded), scores each with the estimator and with a reference
-(short training, a table of real accuracies, or another proxy), each as a search would use it
-(every candidate inheriting the largest model's weights), and reports Kendall's τ and Spearman's ρ
-with percentile-bootstrap 95% CIs over the architectures. Results are kept per (space, estimator,
-reference) in the data directory, so search reports can quote the measured τ of their estimator.
+space, scores each with every estimator, with the baselines (parameter count and GMACs, which cost
+nothing) and with a reference (training to a plateau, short training, a table of real accuracies,
+or another proxy), each as a search would use it (every candidate inheriting the largest model's
+weights), and reports Kendall's τ and Spearman's ρ against the reference with percentile-bootstrap
+95% CIs over the architectures. A reference with a random seed is scored again with another seed
+on the first architectures: how well its two runs agree (the noise ceiling) is what the
+estimators' figures are to be read against.
+
+Sampling is stratified by default (``stratified_choice``): GMAC quantile bins and every value of
+every key the space varies are covered about equally, which ``n`` uniform draws do only on
+average. Each run is kept in the data directory as a versioned record, so search reports can
+quote the measured τ of their estimator.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -28,93 +36,315 @@ import numpy as np
 import optuna
 from scipy import stats
 
-from harness.accuracy import BaseAccuracyEstimator
-from harness.errors import FileError
+from harness.accuracy import BaseAccuracyEstimator, get_estimator
+from harness.config import CandidateConfig
+from harness.cost import estimate_cost
+from harness.errors import ConfigError, FileError
 from harness.files import data_home, read_text, safe_name, write_atomically
-from harness.models import build_model
-from harness.space import SearchSpace
+from harness.models import VisionTransformer, build_model
+from harness.space import Dimension, SearchSpace
 from harness.study import shared_weights
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-SCHEMA_VERSION = 1
+# 2: one record per run (every estimator, the baselines, the noise ceiling, the duration and the
+# command); 1 held one estimator against the reference, and is migrated when read.
+SCHEMA_VERSION = 2
 BOOTSTRAP_RESAMPLES = 2000
+# Scored on every check: they cost nothing, and they are what an estimator has to beat (no proxy
+# beat the GMAC count on vit_tiny, README.md).
+BASELINES = ("proxy:params", "proxy:gmacs")
+SAMPLINGS = ("stratified", "uniform")
+# Stratified sampling chooses n of this many random draws per architecture: every stratum has
+# candidates to choose from, and a draw costs about a millisecond.
+POOL_PER_ARCHITECTURE = 20
+# GMAC quantile bins (quintiles, fewer when n is smaller): six architectures a bin at n = 30.
+GMAC_BINS = 5
 
 
 @dataclass(frozen=True)
-class RankCheck:
-    space: str
+class Correlation:
+    """Kendall's τ and Spearman's ρ between ``estimator``'s scores and the reference's over ``n``
+    architectures, each with its percentile-bootstrap 95% CI."""
+
     estimator: str
-    reference: str
     n: int
-    seed: int
     kendall_tau: float
     kendall_tau_ci95: tuple[float, float]
     spearman_rho: float
     spearman_rho_ci95: tuple[float, float]
-    points: list[dict[str, Any]]  # config key, estimator value, reference value
+
+    @classmethod
+    def between(cls, estimator: str, scores: np.ndarray, reference: np.ndarray,
+                seed: int) -> Correlation:
+        tau, rho = (_correlation_with_ci(scores, reference, method, seed)
+                    for method in ("kendall", "spearman"))
+        return cls(estimator, len(scores), tau[0], tau[1], rho[0], rho[1])
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Correlation:
+        return cls(**{**values, "kendall_tau_ci95": tuple(values["kendall_tau_ci95"]),
+                      "spearman_rho_ci95": tuple(values["spearman_rho_ci95"])})
+
+    def tau_text(self) -> str:
+        return _with_ci(self.kendall_tau, self.kendall_tau_ci95)
+
+    def rho_text(self) -> str:
+        return _with_ci(self.spearman_rho, self.spearman_rho_ci95)
+
+
+def _with_ci(value: float, ci95: tuple[float, float]) -> str:
+    return f"{value:.3f} [{ci95[0]:.3f}, {ci95[1]:.3f}]"
+
+
+@dataclass(frozen=True)
+class RankCheck:
+    """One ``harness rank-check`` run: estimators and baselines against one reference, on the
+    same architectures.
+
+    ``rows``: the estimators in the order asked for, then the baselines not among them.
+    ``noise_ceiling``: the reference run with a second seed against its first run, over the first
+    architectures (None when not measured). ``points``: per architecture ``config_key``,
+    ``config``, ``gmacs`` and ``scores`` (per estimator spec: ``value``, ``seconds`` and what the
+    estimator records besides, e.g. a training run's ``steps``), and on the first ones
+    ``reference_second_seed`` (the same for the second run). ``command`` and ``duration_s`` are
+    None in records migrated from schema 1.
+    """
+
+    space: str
+    reference: str
+    reference_metadata: dict[str, Any]
+    n: int
+    seed: int
+    sampling: str
+    rows: tuple[Correlation, ...]
+    noise_ceiling: Correlation | None
+    points: list[dict[str, Any]]
+    command: str | None
+    duration_s: float | None
     created: str
     schema_version: int = SCHEMA_VERSION
 
-    def summary(self) -> str:
-        low, high = self.kendall_tau_ci95
-        rho_low, rho_high = self.spearman_rho_ci95
-        return (f"{self.estimator} vs {self.reference} on {self.space} ({self.n} architectures): "
-                f"Kendall τ {self.kendall_tau:.3f} [{low:.3f}, {high:.3f}], Spearman ρ "
-                f"{self.spearman_rho:.3f} [{rho_low:.3f}, {rho_high:.3f}]")
+    def row(self, estimator: str) -> Correlation | None:
+        return next((row for row in self.rows if row.estimator == estimator), None)
+
+    def table_rows(self) -> list[tuple[str, Correlation]]:
+        """(note, correlation) per line of the table: estimators, baselines (noted so), and the
+        noise ceiling."""
+        lines = [("baseline" if row.estimator in BASELINES else "", row) for row in self.rows]
+        if self.noise_ceiling:
+            lines.append(("noise ceiling", self.noise_ceiling))
+        return lines
+
+    def heading(self) -> str:
+        return (f"Rank check of {self.space}: {self.n} architectures ({self.sampling} sampling, "
+                f"seed {self.seed}) against {self.reference}")
+
+    def footing(self) -> str:
+        if self.command is None:
+            return f"Run of {self.created} (schema 1: duration and command not recorded)."
+        return f"Run of {self.created}, took {_duration(self.duration_s)}: {self.command}"
+
+    def table(self) -> str:
+        """The result as Markdown: heading, one line per estimator, baseline and the noise
+        ceiling, then when, how long and the command."""
+        lines = [f"| `{row.estimator}`{f' ({note})' if note else ''} | {row.tau_text()} | "
+                 f"{row.rho_text()} | {row.n} |" for note, row in self.table_rows()]
+        return "\n".join([self.heading(), "",
+                          "| estimator | Kendall τ [95% CI] | Spearman ρ [95% CI] | n |",
+                          "|---|---|---|---|", *lines, "", self.footing()])
+
+    def quote(self, estimator: str) -> str:
+        """What a search report says about ``estimator``'s ranking quality, from this check."""
+        row = self.row(estimator)
+        low, high = row.kendall_tau_ci95
+        measured = (f"{estimator}: Kendall τ {row.kendall_tau:.3f} [95% CI {low:.3f}, {high:.3f}] "
+                    f"against {self.reference} on {row.n} architectures ({self.sampling} sampling)")
+        parts = [measured]
+        if self.noise_ceiling:
+            parts.append(f"noise ceiling (the reference's second seed, {self.noise_ceiling.n} "
+                         f"architectures) τ {self.noise_ceiling.tau_text()}")
+        baselines = [f"{baseline.estimator} τ {baseline.tau_text()}" for baseline in self.rows
+                     if baseline.estimator in BASELINES and baseline.estimator != estimator]
+        if baselines:
+            parts.append(f"baselines {', '.join(baselines)}")
+        return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RankCheck | None:
+        """The record ``values`` holds, schema 1 migrated; None for a schema this harness does not
+        know (written by a newer one). Raises KeyError or TypeError for a malformed record."""
+        version = values.get("schema_version")
+        if version == 1:
+            return _from_schema_1(values)
+        if version != SCHEMA_VERSION:
+            return None
+        ceiling = values["noise_ceiling"]
+        return cls(**{**values, "rows": tuple(map(Correlation.from_dict, values["rows"])),
+                      "noise_ceiling": ceiling and Correlation.from_dict(ceiling)})
 
-def sample_configs(space: SearchSpace, n: int, seed: int) -> list:
-    """``n`` distinct configurations drawn by Optuna's random sampler (as a search's start-up)."""
+
+def _from_schema_1(values: dict[str, Any]) -> RankCheck:
+    """A schema-1 record (one estimator against the reference, uniform sampling, points holding
+    the two values) as a run with that one row."""
+    estimator, reference = values["estimator"], values["reference"]
+    row = Correlation.from_dict({"estimator": estimator, **{key: values[key] for key in (
+        "n", "kendall_tau", "kendall_tau_ci95", "spearman_rho", "spearman_rho_ci95")}})
+    points = [{"config_key": point["config_key"], "config": point["config"],
+               "scores": {estimator: {"value": point["estimator"]},
+                          reference: {"value": point["reference"]}}}
+              for point in values["points"]]
+    return RankCheck(values["space"], reference, {"spec": reference}, values["n"],
+                     values["seed"], "uniform", (row,), None, points, None, None,
+                     values["created"])
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def sample_configs(space: SearchSpace, n: int, seed: int,
+                   sampling: str = "stratified") -> list[CandidateConfig]:
+    """``n`` distinct configurations: ``uniform``, the first ``n`` distinct draws of Optuna's
+    random sampler (as a search's start-up); ``stratified``, ``n`` chosen by
+    ``stratified_choice`` from ``POOL_PER_ARCHITECTURE``·n such draws. Fewer when the space has
+    fewer distinct configurations."""
+    if sampling == "uniform":
+        return _distinct_draws(space, n, 50 * n, seed)
+    pool_size = POOL_PER_ARCHITECTURE * n
+    return stratified_choice(space, _distinct_draws(space, pool_size, pool_size, seed), n)
+
+
+def _distinct_draws(space: SearchSpace, wanted: int, draws: int,
+                    seed: int) -> list[CandidateConfig]:
+    """Up to ``wanted`` distinct configurations from at most ``draws`` draws of Optuna's random
+    sampler, in the order drawn."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     configs, seen = [], set()
-    for _ in range(50 * n):
+    for _ in range(draws):
         config = space.suggest(study.ask())
         if config.key() not in seen:
             seen.add(config.key())
             configs.append(config)
-        if len(configs) == n:
+        if len(configs) == wanted:
             break
     return configs
 
 
+def stratified_choice(space: SearchSpace, pool: list[CandidateConfig],
+                      n: int) -> list[CandidateConfig]:
+    """``n`` configurations of ``pool`` among which the pool's GMAC quantile bins, and the
+    values of every key the space varies, each come up about equally often.
+
+    Strata come in groups: the GMAC bins, and the choices of each varied key. A configuration
+    weighs 1 in its bin and in its value of a key shared by all blocks, and the fraction of its
+    blocks with each choice of a key chosen per block; each group's strata should share the
+    chosen configurations equally. The choice is greedy: the next configuration is the one whose
+    weight falls most on strata below their share so far (on a tie, the one drawn first, so the
+    seed decides). A leading part of the choice is balanced too, which is why a noise ceiling
+    measured on the first architectures covers the space.
+    """
+    if len(pool) <= n:
+        return pool
+    gmacs = np.array([estimate_cost(config).gmacs for config in pool])
+    bins = min(GMAC_BINS, n)
+    edges = np.quantile(gmacs, np.linspace(0, 1, bins + 1)[1:-1])
+    gmac_bin = np.searchsorted(edges, gmacs, side="right")
+    columns = [gmac_bin == b for b in range(bins)]
+    shares = [1 / bins] * bins
+    for dim in space.dimensions.values():
+        if len(dim.choices) == 1:
+            continue
+        for choice in dim.choices:
+            columns.append(np.array([_weight(config, dim, choice) for config in pool]))
+            shares.append(1 / len(dim.choices))
+    weights = np.stack(columns, axis=1).astype(float)
+    targets, counts = np.array(shares), np.zeros(len(shares))
+    left = np.ones(len(pool), dtype=bool)
+    chosen = []
+    for size in range(1, n + 1):
+        gain = np.where(left, weights @ (targets * size - counts), -np.inf)
+        best = int(np.argmax(gain))
+        chosen.append(pool[best])
+        left[best] = False
+        counts += weights[best]
+    return chosen
+
+
+def _weight(config: CandidateConfig, dim: Dimension, choice: Any) -> float:
+    """How much of ``config`` has ``choice`` for ``dim``'s key: 1 or 0 for a value shared by all
+    blocks, the fraction of the blocks for a value chosen per block."""
+    value = getattr(config, dim.key)
+    if dim.per_layer and isinstance(value, tuple):
+        return value.count(choice) / len(value)
+    return float(value == choice)
+
+
 def rank_check(space: SearchSpace, estimators: list[BaseAccuracyEstimator],
-               reference: BaseAccuracyEstimator, n: int, seed: int = 0,
-               on_point: Callable[[int, dict[str, Any]], None] | None = None) -> list[RankCheck]:
-    """One check per estimator, all on the same ``n`` architectures and one reference score
-    each (short training is the expensive part)."""
-    configs = sample_configs(space, n, seed)
+               reference: BaseAccuracyEstimator, n: int, seed: int = 0, *,
+               sampling: str = "stratified", ceiling_n: int = 0, command: str | None = None,
+               on_point: Callable[[int, dict[str, Any]], None] | None = None,
+               on_progress: Callable[[str], None] | None = None) -> RankCheck:
+    """Score ``n`` sampled architectures with every estimator, the baselines and the reference
+    (once each: training is the expensive part), and the first ``ceiling_n`` again with the
+    reference at its seed + 1; ``on_point(index, point)`` after each architecture.
+
+    Raises ``ConfigError`` for an unknown sampling, or a ceiling asked of a reference without a
+    random seed."""
+    if sampling not in SAMPLINGS:
+        raise ConfigError(f"unknown sampling {sampling!r}; valid: {', '.join(SAMPLINGS)}")
+    if ceiling_n and reference.seed is None:
+        raise ConfigError(f"a noise ceiling needs a reference with a random seed to change, "
+                          f"and {reference.spec} has none: its second run would repeat the first "
+                          "(ask for a ceiling on 0 architectures)")
+    started = time.perf_counter()
+    asked = list({estimator.spec: estimator for estimator in estimators}.values())
+    scored = asked + [get_estimator(spec) for spec in BASELINES
+                      if spec not in {estimator.spec for estimator in asked}]
+    second = reference.with_seed(reference.seed + 1) if ceiling_n else None
+    for estimator in [*scored, reference, *([second] if second else [])]:
+        estimator.prepare(space, on_progress)
+    configs = sample_configs(space, n, seed, sampling)
     inherited = shared_weights(space)
     points = []
     for index, config in enumerate(configs, start=1):
         model = build_model(config, shared_weights=inherited)
-        values, seconds = {}, {}
-        for estimator in [*estimators, reference]:
-            start = time.perf_counter()
-            values[estimator.spec] = estimator.estimate(model, config)
-            seconds[estimator.spec] = time.perf_counter() - start
-        point = {"config_key": config.key(), "config": config.to_dict(), "values": values,
-                 "seconds": seconds}
+        point = {"config_key": config.key(), "config": config.to_dict(),
+                 "gmacs": estimate_cost(config).gmacs,
+                 "scores": {estimator.spec: _scored(estimator, model, config)
+                            for estimator in [*scored, reference]}}
+        if index <= ceiling_n:
+            point["reference_second_seed"] = _scored(second, model, config)
         points.append(point)
         if on_point:
             on_point(index, point)
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    y = np.array([p["values"][reference.spec] for p in points])
-    checks = []
-    for estimator in estimators:
-        x = np.array([p["values"][estimator.spec] for p in points])
-        tau, rho = (_correlation_with_ci(x, y, method, seed) for method in ("kendall",
-                                                                             "spearman"))
-        own = [{"config_key": p["config_key"], "config": p["config"],
-                "estimator": p["values"][estimator.spec], "reference": p["values"][reference.spec]}
-               for p in points]
-        checks.append(RankCheck(space.name, estimator.spec, reference.spec, len(points), seed,
-                                tau[0], tau[1], rho[0], rho[1], own, created))
-    return checks
+    first_run = np.array([point["scores"][reference.spec]["value"] for point in points])
+    rows = tuple(Correlation.between(
+        estimator.spec, np.array([point["scores"][estimator.spec]["value"] for point in points]),
+        first_run, seed) for estimator in scored)
+    ceiling = None
+    if second is not None:
+        repeated = [point["reference_second_seed"]["value"] for point in points[:ceiling_n]]
+        ceiling = Correlation.between(
+            f"{reference.spec}, seed {second.seed} vs seed {reference.seed}", np.array(repeated),
+            first_run[:len(repeated)], seed)
+    return RankCheck(space.name, reference.spec, reference.metadata(), len(points), seed,
+                     sampling, rows, ceiling, points, command, time.perf_counter() - started,
+                     datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _scored(estimator: BaseAccuracyEstimator, model: VisionTransformer,
+            config: CandidateConfig) -> dict[str, Any]:
+    """What ``estimator`` records of ``config`` (its score as ``value``), and the seconds it took."""
+    start = time.perf_counter()
+    record = estimator.record(model, config)
+    return {**record, "seconds": time.perf_counter() - start}
 
 
 def _correlation_with_ci(x: np.ndarray, y: np.ndarray, method: str,
@@ -137,20 +367,26 @@ def _correlation_with_ci(x: np.ndarray, y: np.ndarray, method: str,
     return correlation(x, y), (float(low), float(high))
 
 
-def _store_prefix(space: str, estimator: str) -> str:
-    return f"{safe_name(space)}--{safe_name(estimator)}--"
-
-
 def rank_checks_dir() -> Path:
     return data_home() / "rank_checks"
 
 
+def _record_path(check: RankCheck) -> Path:
+    """Where the data directory keeps ``check``: one file per space, reference and set-up, so
+    the same check run again replaces its record and a different one is kept beside it."""
+    ceiling = check.noise_ceiling
+    setup = json.dumps([sorted(row.estimator for row in check.rows), check.n, check.seed,
+                        check.sampling, ceiling and [ceiling.estimator, ceiling.n]])
+    digest = hashlib.sha256(setup.encode()).hexdigest()[:10]
+    return rank_checks_dir() / (f"{safe_name(check.space)}--{safe_name(check.reference)}--"
+                                f"{digest}.json")
+
+
 def save_rank_check(check: RankCheck, out_dir: Path | None) -> list[Path]:
-    """Keep the result in the data directory (for search reports) and, if asked, in ``out_dir``
+    """Keep the record in the data directory (for search reports) and, if asked, in ``out_dir``
     with an HTML page; return the files written."""
     document = json.dumps(check.to_dict(), indent=1) + "\n"
-    kept = rank_checks_dir() / (_store_prefix(check.space, check.estimator)
-                                + safe_name(check.reference) + ".json")
+    kept = _record_path(check)
     write_atomically(kept, document)
     written = [kept]
     if out_dir is not None:
@@ -160,43 +396,89 @@ def save_rank_check(check: RankCheck, out_dir: Path | None) -> list[Path]:
     return written
 
 
-def known_rank_checks(space: str, estimator: str) -> list[RankCheck]:
-    """The stored checks of ``estimator`` on ``space``, against any reference."""
+def stored_rank_checks(space: str) -> list[RankCheck]:
+    """Every stored check of ``space`` this harness can read, schema-1 records migrated."""
     checks = []
-    for path in sorted(rank_checks_dir().glob(f"{_store_prefix(space, estimator)}*.json")):
+    for path in sorted(rank_checks_dir().glob(f"{safe_name(space)}--*.json")):
         try:
-            values = json.loads(read_text(path, "stored rank check"))
+            check = RankCheck.from_dict(json.loads(read_text(path, "stored rank check")))
         except json.JSONDecodeError as error:
             raise FileError(f"stored rank check {path}: not JSON ({error}); remove it or run "
                             "'harness rank-check' again") from None
-        if values.get("schema_version") == SCHEMA_VERSION:
-            values["kendall_tau_ci95"] = tuple(values["kendall_tau_ci95"])
-            values["spearman_rho_ci95"] = tuple(values["spearman_rho_ci95"])
-            checks.append(RankCheck(**values))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise FileError(f"stored rank check {path}: not a rank-check record ({error!r}); "
+                            "remove it or run 'harness rank-check' again") from None
+        if check is not None and check.space == space:
+            checks.append(check)
     return checks
 
 
-def render_html(check: RankCheck) -> str:
-    figure, axes = plt.subplots(figsize=(6, 4.5))
-    axes.scatter([p["estimator"] for p in check.points], [p["reference"] for p in check.points],
-                 s=24)
-    axes.set_xlabel(check.estimator)
-    axes.set_ylabel(check.reference)
-    axes.set_title(f"τ = {check.kendall_tau:.3f}, ρ = {check.spearman_rho:.3f}, n = {check.n}")
-    axes.grid(alpha=0.3)
+def known_rank_checks(space: str, estimator: str) -> list[RankCheck]:
+    """The newest stored check of ``estimator`` on ``space`` against each reference."""
+    newest: dict[str, RankCheck] = {}
+    for check in sorted(stored_rank_checks(space), key=lambda check: check.created):
+        if check.row(estimator) is not None:
+            newest[check.reference] = check
+    return list(newest.values())
+
+
+def _scatter_plots(check: RankCheck) -> str:
+    """One scatter plot per line of the table, each estimator's scores against the reference's,
+    as a PNG data URL."""
+    lines = check.table_rows()
+    columns = min(3, len(lines))
+    rows = math.ceil(len(lines) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows),
+                                squeeze=False)
+    reference = [point["scores"][check.reference]["value"] for point in check.points]
+    for axis, (_, row) in zip(axes.flat, lines):
+        if row is check.noise_ceiling:
+            x = [point["reference_second_seed"]["value"] for point in check.points[:row.n]]
+        else:
+            x = [point["scores"][row.estimator]["value"] for point in check.points]
+        axis.scatter(x, reference[:len(x)], s=16)
+        axis.set_xlabel(row.estimator, fontsize=8)
+        axis.set_ylabel(check.reference, fontsize=8)
+        axis.set_title(f"τ = {row.kendall_tau:.3f}, ρ = {row.spearman_rho:.3f}, n = {row.n}",
+                       fontsize=9)
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(lines):]:
+        axis.set_visible(False)
+    figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
-    image = base64.b64encode(buffer.getvalue()).decode()
-    rows = "".join(
-        f"<tr><td>{html.escape(p['config_key'])}</td><td>{p['estimator']:.5g}</td>"
-        f"<td>{p['reference']:.5g}</td></tr>" for p in check.points)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def render_html(check: RankCheck) -> str:
+    """A self-contained page: the table, a scatter plot per line of it, and every point's scores
+    (and a training reference's steps)."""
+    e = html.escape
+    table = "".join(
+        f"<tr><td><code>{e(row.estimator)}</code>{f' ({e(note)})' if note else ''}</td>"
+        f"<td>{e(row.tau_text())}</td><td>{e(row.rho_text())}</td><td>{row.n}</td></tr>"
+        for note, row in check.table_rows())
+    specs = [row.estimator for row in check.rows]
+    head = "".join(f"<th>{e(spec)}</th>" for spec in [*specs, check.reference])
+    points = []
+    for point in check.points:
+        reference = point["scores"][check.reference]
+        second = point.get("reference_second_seed")
+        cells = [f"{point['scores'][spec]['value']:.5g}" for spec in [*specs, check.reference]]
+        cells += [str(reference.get("steps", "")), f"{second['value']:.5g}" if second else ""]
+        gmacs = f"{point['gmacs']:.4g}" if "gmacs" in point else ""
+        points.append(f"<tr><td>{e(point['config_key'])}</td><td>{gmacs}</td>"
+                      + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Rank check"
             "</title><style>body{font-family:system-ui,sans-serif;margin:2em}table{border-"
-            "collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em}</style></head>"
-            f"<body><h1>Rank check: {html.escape(check.space)}</h1>"
-            f"<p>{html.escape(check.summary())}. 95% CIs: percentile bootstrap over the "
-            f"architectures ({BOOTSTRAP_RESAMPLES} resamples, seed {check.seed}).</p>"
-            f"<img alt='scatter' src='data:image/png;base64,{image}'>"
-            f"<table><tr><th>config</th><th>{html.escape(check.estimator)}</th>"
-            f"<th>{html.escape(check.reference)}</th></tr>{rows}</table></body></html>")
+            "collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .5em}"
+            "</style></head>"
+            f"<body><h1>{e(check.heading())}</h1>"
+            "<table><tr><th>estimator</th><th>Kendall τ [95% CI]</th><th>Spearman ρ [95% CI]"
+            f"</th><th>n</th></tr>{table}</table>"
+            f"<p>95% CIs: percentile bootstrap over the architectures ({BOOTSTRAP_RESAMPLES} "
+            f"resamples, seed {check.seed}). {e(check.footing())}</p>"
+            f"<img alt='scatter plots' src='{_scatter_plots(check)}'>"
+            f"<table><tr><th>config</th><th>GMACs</th>{head}<th>reference steps</th>"
+            f"<th>reference, second seed</th></tr>{''.join(points)}</table></body></html>")

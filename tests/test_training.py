@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import importlib.util
 from pathlib import Path
@@ -128,7 +129,7 @@ def test_budget_suffix_is_parsed_and_named_in_the_spec():
     assert (steps.amount, steps.by_time) == (50, False)
     assert (seconds.amount, seconds.by_time) == (2, True)
     assert "50 steps of training from scratch" in steps.description
-    with pytest.raises(ConfigError, match="budget must be Nsteps or Ns"):
+    with pytest.raises(ConfigError, match="budget must be Nsteps, Ns \\(seconds\\) or plateau"):
         get_estimator("train:digits@fast")
 
 
@@ -204,6 +205,81 @@ def test_weight_sparsity_holds_after_training(monkeypatch: pytest.MonkeyPatch):
     weight = evaluated[-1].blocks[0].mlp.fc1.weight.detach()
     assert torch.equal(weight != 0, two_four_mask(weight))
     assert float((weight == 0).float().mean()) == 0.5
+
+
+def test_a_step_budget_records_its_steps():
+    record = get_estimator("train:digits@5steps").record(None, TINY)
+    assert record["steps"] == 5 and 0 <= record["value"] <= 1
+
+
+# --- @plateau -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def short_plateaus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluations every 2 steps, one without improvement is a plateau, and no improvement
+    counts after the first (a loss would have to fall a hundredfold in 2 steps): the run's
+    length is then fixed by the rule alone, 2 steps to the first evaluation, 2 to the first
+    plateau, 2 to the second."""
+    monkeypatch.setattr(training_module, "PLATEAU_EVAL_EVERY", 2)
+    monkeypatch.setattr(training_module, "PLATEAU_PATIENCE", 1)
+    monkeypatch.setattr(training_module, "PLATEAU_TOLERANCE", 0.99)
+
+
+def test_plateau_lowers_the_rate_at_the_first_plateau_and_stops_at_the_second(
+        short_plateaus, monkeypatch):
+    rates: list[float] = []
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, *args, **kwargs):
+            rates.append(self.param_groups[0]["lr"])
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(training_module.torch.optim, "AdamW", RecordingAdamW)
+    reports: list[int] = []
+    estimator = get_estimator("train:digits@plateau")
+    record = estimator.record(None, TINY, lambda step, _: reports.append(step))
+    assert (record["steps"], record["stopped"]) == (6, "plateau")
+    lr = training_module.LEARNING_RATE
+    # warm-up over the first interval (middle of each step), full rate, then a tenth
+    assert rates == pytest.approx([lr / 4, lr * 3 / 4, lr, lr, lr / 10, lr / 10])
+    assert reports == [2, 4]  # every evaluation but the last
+    monkeypatch.setattr(training_module, "PLATEAU_MAX_STEPS", 5)
+    assert estimator.record(None, TINY)["stopped"] == "max steps"
+    assert len(rates) == 6 + 5
+
+
+def test_plateau_decides_on_validation_images_of_the_training_split(short_plateaus, monkeypatch):
+    estimator = get_estimator("train:digits@plateau")
+    data = estimator.dataset
+    # a tenth of each class of the training split set aside, the rest trained on
+    assert len(estimator.validation_labels) + len(estimator.trained_on) == len(data.train_labels)
+    assert estimator.validation_labels.bincount().tolist() == [
+        round(count * 0.1) for count in data.train_labels.bincount().tolist()]
+    evaluated: list[str] = []
+    real = training_module.loss_and_top1
+    monkeypatch.setattr(training_module, "loss_and_top1", lambda model, images, labels: (
+        evaluated.append("held-out" if images is data.test_images else "validation")
+        or real(model, images, labels)))
+    record = estimator.record(None, TINY)
+    assert evaluated == ["validation"] * 3 + ["held-out"]  # held-out images only for the score
+    # scrambled held-out labels change the score, never when training stops
+    estimator.dataset = dataclasses.replace(data, test_labels=data.test_labels.roll(1))
+    assert estimator.record(None, TINY)["steps"] == record["steps"]
+
+
+def test_plateau_is_deterministic_for_a_seed_and_another_seed_can_be_chosen(monkeypatch):
+    monkeypatch.setattr(training_module, "PLATEAU_EVAL_EVERY", 3)
+    monkeypatch.setattr(training_module, "PLATEAU_MAX_STEPS", 12)
+    estimator = get_estimator("train:digits@plateau")
+    assert estimator.spec == "train:digits@plateau" and estimator.seed == 0
+    assert estimator.record(None, TINY) == estimator.record(None, TINY)
+    again = estimator.with_seed(1)
+    assert (again.spec, again.seed) == ("train:digits@plateau", 1)
+    assert not torch.equal(again.validation_images, estimator.validation_images)
+    assert again.metadata()["seed"] == 1
+    assert estimator.metadata()["plateau"]["max_steps"] == 12
+    assert "until the loss on 143 validation images" in estimator.description
 
 
 # --- table:FILE ---------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ class BaseAccuracyEstimator(abc.ABC):
     # Scores the candidate with its precision applied, as measured (else: the fp32 model, which
     # sees token reduction and sparsity masks but not the effect of lower precision).
     scores_as_measured: ClassVar[bool] = False
+    # The random seed the scores depend on (initialisation, batch order); None: they depend on none.
+    seed: int | None = None
 
     def __init__(self, argument: str) -> None:
         self.argument = argument
@@ -60,6 +62,11 @@ class BaseAccuracyEstimator(abc.ABC):
                 on_progress: Callable[[str], None] | None = None) -> None:
         """Get ready to score candidates of ``space``, before the first one (a supernet is
         trained or loaded here); ``on_progress`` receives one-line progress messages."""
+
+    def with_seed(self, seed: int) -> BaseAccuracyEstimator:
+        """The same estimator with another random seed, to see how much its scores owe to the seed
+        (rank-check's noise ceiling). Only for estimators whose ``seed`` is not None."""
+        raise NotImplementedError(f"{self.spec} has no random seed to change")
 
     def record(self, model: VisionTransformer, config: CandidateConfig,
                report: ReportIntermediate | None = None) -> dict[str, Any]:

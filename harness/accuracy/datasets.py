@@ -192,17 +192,19 @@ def valid_datasets() -> str:
     return ", ".join(usage for _, usage in DATASETS.values())
 
 
-def _split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified held-out split: each class gives ``HELD_OUT_FRACTION`` of its images (rounded),
-    chosen by a permutation drawn from ``seed``, so small classes are still represented."""
+def split_per_class(labels: np.ndarray, fraction: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of the positions of ``labels``: each class sets ``fraction`` of its images
+    (rounded) aside, chosen by a permutation drawn from ``seed``, so small classes are still
+    represented. Returns the positions kept and those set aside, each sorted."""
     rng = np.random.default_rng(seed)
-    train, test = [], []
+    kept, aside = [], []
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        held_out = round(len(members) * HELD_OUT_FRACTION)
-        test.append(members[:held_out])
-        train.append(members[held_out:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+        count = round(len(members) * fraction)
+        aside.append(members[:count])
+        kept.append(members[count:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(aside))
 
 
 def load_dataset(name: str, seed: int = 0) -> Dataset:
@@ -216,7 +218,7 @@ def load_dataset(name: str, seed: int = 0) -> Dataset:
         raise ConfigError(f"unknown dataset {shorten(name)}; valid: {valid_datasets()}")
     raw = DATASETS[kind][0](argument)
     if raw.test_from is None:
-        train, test = _split(raw.labels, seed)
+        train, test = split_per_class(raw.labels, HELD_OUT_FRACTION, seed)
     else:
         train, test = np.arange(raw.test_from), np.arange(raw.test_from, len(raw.labels))
     if len(test) == 0:

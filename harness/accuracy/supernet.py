@@ -525,6 +525,10 @@ class SupernetEstimator(BaseAccuracyEstimator):
             raise
         self.spec_of = spec
 
+    def with_seed(self, seed: int) -> SupernetEstimator:
+        """The same estimator on a supernet trained with another seed."""
+        return SupernetEstimator(f"{self.dataset.name}@{self.budget}@seed{seed}")
+
     def estimate(self, model: VisionTransformer, config: CandidateConfig,
                  report: ReportIntermediate | None = None) -> float:
         return self.record(model, config, report)["value"]

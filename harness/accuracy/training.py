@@ -4,13 +4,23 @@ by its top-1 accuracy on a held-out split.
 A proxy ranks architectures without training; this estimator measures what a short training run
 actually reaches, knobs included: token pruning and merging act during training, and weight
 sparsity is re-imposed after every step, so the model evaluated is exactly as sparse as the one
-deployed. The budget is ``@Nsteps`` (default ``@200steps``: deterministic for a seed) or ``@Ns``
-(seconds of training: comparable wall time across candidates, but not reproducible).
+deployed. The budget is ``@Nsteps`` (default ``@200steps``: deterministic for a seed), ``@Ns``
+(seconds of training: comparable wall time across candidates, but not reproducible) or
+``@plateau`` (until the loss on a validation part of the training split stops improving:
+deterministic for a seed, and a reference for validating cheaper estimators, see below).
 
 Recipe: AdamW (lr 1e-3, weight decay 0.05), 10% linear warm-up then cosine decay, gradient norm
 clipped at 1, batch 32, images reshuffled every epoch. At equal wall time on a 2-core CPU, batch
 32 for 200 steps beat batch 64 for 100 steps (62% against 45-56% held-out on MNIST for a
 DeiT-Tiny shape), which is why the batch is smaller than the usual 64.
+
+``@plateau`` keeps this recipe but its schedule: cosine decay needs its horizon in advance, and a
+run stopped early on it would be scored at a high learning rate, never annealed, so architectures
+that plateau early would be penalised for it. Instead the learning rate is held after the
+warm-up and lowered tenfold when the validation loss stops improving (reduce on plateau), and the
+run stops when it stops improving at the lowered rate: each architecture is annealed at its own
+pace. The validation images are carved from the training split, per class and by the seed; the
+held-out split is read once, for the score.
 """
 
 from __future__ import annotations
@@ -18,13 +28,14 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from harness.accuracy.base import BaseAccuracyEstimator, ReportIntermediate, register_estimator_kind
-from harness.accuracy.datasets import Dataset, load_dataset, valid_datasets
+from harness.accuracy.datasets import Dataset, load_dataset, split_per_class, valid_datasets
 from harness.config import GRID_ATTENTION, CandidateConfig
 from harness.errors import ConfigError
 from harness.layers import sparsify_linears
@@ -39,7 +50,28 @@ WARMUP_FRACTION = 0.1
 EVAL_BATCH = 500
 # Intermediate evaluations, as fractions of the budget, reported so that a study can prune.
 REPORT_AT = (0.25, 0.5, 0.75)
-_BUDGET = re.compile(r"(?P<amount>\d+)(?P<unit>steps|s)")
+_BUDGET = re.compile(r"(?P<amount>\d+)(?P<unit>steps|s)|plateau")
+
+# @plateau keeps BATCH_SIZE, so it differs from @Nsteps in schedule and length and in the images
+# it sets aside: a tenth of the training split per class is enough to see the loss move (6,000
+# Fashion-MNIST images) and leaves 90% of the images to train on.
+PLATEAU_VALIDATION_FRACTION = 0.1
+# Steps between validation losses, and the length of the linear warm-up (so every evaluation after
+# the first sees the full rate): 16,000 images, 0.3 epoch of Fashion-MNIST, while evaluating its
+# 6,000 validation images costs about 60 steps (forward only), so evaluations add ~12%.
+PLATEAU_EVAL_EVERY = 500
+# Evaluations without an improvement before the rate drops or training stops: 1,500 steps, about
+# an epoch of Fashion-MNIST, so one unlucky stretch of batches is not taken for a plateau.
+PLATEAU_PATIENCE = 3
+# An improvement must lower the best validation loss by more than 1% of it, so that a run creeping
+# down by a fraction of a percent per evaluation counts as being on its plateau.
+PLATEAU_TOLERANCE = 0.01
+# The rate's factor at the first plateau, after which the next plateau ends the run: one drop
+# anneals it; each further drop would cost at least another PATIENCE evaluations.
+PLATEAU_LR_DROP = 0.1
+# Bounds a run that never plateaus: about 6 epochs of Fashion-MNIST, ~35 min for a DeiT-Tiny shape
+# at the 0.2 s per step of a 2-core CPU.
+PLATEAU_MAX_STEPS = 10_000
 
 
 def _nearest_divisor(n: int, target: float) -> int:
@@ -97,19 +129,29 @@ def _batches(count: int, size: int, generator: torch.Generator) -> Iterator[torc
 
 
 @torch.no_grad()
+def loss_and_top1(model: VisionTransformer, images: torch.Tensor,
+                  labels: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy of ``model`` on ``images`` and the fraction whose highest logit is their
+    label."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(images), EVAL_BATCH):
+        logits = model(images[i:i + EVAL_BATCH])
+        loss += float(F.cross_entropy(logits, labels[i:i + EVAL_BATCH], reduction="sum"))
+        correct += int((logits.argmax(dim=1) == labels[i:i + EVAL_BATCH]).sum())
+    model.train()
+    return loss / len(images), correct / len(images)
+
+
 def top1(model: VisionTransformer, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Fraction of ``images`` whose highest logit is their label."""
-    model.eval()
-    correct = sum(int((model(images[i:i + EVAL_BATCH]).argmax(dim=1)
-                       == labels[i:i + EVAL_BATCH]).sum())
-                  for i in range(0, len(images), EVAL_BATCH))
-    model.train()
-    return correct / len(images)
+    return loss_and_top1(model, images, labels)[1]
 
 
 class TrainingEstimator(BaseAccuracyEstimator):
-    """Held-out top-1 after training from scratch for a step or time budget: ``train:mnist``,
-    ``train:digits@500steps``, ``train:imagefolder:/data/pets@120s``."""
+    """Held-out top-1 after training from scratch for a step or time budget, or to a plateau:
+    ``train:mnist``, ``train:digits@500steps``, ``train:imagefolder:/data/pets@120s``,
+    ``train:fashion-mnist@plateau``."""
 
     kind = "train"
 
@@ -119,49 +161,83 @@ class TrainingEstimator(BaseAccuracyEstimator):
         if at and _BUDGET.fullmatch(tail):
             dataset_name, budget = head, tail
         elif at and not argument.startswith("imagefolder:"):  # a folder's name may hold an "@"
-            raise ConfigError(f"train:{argument}: budget must be Nsteps or Ns (seconds), e.g. "
-                              f"train:{head}@{DEFAULT_BUDGET} or train:{head}@60s")
+            raise ConfigError(f"train:{argument}: budget must be Nsteps, Ns (seconds) or plateau, "
+                              f"e.g. train:{head}@{DEFAULT_BUDGET}, train:{head}@60s or "
+                              f"train:{head}@plateau")
         match = _BUDGET.fullmatch(budget)
-        self.amount, self.by_time = int(match["amount"]), match["unit"] == "s"
+        self.to_plateau = budget == "plateau"
+        self.amount = None if self.to_plateau else int(match["amount"])
+        self.by_time = not self.to_plateau and match["unit"] == "s"
         if self.amount == 0:
             raise ConfigError(f"train:{argument}: the budget must be positive")
         super().__init__(f"{dataset_name}@{budget}")
         self.seed = seed
         # Loaded now, so a missing package or folder fails before a study starts.
         self.dataset = load_dataset(dataset_name, seed)
+        # Positions in the training split to train on: all of it, or what validation leaves.
+        # Batches index the split through them, so grey images stay a view (not copied).
+        self.trained_on = torch.arange(len(self.dataset.train_labels))
+        if self.to_plateau:
+            kept, validation = split_per_class(self.dataset.train_labels.numpy(),
+                                               PLATEAU_VALIDATION_FRACTION, seed)
+            if len(validation) == 0:
+                raise ConfigError(f"train:{argument}: too few training images "
+                                  f"({len(self.dataset.train_labels)}) to set "
+                                  f"{PLATEAU_VALIDATION_FRACTION:.0%} aside for validation")
+            self.trained_on = torch.from_numpy(kept)
+            self.validation_images = self.dataset.train_images[validation]
+            self.validation_labels = self.dataset.train_labels[validation]
 
     @property
     def description(self) -> str:
+        held_out = f"top-1 on {len(self.dataset.test_labels)} held-out {self.dataset.title} images"
+        if self.to_plateau:
+            return (f"{held_out} after training from scratch until the loss on "
+                    f"{len(self.validation_labels)} validation images of the training split "
+                    f"stopped improving (at most {PLATEAU_MAX_STEPS} steps; AdamW, batch "
+                    f"{BATCH_SIZE})")
         budget = (f"{self.amount} s" if self.by_time else f"{self.amount} steps")
-        return (f"top-1 on {len(self.dataset.test_labels)} held-out {self.dataset.title} images "
-                f"after {budget} of training from scratch (AdamW, batch {BATCH_SIZE})")
+        return (f"{held_out} after {budget} of training from scratch (AdamW, batch "
+                f"{BATCH_SIZE})")
+
+    def with_seed(self, seed: int) -> TrainingEstimator:
+        return TrainingEstimator(self.argument, seed)
+
+    def metadata(self) -> dict[str, Any]:
+        plateau = {"validation_fraction": PLATEAU_VALIDATION_FRACTION,
+                   "eval_every": PLATEAU_EVAL_EVERY, "patience": PLATEAU_PATIENCE,
+                   "tolerance": PLATEAU_TOLERANCE, "lr_drop": PLATEAU_LR_DROP,
+                   "max_steps": PLATEAU_MAX_STEPS}
+        return {**super().metadata(), "seed": self.seed, "batch_size": BATCH_SIZE,
+                **({"plateau": plateau} if self.to_plateau else {})}
 
     def estimate(self, model: VisionTransformer, config: CandidateConfig,
                  report: ReportIntermediate | None = None) -> float:
         """Train a fresh seeded model of ``config`` (``model`` is built for other images; see
         ``training_config``) and return its held-out top-1 in [0, 1]. ``report(step, accuracy)``
-        is called at a quarter, half and three quarters of the budget; what it raises stops the
-        training and propagates."""
-        config = training_config(config, self.dataset)
-        data = self.dataset
+        is called at a quarter, half and three quarters of a step or time budget (held-out top-1),
+        or at every evaluation but the last of ``@plateau`` (validation top-1); what it raises
+        stops the training and propagates."""
+        return self.record(model, config, report)["value"]
+
+    def record(self, model: VisionTransformer, config: CandidateConfig,
+               report: ReportIntermediate | None = None) -> dict[str, Any]:
+        """``value``: the score of ``estimate``; ``steps``: the training steps it took; for
+        ``@plateau``, ``stopped``: ``plateau`` or ``max steps``."""
+        config, data = training_config(config, self.dataset), self.dataset
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             trained = build_model(config, seed=self.seed).train()
             optimizer = torch.optim.AdamW(trained.parameters(), lr=LEARNING_RATE,
                                           weight_decay=WEIGHT_DECAY)
             generator = torch.Generator().manual_seed(self.seed)
-            batches = _batches(len(data.train_labels), min(BATCH_SIZE, len(data.train_labels)),
+            batches = _batches(len(self.trained_on), min(BATCH_SIZE, len(self.trained_on)),
                                generator)
-            reports = list(REPORT_AT)
-            step, trained_s, last_step_s = 0, 0.0, 0.0
-            while (trained_s if self.by_time else step) < self.amount:
-                # the schedule at the middle of the step, so neither the first nor the last
-                # step runs at a learning rate of zero
-                middle = (trained_s + last_step_s / 2) if self.by_time else step + 0.5
+
+            def train_step(lr: float) -> None:
                 for group in optimizer.param_groups:
-                    group["lr"] = LEARNING_RATE * learning_rate_factor(min(middle / self.amount, 1.0))
-                start = time.perf_counter()
-                indices = next(batches)
+                    group["lr"] = lr
+                indices = self.trained_on[next(batches)]
                 loss = F.cross_entropy(trained(data.train_images[indices]),
                                        data.train_labels[indices])
                 optimizer.zero_grad(set_to_none=True)
@@ -171,15 +247,61 @@ class TrainingEstimator(BaseAccuracyEstimator):
                 if config.weight_sparsity != "dense":
                     sparsify_linears(trained.blocks, config.weight_sparsity,
                                      config.sparsity_block, config.block_sparsity)
-                last_step_s = time.perf_counter() - start
-                trained_s += last_step_s
-                step += 1
-                done = (trained_s if self.by_time else step) / self.amount
-                while reports and done >= reports[0]:
-                    reports.pop(0)
-                    if report is not None and done < 1:
-                        report(step, top1(trained, data.test_images, data.test_labels))
-            return top1(trained, data.test_images, data.test_labels)
+
+            if self.to_plateau:
+                steps, stopped = self._train_to_plateau(trained, train_step, report)
+                extra = {"steps": steps, "stopped": stopped}
+            else:
+                extra = {"steps": self._train_for_budget(trained, train_step, report)}
+            return {"value": top1(trained, data.test_images, data.test_labels), **extra}
+
+    def _train_for_budget(self, trained: VisionTransformer, train_step: Callable[[float], None],
+                          report: ReportIntermediate | None) -> int:
+        """Train for the step or time budget on the warm-up and cosine schedule; the steps."""
+        reports = list(REPORT_AT)
+        step, trained_s, last_step_s = 0, 0.0, 0.0
+        while (trained_s if self.by_time else step) < self.amount:
+            # the schedule at the middle of the step, so neither the first nor the last step runs
+            # at a learning rate of zero
+            middle = (trained_s + last_step_s / 2) if self.by_time else step + 0.5
+            start = time.perf_counter()
+            train_step(LEARNING_RATE * learning_rate_factor(min(middle / self.amount, 1.0)))
+            last_step_s = time.perf_counter() - start
+            trained_s += last_step_s
+            step += 1
+            done = (trained_s if self.by_time else step) / self.amount
+            while reports and done >= reports[0]:
+                reports.pop(0)
+                if report is not None and done < 1:
+                    report(step, top1(trained, self.dataset.test_images,
+                                      self.dataset.test_labels))
+        return step
+
+    def _train_to_plateau(self, trained: VisionTransformer, train_step: Callable[[float], None],
+                          report: ReportIntermediate | None) -> tuple[int, str]:
+        """Train until the validation loss has not improved by more than ``PLATEAU_TOLERANCE``
+        for ``PLATEAU_PATIENCE`` evaluations at the lowered rate, or for ``PLATEAU_MAX_STEPS``;
+        the steps and why training stopped."""
+        rate, lowered = LEARNING_RATE, False
+        best, stale = math.inf, 0
+        for step in range(1, PLATEAU_MAX_STEPS + 1):
+            # linear warm-up over the first interval, at the middle of the step as above
+            train_step(rate * min((step - 0.5) / PLATEAU_EVAL_EVERY, 1.0))
+            if step % PLATEAU_EVAL_EVERY:
+                continue
+            loss, accuracy = loss_and_top1(trained, self.validation_images,
+                                           self.validation_labels)
+            if loss < best * (1 - PLATEAU_TOLERANCE):
+                best, stale = loss, 0
+            else:
+                stale += 1
+            if stale == PLATEAU_PATIENCE:
+                if lowered:
+                    return step, "plateau"
+                rate, lowered, stale = rate * PLATEAU_LR_DROP, True, 0
+            if report is not None and step < PLATEAU_MAX_STEPS:
+                report(step, accuracy)
+        return PLATEAU_MAX_STEPS, "max steps"
 
 
 def learning_rate_factor(progress: float) -> float:
@@ -191,7 +313,7 @@ def learning_rate_factor(progress: float) -> float:
 
 
 @register_estimator_kind(
-    "train", lambda: f"train:DATASET[@Nsteps|@Ns] (DATASET: {valid_datasets()}; "
+    "train", lambda: f"train:DATASET[@Nsteps|@Ns|@plateau] (DATASET: {valid_datasets()}; "
                      f"default @{DEFAULT_BUDGET})")
 def make_training_estimator(argument: str) -> TrainingEstimator:
     return TrainingEstimator(argument)

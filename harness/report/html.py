@@ -336,7 +336,9 @@ def _latency_method(meta: dict[str, Any], data: ReportData, protocol: str) -> st
 
 def _accuracy_method(meta: dict[str, Any]) -> str:
     checks = meta.get("estimator_rank_checks") or []
-    ranking = ("Its measured ranking quality on this space: " + "; ".join(map(_e, checks)) + "."
+    # one item per reference: each quote holds its own "; "-separated ceiling and baselines
+    ranking = ("Its measured ranking quality on this space (<code>harness rank-check</code>):<ul>"
+               + "".join(f"<li>{_e(check)}</li>" for check in checks) + "</ul>"
                if checks else "Its ranking quality on this space has not been measured (run "
                f"<code>harness rank-check --space {_e(meta.get('space', {}).get('name'))} "
                f"--accuracy {_e(meta.get('estimator'))}</code>).")

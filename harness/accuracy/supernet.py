@@ -59,7 +59,7 @@ from harness.space import SearchSpace
 
 # Bump when the training recipe changes: supernets of another recipe are then not reused.
 RECIPE_VERSION = 1
-DEFAULT_BUDGET = "600steps"
+DEFAULT_BUDGET = "500steps"
 BATCH_SIZE = 32  # as short training: at equal time on 2 cores, smaller batches trained better
 RANDOM_PER_STEP = 2  # random sub-networks per step, besides the largest and the smallest
 CHECKPOINT_EVERY_S = 30.0

@@ -57,21 +57,22 @@ _BUDGET = re.compile(r"(?P<amount>\d+)(?P<unit>steps|s)|plateau")
 # Fashion-MNIST images) and leaves 90% of the images to train on.
 PLATEAU_VALIDATION_FRACTION = 0.1
 # Steps between validation losses, and the length of the linear warm-up (so every evaluation after
-# the first sees the full rate): 16,000 images, 0.3 epoch of Fashion-MNIST, while evaluating its
-# 6,000 validation images costs about 60 steps (forward only), so evaluations add ~12%.
-PLATEAU_EVAL_EVERY = 500
-# Evaluations without an improvement before the rate drops or training stops: 1,500 steps, about
-# an epoch of Fashion-MNIST, so one unlucky stretch of batches is not taken for a plateau.
-PLATEAU_PATIENCE = 3
+# the first sees the full rate): 6,400 images, 1.8 epochs of MNIST's 3,600 training images, 0.1 of
+# Fashion-MNIST; 20-25 s for a DeiT-Tiny shape on a 2-core CPU.
+PLATEAU_EVAL_EVERY = 200
+# Evaluations without an improvement before the rate drops or training stops: 400 steps, so one
+# unlucky stretch of batches is not taken for a plateau.
+PLATEAU_PATIENCE = 2
 # An improvement must lower the best validation loss by more than 1% of it, so that a run creeping
 # down by a fraction of a percent per evaluation counts as being on its plateau.
 PLATEAU_TOLERANCE = 0.01
 # The rate's factor at the first plateau, after which the next plateau ends the run: one drop
 # anneals it; each further drop would cost at least another PATIENCE evaluations.
 PLATEAU_LR_DROP = 0.1
-# Bounds a run that never plateaus: about 6 epochs of Fashion-MNIST, ~35 min for a DeiT-Tiny shape
-# at the 0.2 s per step of a 2-core CPU.
-PLATEAU_MAX_STEPS = 10_000
+# Bounds a run that never plateaus: 2,000 steps, 18 epochs of MNIST's training images (where a
+# DeiT-Tiny shape reaches 85-88% and creeps on), about 4 min for it on a 2-core CPU, so that a
+# 30-architecture check with its noise ceiling fits a couple of hours.
+PLATEAU_MAX_STEPS = 2_000
 
 
 def _nearest_divisor(n: int, target: float) -> int:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ import matplotlib.pyplot as plt
 # 2: one record per run (every estimator, the baselines, the noise ceiling, the duration and the
 # command); 1 held one estimator against the reference, and is migrated when read.
 SCHEMA_VERSION = 2
+PUBLISHED_PACKAGE = "harness.published_rank_checks"
 BOOTSTRAP_RESAMPLES = 2000
 # Scored on every check: they cost nothing, and they are what an estimator has to beat (no proxy
 # beat the GMAC count on vit_tiny, README.md).
@@ -396,10 +398,19 @@ def save_rank_check(check: RankCheck, out_dir: Path | None) -> list[Path]:
     return written
 
 
+def published_rank_checks_dir() -> Path:
+    """The checks published with the harness (``benchmarks/rank_checks``, installed as a package),
+    so that a report quotes them on a machine that never ran one."""
+    return Path(str(resources.files(PUBLISHED_PACKAGE)))
+
+
 def stored_rank_checks(space: str) -> list[RankCheck]:
-    """Every stored check of ``space`` this harness can read, schema-1 records migrated."""
+    """Every check of ``space`` this harness can read, the published ones and those run here,
+    schema-1 records migrated."""
     checks = []
-    for path in sorted(rank_checks_dir().glob(f"{safe_name(space)}--*.json")):
+    paths = [path for folder in (published_rank_checks_dir(), rank_checks_dir())
+             for path in sorted(folder.glob(f"{safe_name(space)}--*.json"))]
+    for path in paths:
         try:
             check = RankCheck.from_dict(json.loads(read_text(path, "stored rank check")))
         except json.JSONDecodeError as error:

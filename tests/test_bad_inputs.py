@@ -124,6 +124,27 @@ def _damaged(how: str, command: list[str]) -> Case:
     return make
 
 
+def _one_class(sandbox: Sandbox) -> str:
+    sandbox.file("cats-only/cats/a.png", _png())
+    return sandbox.folder("cats-only")
+
+
+def _broken_image(sandbox: Sandbox) -> str:
+    sandbox.file("pets/cats/a.png", _png())
+    sandbox.file("pets/dogs/broken.png", "not a png")
+    return sandbox.folder("pets")
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 CASES: list[tuple[str, Case, str]] = [
     # a journal a crash or stray bytes damaged: refused before anything is written to it
     ("search on a cut journal", _damaged("cut", [*SEARCH, "--out"]),
@@ -150,6 +171,18 @@ CASES: list[tuple[str, Case, str]] = [
     ("window_size without window attention", lambda s: ["measure", "--no-latency", "--set",
                                                         "window_size=5"],
      "window_size=5 has no effect"),
+    # the supernet estimator's data
+    ("unknown supernet dataset", lambda s: [*SEARCH[:-7], "--accuracy", "supernet:cifar",
+                                            *SEARCH[-5:], "--out", str(s.out)],
+     "unknown dataset 'cifar'; valid: mnist, fashion-mnist, digits, imagefolder:PATH"),
+    ("image folder of one class", lambda s: [*SEARCH[:-7], "--accuracy",
+                                             f"supernet:imagefolder:{_one_class(s)}",
+                                             *SEARCH[-5:], "--out", str(s.out)],
+     "needs sub-folders of images for at least 2 classes"),
+    ("unreadable image", lambda s: [*SEARCH[:-7], "--accuracy",
+                                    f"supernet:imagefolder:{_broken_image(s)}",
+                                    *SEARCH[-5:], "--out", str(s.out)],
+     "cannot read {root}/inputs/pets/dogs/broken.png"),
     # a database that cannot be reached: one line, and never its password
     ("unreachable database", lambda s: ["report", str(s.out), "--storage",
                                         f"postgresql://harness:{PASSWORD}@127.0.0.1:1/harness"],

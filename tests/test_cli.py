@@ -254,14 +254,15 @@ def test_spaces_lists_the_bundled_spaces(capsys):
     assert rows["vit_tiny"]["min_gmacs"] == pytest.approx(0.572, abs=0.001)
 
 
-def test_the_default_accuracy_is_short_training_on_mnist(tiny_space_file, fast_device_file,
-                                                          tmp_path, capsys):
+def test_the_default_accuracy_is_a_supernet_on_mnist(tiny_space_file, fast_device_file, tmp_path,
+                                                     monkeypatch, capsys):
+    monkeypatch.setattr("harness.accuracy.supernet.DEFAULT_BUDGET", "3steps")  # not 500 steps
     out = tmp_path / "out"
     assert main(["search", "--space", str(tiny_space_file), "--device", str(fast_device_file),
                  "--trials", "2", "--out", str(out), "--quiet", "--json"]) == 0
     trials = json.loads((out / "trials.json").read_text())
-    assert trials["metadata"]["estimator"] == "train:mnist@200steps"
+    assert trials["metadata"]["estimator"] == "supernet:mnist@3steps"
     accuracies = [t["accuracy"] for t in trials["trials"] if t["state"] == "COMPLETE"]
     assert len(accuracies) == 2
-    assert all(a["estimator"] == "train:mnist@200steps" and 0.1 < a["value"] <= 1
-               for a in accuracies)  # above chance (10 classes) after 200 steps
+    assert all(a["estimator"] == "supernet:mnist@3steps" and 0 <= a["value"] <= 1 and
+               a["heldout_images"] == 1000 for a in accuracies)

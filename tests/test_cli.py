@@ -266,3 +266,7 @@ def test_the_default_accuracy_is_a_supernet_on_mnist(tiny_space_file, fast_devic
     assert len(accuracies) == 2
     assert all(a["estimator"] == "supernet:mnist@3steps" and 0 <= a["value"] <= 1 and
                a["heldout_images"] == 1000 for a in accuracies)
+    # the report weighs the accuracies' spread against their sampling error
+    report = (out / "report.html").read_text()
+    assert "accuracy spread" in report and "2 measured candidates span" in report
+    assert "paired 95% CI" in report

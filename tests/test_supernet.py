@@ -13,6 +13,7 @@ import harness
 from harness.accuracy import get_estimator
 from harness.accuracy import supernet as supernet_module
 from harness.accuracy.datasets import load_dataset
+from harness.accuracy.spread import unpack_correct
 from harness.accuracy.supernet import (
     SupernetError,
     SupernetSpec,
@@ -135,6 +136,9 @@ def test_the_estimator_is_deterministic_and_scores_as_measured(space, digits, mo
     assert scores == [second.record(None, config) for config in configs]
     assert all(s["heldout_images"] == 359 and s["supernet"]["key"] == first.record_of.key and
                0 <= s["value"] <= 1 and s["heldout_loss"] > 0 for s in scores)
+    # which images each got right, for paired comparisons, agrees with its top-1
+    assert all(unpack_correct(s["heldout_correct"], 359).sum() == round(s["value"] * 359)
+               for s in scores)
     converted = []
     real = supernet_module.convert_precision
 

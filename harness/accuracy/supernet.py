@@ -42,6 +42,7 @@ from torch.func import functional_call
 import harness
 from harness.accuracy.base import BaseAccuracyEstimator, ReportIntermediate, register_estimator_kind
 from harness.accuracy.datasets import Dataset, load_dataset, valid_datasets
+from harness.accuracy.spread import pack_correct
 from harness.accuracy.training import (
     LEARNING_RATE,
     WEIGHT_DECAY,
@@ -389,7 +390,8 @@ def score_split(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 def score(config: CandidateConfig, dataset: Dataset, supernet: dict[str, torch.Tensor],
           images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Top-1 and mean cross-entropy of ``config`` with the weights it inherits, as it is
-    measured: weight sparsity by magnitude on the inherited weights, then its precision."""
+    measured: weight sparsity by magnitude on the inherited weights, then its precision; with
+    which images it got right (``spread.pack_correct``), for paired comparisons."""
     config = training_config(config, dataset)
     model = _skeleton(config)
     model.load_state_dict({name: tensor.detach().clone() for name, tensor in
@@ -399,14 +401,16 @@ def score(config: CandidateConfig, dataset: Dataset, supernet: dict[str, torch.T
         sparsify_linears(model.blocks, config.weight_sparsity, config.sparsity_block,
                          config.block_sparsity)
     model, sample = convert_precision(model, images[:1], config.precision)
-    correct, loss = 0, 0.0
+    correct, loss = [], 0.0
     for start in range(0, len(labels), EVAL_BATCH):
         batch = images[start:start + EVAL_BATCH].to(sample.dtype)
         logits = model(batch).float()
         target = labels[start:start + EVAL_BATCH]
-        correct += int((logits.argmax(dim=1) == target).sum())
+        correct.append(logits.argmax(dim=1) == target)
         loss += float(F.cross_entropy(logits, target, reduction="sum"))
-    return {"value": correct / len(labels), "heldout_loss": loss / len(labels)}
+    right = torch.cat(correct).numpy()
+    return {"value": int(right.sum()) / len(labels), "heldout_loss": loss / len(labels),
+            "heldout_correct": pack_correct(right)}
 
 
 @contextlib.contextmanager

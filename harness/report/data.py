@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from harness.accuracy.spread import AccuracySpread, accuracy_spread
 from harness.pareto import Bounds, hypervolume_history, to_losses
 from harness.study import RESULT_SCHEMA_VERSION, pareto_trials, trial_record
 
@@ -27,6 +28,11 @@ class ReportData:
     @property
     def measured(self) -> list[dict[str, Any]]:
         return [t for t in self.trials if t["state"] == "COMPLETE"]
+
+    @property
+    def accuracy_spread(self) -> AccuracySpread | None:
+        """How far the measured candidates' accuracies spread against their sampling error."""
+        return accuracy_spread([t.get("accuracy") for t in self.measured])
 
     @property
     def knob_support(self) -> list[dict[str, Any]]:

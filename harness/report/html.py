@@ -92,6 +92,7 @@ def _png(figure: plt.Figure) -> bytes:
 
 def _summary(data: ReportData) -> str:
     counts = data.counts
+    spread = data.accuracy_spread
     return _key_values({
         "trials": len(data.trials),
         "measured (complete)": counts.get("COMPLETE", 0),
@@ -100,6 +101,7 @@ def _summary(data: ReportData) -> str:
             counts.get("STOPPED_EARLY", 0),
         "failed": counts.get("FAIL", 0),
         "Pareto-optimal and within budget": len(data.pareto),
+        **({"accuracy spread": spread.sentence()} if spread else {}),
     })
 
 

@@ -66,6 +66,9 @@ def test_every_step_trains_the_largest_and_the_smallest_and_two_random_subnets(s
     assert {c.precision for c in drawn} == {"fp32"}
     assert sandwich(space, bread, digits, 0, 7) == steps[7]  # deterministic for (seed, step)
     assert sandwich(space, bread, digits, 1, 7) != steps[7]
+    # the draws depend only on what the cache key holds: pinning precision changes none of them
+    fp32_only = space.with_choices({"precision": ("fp32",)})
+    assert [sandwich(fp32_only, bread, digits, 0, step) for step in range(20)] == steps
 
 
 def test_a_candidate_inherits_exactly_the_leading_weights_of_the_supernet(space, digits):

@@ -59,7 +59,9 @@ from harness.precision import convert_precision
 from harness.space import SearchSpace
 
 # Bump when the training recipe changes: supernets of another recipe are then not reused.
-RECIPE_VERSION = 1
+# 2: the random sub-networks are drawn from the trained keys only (in 1, pinning an untrained key
+# such as precision changed the draws, so two trainings under one key could differ).
+RECIPE_VERSION = 2
 DEFAULT_BUDGET = "500steps"
 BATCH_SIZE = 32  # as short training: at equal time on 2 cores, smaller batches trained better
 RANDOM_PER_STEP = 2  # random sub-networks per step, besides the largest and the smallest
@@ -201,6 +203,10 @@ class _RandomTrial:
         self.rng = rng
 
     def suggest_categorical(self, name: str, choices: tuple[Any, ...]) -> Any:
+        # Only trained keys draw from the generator, so a step's sub-networks depend on exactly
+        # what the cache key holds: pinning precision must not change which ones are trained.
+        if name.split(".")[0] not in TRAINED_KEYS:
+            return choices[0]
         return choices[int(self.rng.integers(len(choices)))]
 
 

@@ -24,6 +24,7 @@ import html
 import io
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -37,6 +38,7 @@ import numpy as np
 import optuna
 from scipy import stats
 
+import harness
 from harness.accuracy import BaseAccuracyEstimator, get_estimator
 from harness.config import CandidateConfig
 from harness.cost import estimate_cost
@@ -314,15 +316,27 @@ def rank_check(space: SearchSpace, estimators: list[BaseAccuracyEstimator],
         estimator.prepare(space, on_progress)
     configs = sample_configs(space, n, seed, sampling)
     inherited = shared_weights(space)
+    progress = PointsProgress.of(space, [estimator.spec for estimator in scored], reference.spec,
+                                 n, seed, sampling, ceiling_n)
+    kept = progress.load([config.key() for config in configs])
+    if kept and on_progress:
+        on_progress(f"resuming: {len(kept)} of {n} architectures were scored by an earlier run "
+                    f"of this check ({progress.path})")
     points = []
     for index, config in enumerate(configs, start=1):
-        model = build_model(config, shared_weights=inherited)
-        point = {"config_key": config.key(), "config": config.to_dict(),
-                 "gmacs": estimate_cost(config).gmacs,
-                 "scores": {estimator.spec: _scored(estimator, model, config)
-                            for estimator in [*scored, reference]}}
-        if index <= ceiling_n:
-            point["reference_second_seed"] = _scored(second, model, config)
+        if index <= len(kept):
+            point = kept[index - 1]
+        else:
+            point_started = time.perf_counter()
+            model = build_model(config, shared_weights=inherited)
+            point = {"config_key": config.key(), "config": config.to_dict(),
+                     "gmacs": estimate_cost(config).gmacs,
+                     "scores": {estimator.spec: _scored(estimator, model, config)
+                                for estimator in [*scored, reference]}}
+            if index <= ceiling_n:
+                point["reference_second_seed"] = _scored(second, model, config)
+            point["seconds"] = time.perf_counter() - point_started
+            progress.append(point)
         points.append(point)
         if on_point:
             on_point(index, point)
@@ -336,9 +350,58 @@ def rank_check(space: SearchSpace, estimators: list[BaseAccuracyEstimator],
         ceiling = Correlation.between(
             f"{reference.spec}, seed {second.seed} vs seed {reference.seed}", np.array(repeated),
             first_run[:len(repeated)], seed)
-    return RankCheck(space.name, reference.spec, reference.metadata(), len(points), seed,
-                     sampling, rows, ceiling, points, command, time.perf_counter() - started,
-                     datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    # An earlier run's points count with the time they took, its set-up (training) does not.
+    duration = time.perf_counter() - started + sum(point["seconds"] for point in kept)
+    check = RankCheck(space.name, reference.spec, reference.metadata(), len(points), seed,
+                      sampling, rows, ceiling, points, command, duration,
+                      datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    progress.finish()
+    return check
+
+
+@dataclass(frozen=True)
+class PointsProgress:
+    """The architectures a check has scored so far, one JSON line each, so that a check stopped
+    after hours of training resumes where it was (kept until the check completes)."""
+
+    path: Path
+
+    @classmethod
+    def of(cls, space: SearchSpace, estimators: list[str], reference: str, n: int, seed: int,
+           sampling: str, ceiling_n: int) -> PointsProgress:
+        setup = json.dumps([space.name, {key: [repr(dim.choices), dim.per_layer] for key, dim in
+                                         sorted(space.dimensions.items())},
+                            sorted(estimators), reference, n, seed, sampling, ceiling_n,
+                            harness.__version__])
+        digest = hashlib.sha256(setup.encode()).hexdigest()[:12]
+        return cls(rank_checks_dir() / "in_progress" / f"{safe_name(space.name)}--{digest}.jsonl")
+
+    def load(self, config_keys: list[str]) -> list[dict[str, Any]]:
+        """The leading points already scored for ``config_keys``; a line cut short by a kill is
+        dropped, and the file rewritten without it so that appends start on a fresh line."""
+        if not self.path.exists():
+            return []
+        kept = []
+        for line in read_text(self.path, "rank-check progress").splitlines():
+            try:
+                point = json.loads(line)
+            except json.JSONDecodeError:
+                break
+            if len(kept) == len(config_keys) or point.get("config_key") != config_keys[len(kept)]:
+                break
+            kept.append(point)
+        write_atomically(self.path, "".join(json.dumps(point) + "\n" for point in kept))
+        return kept
+
+    def append(self, point: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as stream:
+            stream.write(json.dumps(point) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def _scored(estimator: BaseAccuracyEstimator, model: VisionTransformer,

@@ -193,6 +193,49 @@ def test_the_noise_ceiling_compares_two_seeds_of_a_training_reference(tiny_space
     assert lines[9].startswith(f"Run of {check.created}, took ") and lines[9].endswith(": cmd")
 
 
+class _StopsAt(DssIndicator):
+    """Counts its scores and stops the check (as Ctrl-C would) at the ``stop_at``-th."""
+
+    def __init__(self, stop_at=None):
+        super().__init__()
+        self.stop_at, self.calls = stop_at, 0
+
+    def estimate(self, model, config, report=None):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return super().estimate(model, config, report)
+
+
+def test_a_stopped_check_resumes_from_the_architectures_it_had_scored(tiny_space_file):
+    space = load_space(str(tiny_space_file))
+    reference = get_estimator("proxy:params")
+    whole = rank_check(space, [_StopsAt()], reference, n=6)
+    with pytest.raises(KeyboardInterrupt):
+        rank_check(space, [_StopsAt(stop_at=4)], reference, n=6)
+    [progress] = (rank_checks_dir() / "in_progress").glob("tiny--*.jsonl")
+    assert len(progress.read_text().splitlines()) == 3
+    with progress.open("a") as stream:  # a line cut short by a kill is dropped
+        stream.write('{"config_key": "')
+    messages = []
+    resumed_estimator = _StopsAt()
+    resumed = rank_check(space, [resumed_estimator], reference, n=6, on_progress=messages.append)
+    assert resumed_estimator.calls == 3  # only the architectures not scored before
+    assert messages == [("resuming: 3 of 6 architectures were scored by an earlier run of this "
+                         f"check ({progress})")]
+    assert [p["config_key"] for p in resumed.points] == [p["config_key"] for p in whole.points]
+    assert ([p["scores"]["proxy:dss"]["value"] for p in resumed.points] ==
+            [p["scores"]["proxy:dss"]["value"] for p in whole.points])
+    assert resumed.row("proxy:dss") == whole.row("proxy:dss")
+    assert not progress.exists()  # a completed check leaves no progress behind
+    # another set-up (here n) never reuses another's points
+    with pytest.raises(KeyboardInterrupt):
+        rank_check(space, [_StopsAt(stop_at=3)], reference, n=6)
+    other = _StopsAt()
+    rank_check(space, [other], reference, n=5)
+    assert other.calls == 5 and progress.exists()
+
+
 def test_the_cli_measures_a_noise_ceiling_by_default_for_a_training_reference(
         tiny_space_file, capsys):
     assert main(["rank-check", "--space", str(tiny_space_file), "--accuracy", "proxy:dss",

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{DEFAULT_ESTIMATOR} (default: none, so cost and latency come at once)")
     measure.add_argument("--space", help="with --accuracy supernet:...: the space whose supernet "
                          "the configuration inherits its weights from")
+    measure.add_argument("--weights", type=Path, metavar="PATH",
+                         help="pretrained weights of the configuration's architecture, in timm's "
+                         "key names (.pth, .pt, .bin, .safetensors; DeiT's nested {'model': ...} "
+                         "too); num_classes comes from the checkpoint's head")
     measure.add_argument("--no-latency", action="store_true",
                          help="count cost (and estimate accuracy, with --accuracy) only; build "
                          "nothing on the device")
@@ -571,6 +575,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from harness.accuracy import get_estimator
+    from harness.checkpoint import load_checkpoint
     from harness.cost import count_cost_fvcore, estimate_cost
     from harness.devices import get_device
     from harness.environment import capture_environment
@@ -579,6 +584,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from harness.study import estimate_accuracy, measure_candidate
 
     config = _config_from_args(args)
+    checkpoint = load_checkpoint(args.weights) if args.weights else None
+    if checkpoint is not None:
+        config = checkpoint.fit(config)
+    weights = checkpoint.tensors if checkpoint is not None else None
     estimator = get_estimator(args.accuracy) if args.accuracy else None
     device = get_device(args.device)
     if estimator is not None and estimator.needs_space:
@@ -590,7 +599,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         raise UsageError("--space is for --accuracy supernet:...; the configuration comes from "
                          "--arch, --config and --set")
     analytic = estimate_cost(config)
-    model = build_model(config)
+    model = build_model(config, shared_weights=weights)
     traced = count_cost_fvcore(model, config)
     result: dict[str, Any] = {
         "arch": str(args.config) if args.config else args.arch,
@@ -606,8 +615,11 @@ def cmd_measure(args: argparse.Namespace) -> int:
         "device": device.name,
         "knobs": [k.to_dict() for k in device.knob_support(config)],
     }
+    if checkpoint is not None:
+        result["weights"] = checkpoint.describe()
     if not args.no_latency:
-        result.update(measure_candidate(config, device, estimator, _protocol(device, args)))
+        result.update(measure_candidate(config, device, estimator, _protocol(device, args),
+                                        shared_weights=weights))
     elif estimator is not None:
         result["accuracy"] = estimate_accuracy(model, config, estimator)
     result["env"] = capture_environment(device)
@@ -624,6 +636,10 @@ def _ms(value: float | None, min_samples: int) -> str:
 
 def _print_measurement(result: dict[str, Any]) -> None:
     print(f"{result['arch']} ({result['config_key']}) on {result['device']}")
+    if "weights" in result:
+        weights = result["weights"]
+        print(f"  weights     {weights['path']} (sha256 {weights['sha256'][:12]}, "
+              f"{weights['params_m']:.3f} M parameters, {weights['num_classes']} classes)")
     print(f"  GMACs       {result['gmacs']:.4f}  (fvcore {result['gmacs_fvcore']:.4f})")
     if result["effective_gmacs"] != result["gmacs"]:
         print(f"  effective   {result['effective_gmacs']:.4f} GMACs without zero weights "

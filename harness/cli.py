@@ -94,6 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
                          help="pretrained weights of the configuration's architecture, in timm's "
                          "key names (.pth, .pt, .bin, .safetensors; DeiT's nested {'model': ...} "
                          "too); num_classes comes from the checkpoint's head")
+    measure.add_argument("--data", metavar="SPEC",
+                         help="with --weights: your validation images, imagefolder:PATH (a "
+                         "sub-folder per class, sorted = class index) or filelist:FILE (lines "
+                         "'PATH LABEL'); the accuracy is top-1 and its change against the "
+                         "unmodified checkpoint, with a paired 95%% CI")
+    measure.add_argument("--val-images", type=int, metavar="N",
+                         help="a fixed, seeded, class-stratified subset of N images, decoded once "
+                         "(default 2000)")
+    measure.add_argument("--crop-pct", type=float,
+                         help="evaluation transform: resize the shorter side to img_size / "
+                         "crop_pct, then centre-crop (default 0.875, timm's for DeiT and ViT)")
+    measure.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest"),
+                         help="resize filter (default bicubic)")
+    measure.add_argument("--mean", type=float, nargs=3, metavar="M",
+                         help="per-channel normalisation mean (default ImageNet's)")
+    measure.add_argument("--std", type=float, nargs=3, metavar="S",
+                         help="per-channel normalisation standard deviation (default ImageNet's)")
     measure.add_argument("--no-latency", action="store_true",
                          help="count cost (and estimate accuracy, with --accuracy) only; build "
                          "nothing on the device")
@@ -575,6 +592,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from harness.accuracy import get_estimator
+    from harness.accuracy.pretrained import PretrainedEstimator
+    from harness.accuracy.validation import (
+        DEFAULT_VAL_IMAGES,
+        EvalTransform,
+        load_validation_images,
+    )
     from harness.checkpoint import load_checkpoint
     from harness.cost import count_cost_fvcore, estimate_cost
     from harness.devices import get_device
@@ -588,7 +611,25 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if checkpoint is not None:
         config = checkpoint.fit(config)
     weights = checkpoint.tensors if checkpoint is not None else None
-    estimator = get_estimator(args.accuracy) if args.accuracy else None
+    if args.data and checkpoint is None:
+        raise UsageError("--data scores a pretrained checkpoint: give its --weights PATH too")
+    if args.data and args.accuracy:
+        raise UsageError("--data with --weights is the accuracy estimate; leave out --accuracy")
+    if args.data:
+        if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
+            raise UsageError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
+        given = {"crop_pct": args.crop_pct, "interpolation": args.interpolation,
+                 "mean": args.mean and tuple(args.mean), "std": args.std and tuple(args.std)}
+        transform = EvalTransform(img_size=config.img_size,
+                                  **{key: value for key, value in given.items() if value})
+        data = load_validation_images(args.data, DEFAULT_VAL_IMAGES if args.val_images is None else args.val_images,
+                                      transform, on_progress=say)
+        if data.classes > checkpoint.num_classes:
+            raise UsageError(f"--data {shorten(args.data)} has {data.classes} classes, more than "
+                             f"the checkpoint's head ({checkpoint.num_classes})")
+        estimator = PretrainedEstimator(checkpoint, data)
+    else:
+        estimator = get_estimator(args.accuracy) if args.accuracy else None
     device = get_device(args.device)
     if estimator is not None and estimator.needs_space:
         if not args.space:
@@ -676,6 +717,11 @@ def _print_measurement(result: dict[str, Any]) -> None:
     if "accuracy" in result:
         accuracy = result["accuracy"]
         print(f"  accuracy    {accuracy['value']:.4f} ({accuracy['estimator']})")
+        if "delta_top1" in accuracy:
+            low, high = accuracy["ci95"]
+            print(f"  Δ top-1     {accuracy['delta_top1'] * 100:+.2f} points against the "
+                  f"unmodified checkpoint ({accuracy['baseline_top1']:.4f}), paired 95% CI "
+                  f"[{low * 100:+.2f}, {high * 100:+.2f}] on {accuracy['heldout_images']} images")
     else:
         print("  accuracy    not estimated (give --accuracy SPEC, e.g. proxy:dss or "
               f"{DEFAULT_ESTIMATOR})")

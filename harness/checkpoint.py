@@ -24,6 +24,7 @@ from harness.cost import MAX_PARAMS
 from harness.errors import FileError, shorten
 from harness.files import check_readable_file
 from harness.models import build_model
+from harness.space import SearchSpace
 
 SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 # DeiT's released checkpoints keep the weights under "model"; Lightning-style ones under
@@ -32,6 +33,10 @@ NESTED_KEYS = ("model", "state_dict")
 # Knob values under which a configuration is its plain, trained architecture.
 KNOBS_OFF = {"keep_rate": 1.0, "merge_r": 0, "attention": "global", "weight_sparsity": "dense",
              "precision": "fp32"}
+# What a search may vary on a trained model without training it: ToMe merging, EViT pruning
+# (without fine-tuning, pessimistic), precision, magnitude sparsity (likewise).
+TRAINING_FREE_KEYS = ("merge_r", "merge_schedule", "keep_rate", "keep_layers", "fuse_tokens",
+                      "precision", "weight_sparsity", "sparsity_block", "block_sparsity")
 NAMES_SHOWN = 5
 # fp32 weights of the largest model the harness builds (cost.MAX_PARAMS), and 64 MiB to spare
 MAX_CHECKPOINT_BYTES = 4 * MAX_PARAMS + 64 * 2**20
@@ -87,6 +92,20 @@ class Checkpoint:
                     f"{config.patch_size}, {config.img_size} px): {name} is "
                     f"{_shape(self.tensors[name])} in the checkpoint, {_shape(tensor)} in the model")
         return config
+
+
+def fit_space(checkpoint: Checkpoint, space: SearchSpace) -> SearchSpace:
+    """``space`` with the checkpoint's classes, after checking that it varies only training-free
+    knobs and that its architecture is the checkpoint's."""
+    varied = [key for key, dim in space.dimensions.items()
+              if not dim.fixed and key not in TRAINING_FREE_KEYS]
+    if varied:
+        raise CheckpointError(
+            f"--weights keeps the checkpoint's architecture, and space {space.name} varies "
+            f"{', '.join(varied)}, which would need training; with --weights a space may vary "
+            f"only {', '.join(TRAINING_FREE_KEYS)} (e.g. the bundled deit_small_knobs)")
+    fitted = checkpoint.fit(space.largest_config())
+    return space.with_fixed({"num_classes": fitted.num_classes})
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

@@ -90,27 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{DEFAULT_ESTIMATOR} (default: none, so cost and latency come at once)")
     measure.add_argument("--space", help="with --accuracy supernet:...: the space whose supernet "
                          "the configuration inherits its weights from")
-    measure.add_argument("--weights", type=Path, metavar="PATH",
-                         help="pretrained weights of the configuration's architecture, in timm's "
-                         "key names (.pth, .pt, .bin, .safetensors; DeiT's nested {'model': ...} "
-                         "too); num_classes comes from the checkpoint's head")
-    measure.add_argument("--data", metavar="SPEC",
-                         help="with --weights: your validation images, imagefolder:PATH (a "
-                         "sub-folder per class, sorted = class index) or filelist:FILE (lines "
-                         "'PATH LABEL'); the accuracy is top-1 and its change against the "
-                         "unmodified checkpoint, with a paired 95%% CI")
-    measure.add_argument("--val-images", type=int, metavar="N",
-                         help="a fixed, seeded, class-stratified subset of N images, decoded once "
-                         "(default 2000)")
-    measure.add_argument("--crop-pct", type=float,
-                         help="evaluation transform: resize the shorter side to img_size / "
-                         "crop_pct, then centre-crop (default 0.875, timm's for DeiT and ViT)")
-    measure.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest"),
-                         help="resize filter (default bicubic)")
-    measure.add_argument("--mean", type=float, nargs=3, metavar="M",
-                         help="per-channel normalisation mean (default ImageNet's)")
-    measure.add_argument("--std", type=float, nargs=3, metavar="S",
-                         help="per-channel normalisation standard deviation (default ImageNet's)")
+    _add_pretrained_options(measure)
     measure.add_argument("--no-latency", action="store_true",
                          help="count cost (and estimate accuracy, with --accuracy) only; build "
                          "nothing on the device")
@@ -379,8 +359,9 @@ def _add_search_arguments(parser: argparse.ArgumentParser, worker: bool) -> None
         parser.add_argument(LOCAL_WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     parser.add_argument("--sampler", default="tpe", help="tpe (default) or random")
-    parser.add_argument("--accuracy", default=DEFAULT_ESTIMATOR,
-                        help=f"accuracy estimator (default {DEFAULT_ESTIMATOR})")
+    parser.add_argument("--accuracy",
+                        help=f"accuracy estimator (default {DEFAULT_ESTIMATOR}; with --weights, "
+                        "the checkpoint on --data)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="pin a configuration key of the space, e.g. --set keep_rate=1.0")
     parser.add_argument("--keep-unaccelerated", action="store_true",
@@ -392,9 +373,35 @@ def _add_search_arguments(parser: argparse.ArgumentParser, worker: bool) -> None
                         help="Optuna storage: postgresql:// URL (several hosts) or a journal "
                         "file (one host)" + ("" if worker else "; default OUT/study.journal"))
     parser.add_argument("--out", type=Path, help="output directory (default reports/STUDY)")
+    _add_pretrained_options(parser)
     _add_measurement_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no per-trial progress")
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+
+
+def _add_pretrained_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", type=Path, metavar="PATH",
+                        help="pretrained weights of the architecture (measure: --arch/--config; "
+                        "search: the space's, which may vary only training-free knobs), in timm's "
+                        "key names (.pth, .pt, .bin, .safetensors; DeiT's nested {'model': ...} "
+                        "too); num_classes comes from the checkpoint's head")
+    parser.add_argument("--data", metavar="SPEC",
+                        help="with --weights: your validation images, imagefolder:PATH (a "
+                        "sub-folder per class, sorted = class index) or filelist:FILE (lines "
+                        "'PATH LABEL'); the accuracy is top-1 and its change against the "
+                        "unmodified checkpoint, with a paired 95%% CI")
+    parser.add_argument("--val-images", type=int, metavar="N",
+                        help="a fixed, seeded, class-stratified subset of N images, decoded once "
+                        "(default 2000)")
+    parser.add_argument("--crop-pct", type=float,
+                        help="evaluation transform: resize the shorter side to img_size / "
+                        "crop_pct, then centre-crop (default 0.875, timm's for DeiT and ViT)")
+    parser.add_argument("--interpolation", choices=("bicubic", "bilinear", "nearest"),
+                        help="resize filter (default bicubic)")
+    parser.add_argument("--mean", type=float, nargs=3, metavar="M",
+                        help="per-channel normalisation mean (default ImageNet's)")
+    parser.add_argument("--std", type=float, nargs=3, metavar="S",
+                        help="per-channel normalisation standard deviation (default ImageNet's)")
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
@@ -461,6 +468,7 @@ def _protocol(device: Any, args: argparse.Namespace) -> Any:
 def cmd_search(args: argparse.Namespace) -> int:
     from harness.accuracy import get_estimator
     from harness.budget import parse_budgets
+    from harness.checkpoint import fit_space, load_checkpoint
     from harness.config import parse_set_options
     from harness.devices import get_device
     from harness.environment import capture_environment
@@ -500,7 +508,18 @@ def cmd_search(args: argparse.Namespace) -> int:
         space = space.with_fixed(parse_set_options(args.set))
     budgets = parse_budgets(args.budget)
     check_budgets_reachable(space, budgets)
-    estimator = get_estimator(args.accuracy)
+    checkpoint = load_checkpoint(args.weights) if args.weights else None
+    if checkpoint is not None:
+        if not args.data or args.accuracy:
+            raise UsageError("--weights searches the checkpoint's knobs by its accuracy on your "
+                             "validation images: give --data imagefolder:PATH (or "
+                             "filelist:FILE), and no --accuracy")
+        loaded_space = space = fit_space(checkpoint, space)
+        estimator = _pretrained_estimator(args, checkpoint, space.largest_config().img_size)
+    elif args.data:
+        raise UsageError("--data scores a pretrained checkpoint: give its --weights PATH too")
+    else:
+        estimator = get_estimator(args.accuracy or DEFAULT_ESTIMATOR)
     device = get_device(args.device)
     if workers > 1 and device.times_on_this_host:
         raise UsageError(
@@ -524,6 +543,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         study_name=study_name, storage=args.storage, out_dir=out_dir,
         worker_trials=args.trials if is_worker else None,
         timeout_s=args.timeout if is_worker else None, local_workers=workers,
+        weights=checkpoint,
     )
     progress = Progress(args.trials or 0, quiet=args.quiet)
     environment = capture_environment(device)
@@ -590,14 +610,32 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return cmd_search(args)
 
 
-def cmd_measure(args: argparse.Namespace) -> int:
-    from harness.accuracy import get_estimator
+def _pretrained_estimator(args: argparse.Namespace, checkpoint: Any, img_size: int) -> Any:
+    """The checkpoint scored on ``--data``, decoded once through the evaluation transform."""
     from harness.accuracy.pretrained import PretrainedEstimator
     from harness.accuracy.validation import (
         DEFAULT_VAL_IMAGES,
         EvalTransform,
         load_validation_images,
     )
+
+    if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
+        raise UsageError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
+    given = {"crop_pct": args.crop_pct, "interpolation": args.interpolation,
+             "mean": args.mean and tuple(args.mean), "std": args.std and tuple(args.std)}
+    transform = EvalTransform(img_size=img_size,
+                              **{key: value for key, value in given.items() if value})
+    data = load_validation_images(
+        args.data, DEFAULT_VAL_IMAGES if args.val_images is None else args.val_images,
+        transform, on_progress=say)
+    if data.classes > (checkpoint.num_classes or 0):
+        raise UsageError(f"--data {shorten(args.data)} has {data.classes} classes, more than "
+                         f"the checkpoint's head ({checkpoint.num_classes})")
+    return PretrainedEstimator(checkpoint, data)
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    from harness.accuracy import get_estimator
     from harness.checkpoint import load_checkpoint
     from harness.cost import count_cost_fvcore, estimate_cost
     from harness.devices import get_device
@@ -616,18 +654,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if args.data and args.accuracy:
         raise UsageError("--data with --weights is the accuracy estimate; leave out --accuracy")
     if args.data:
-        if args.crop_pct is not None and not 0 < args.crop_pct <= 1:
-            raise UsageError(f"--crop-pct must be in (0, 1], got {args.crop_pct}")
-        given = {"crop_pct": args.crop_pct, "interpolation": args.interpolation,
-                 "mean": args.mean and tuple(args.mean), "std": args.std and tuple(args.std)}
-        transform = EvalTransform(img_size=config.img_size,
-                                  **{key: value for key, value in given.items() if value})
-        data = load_validation_images(args.data, DEFAULT_VAL_IMAGES if args.val_images is None else args.val_images,
-                                      transform, on_progress=say)
-        if data.classes > checkpoint.num_classes:
-            raise UsageError(f"--data {shorten(args.data)} has {data.classes} classes, more than "
-                             f"the checkpoint's head ({checkpoint.num_classes})")
-        estimator = PretrainedEstimator(checkpoint, data)
+        estimator = _pretrained_estimator(args, checkpoint, config.img_size)
     else:
         estimator = get_estimator(args.accuracy) if args.accuracy else None
     device = get_device(args.device)

@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 import harness
 from harness.accuracy import BaseAccuracyEstimator, ReportIntermediate
 from harness.budget import Budget
+from harness.checkpoint import Checkpoint
 from harness.config import CandidateConfig
 from harness.cost import Cost, estimate_cost
 from harness.devices import BaseDevice
@@ -163,6 +164,9 @@ class SearchSettings:
     timeout_s: float | None = None
     # Processes of this host filling the study together (``harness search --workers K``).
     local_workers: int = 1
+    # Pretrained weights every candidate is built with (``--weights``); None: every candidate
+    # inherits a slice of the space's largest model, seeded (``shared_weights``).
+    weights: Checkpoint | None = None
 
     @property
     def is_worker(self) -> bool:
@@ -186,6 +190,8 @@ class SearchSettings:
             # estimates from another calibration are not comparable with the stored ones
             "latency_model": self.device.latency_model(),
             "harness_version": harness.__version__,
+            # a study of a checkpoint resumes only with the same checkpoint
+            **({"weights_sha256": self.weights.sha256} if self.weights else {}),
         }
 
 
@@ -272,7 +278,7 @@ def run_search(
         on_start(study)
     prepare_estimator(study, settings)
     inputs = _inputs(settings)
-    inherited = shared_weights(settings.space)
+    inherited = settings.weights.tensors if settings.weights else shared_weights(settings.space)
     try:
         with _interrupt_requests(graceful=settings.is_worker) as interrupts:
             _run_trials(study, settings, inputs, inherited, on_trial, interrupts)

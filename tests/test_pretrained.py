@@ -158,3 +158,62 @@ def test_bad_validation_options_are_one_line_exit_2(digit_folder, tmp_path, caps
         assert main([*base, *extra]) == 2
         error = capsys.readouterr().err.strip()
         assert error.count("\n") == 0 and message in error, error
+
+
+KNOB_SPACE = """\
+schema_version: 1
+name: tiny_knobs
+description: the tiny checkpoint's architecture, with the knobs that need no training
+params:
+  embed_dim: 32
+  depth: 2
+  num_heads: 2
+  mlp_ratio: 2.0
+  head_dim: 16
+  patch_size: 8
+  img_size: 32
+  num_classes: 1000
+  merge_r: {choices: [0, 2, 4], per_layer: true}
+  precision: [fp32, int8]
+"""
+
+
+def test_a_training_free_search_scores_every_candidate_against_the_checkpoint(
+        digit_folder, fast_device_file, tmp_path):
+    weights = tmp_path / "tiny.pth"
+    _checkpoint(digit_folder, weights)
+    space = tmp_path / "knobs.yaml"
+    space.write_text(KNOB_SPACE)
+    out = tmp_path / "out"
+    assert main(["search", "--space", str(space), "--device", str(fast_device_file),
+                 "--weights", str(weights), "--data", f"imagefolder:{digit_folder}",
+                 "--val-images", "12", "--trials", "4", "--out", str(out), "--quiet"]) == 0
+    trials = json.loads((out / "trials.json").read_text())
+    accuracies = [t["accuracy"] for t in trials["trials"] if t["state"] == "COMPLETE"]
+    assert len(accuracies) == 4
+    baseline = accuracies[0]["baseline_top1"]
+    assert all(a["baseline_top1"] == baseline and a["heldout_images"] == 12 and
+               a["ci95"][0] <= a["delta_top1"] <= a["ci95"][1] and
+               a["delta_top1"] == pytest.approx(a["top1"] - baseline) for a in accuracies)
+    report = (out / "report.html").read_text()
+    sha256 = accuracies[0]["weights"]["sha256"]
+    assert "Latency against the change of top-1" in report and sha256 in report
+
+
+def test_a_search_with_weights_refuses_a_space_that_needs_training(
+        digit_folder, tiny_space_file, fast_device_file, tmp_path, capsys):
+    weights = tmp_path / "tiny.pth"
+    _checkpoint(digit_folder, weights)
+    base = ["search", "--device", str(fast_device_file), "--weights", str(weights),
+            "--out", str(tmp_path / "out")]
+    assert main([*base, "--space", str(tiny_space_file), "--data",
+                 f"imagefolder:{digit_folder}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and (
+        "--weights keeps the checkpoint's architecture, and space tiny varies embed_dim, depth, "
+        "num_heads, mlp_ratio, which would need training") in error
+    space = tmp_path / "knobs.yaml"
+    space.write_text(KNOB_SPACE)
+    assert main([*base, "--space", str(space)]) == 2
+    assert "give --data imagefolder:PATH" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

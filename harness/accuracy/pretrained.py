@@ -27,6 +27,19 @@ from harness.precision import convert_precision
 EVAL_BATCH = 50
 
 
+def untuned_knobs(config: CandidateConfig) -> list[str]:
+    """The knobs of ``config`` that papers fine-tune after applying, labelled: scored on the
+    checkpoint as it is, their accuracy loss is pessimistic."""
+    keep = config.keep_rate if isinstance(config.keep_rate, tuple) else (config.keep_rate,)
+    labels = []
+    if any(rate < 1.0 for rate in keep):
+        labels.append("EViT token pruning without fine-tuning (pessimistic)")
+    if config.weight_sparsity != "dense":
+        labels.append(f"{config.weight_sparsity} magnitude sparsity without fine-tuning "
+                      "(pessimistic)")
+    return labels
+
+
 class PretrainedEstimator(BaseAccuracyEstimator):
     """Top-1 of the candidate, built on the checkpoint's weights, on the validation images."""
 
@@ -61,6 +74,7 @@ class PretrainedEstimator(BaseAccuracyEstimator):
                 "delta_top1": delta, "ci95": [delta - error, delta + error],
                 "baseline_top1": int(baseline.sum()) / images, "heldout_images": images,
                 "heldout_correct": pack_correct(correct),
+                "without_fine_tuning": untuned_knobs(config),
                 "weights": self.checkpoint.describe(), "data": self.data.describe()}
 
     def baseline(self, config: CandidateConfig):

@@ -40,6 +40,7 @@ def render_html(data: ReportData) -> str:
          + ". Colour: GMACs. Grey crosses: over the latency budget. Candidates over a "
          "MAC/parameter budget (or not fitting an FPGA part) were rejected before being built, "
          "so they have no latency and are counted above.</p>"),
+        *_delta_section(data),
         "<h2>Pareto-optimal configurations</h2>",
         _pareto_table(data),
         _fpga_table(data),
@@ -139,6 +140,30 @@ def _pareto_figure(data: ReportData) -> bytes:
     if feasible or infeasible:
         axes.legend(loc="lower right")
     return _png(figure)
+
+
+def _delta_section(data: ReportData) -> list[str]:
+    """With a pretrained checkpoint: latency against the change of top-1, with paired CIs."""
+    scored = [t for t in data.measured if "delta_top1" in (t.get("accuracy") or {})]
+    if not scored:
+        return []
+    figure, axes = plt.subplots(figsize=(8, 4))
+    xs = [t["latency_ms"]["median"] for t in scored]
+    ys = [t["accuracy"]["delta_top1"] * 100 for t in scored]
+    low = [y - t["accuracy"]["ci95"][0] * 100 for y, t in zip(ys, scored)]
+    high = [t["accuracy"]["ci95"][1] * 100 - y for y, t in zip(ys, scored)]
+    axes.errorbar(xs, ys, yerr=[low, high], fmt="o", markersize=4, elinewidth=1, capsize=2)
+    axes.axhline(0, color="0.5", linewidth=1)
+    axes.set_xlabel("latency median (ms)")
+    axes.set_ylabel("Δ top-1 against the checkpoint (points)")
+    axes.grid(alpha=0.3)
+    weights = scored[0]["accuracy"]["weights"]
+    return ["<h2>Latency against the change of top-1</h2>", _img(_png(figure)),
+            (f"<p class='note'>Checkpoint {_e(weights['path'])} (sha256 "
+            f"<code>{_e(weights['sha256'])}</code>, {weights['params_m']:.2f} M parameters, "
+            f"{weights['num_classes']} classes). Bars: paired 95% CI of the change (McNemar), "
+            "both scored on the same images. EViT pruning and magnitude sparsity are applied "
+            "without fine-tuning: their losses are pessimistic.</p>")]
 
 
 def _hypervolume_figure(data: ReportData) -> bytes:

@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "the min-max range of the rounds, not a 95%% CI)")
     knobs.add_argument("--iters", type=int, default=5,
                        help="timed calls of each model per round (default 5)")
+    knobs.add_argument("--weights", type=Path, metavar="PATH",
+                       help="time the knobs on a pretrained checkpoint of the one --arch (timm's "
+                       "key names; .pth, .pt, .bin, .safetensors)")
     knobs.add_argument("--out", type=Path, help="directory to write knobs.json and knobs.md to")
     knobs.add_argument("--json", action="store_true", help="print the JSON record on stdout")
     knobs.add_argument("--quiet", action="store_true", help="no per-setting progress on stderr")
@@ -1100,6 +1103,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_knobs(args: argparse.Namespace) -> int:
+    from harness.checkpoint import load_checkpoint
     from harness.devices import get_device
     from harness.devices.base import MeasuredDevice
     from harness.environment import capture_environment
@@ -1115,6 +1119,13 @@ def cmd_bench_knobs(args: argparse.Namespace) -> int:
     if args.out:
         check_writable_dir(args.out)
     archs = {name: preset_config(name) for name in args.arch}
+    checkpoint = None
+    if args.weights:
+        if len(archs) != 1:
+            raise UsageError(f"--weights is the checkpoint of one architecture; give one --arch, "
+                             f"got {len(archs)}")
+        checkpoint = load_checkpoint(args.weights)
+        archs = {name: checkpoint.fit(config) for name, config in archs.items()}
     settings = [parse_knob(text) for text in args.knob] if args.knob else list(DEFAULT_SETTINGS)
     device = get_device(args.device)
     if not isinstance(device, MeasuredDevice):
@@ -1127,7 +1138,8 @@ def cmd_bench_knobs(args: argparse.Namespace) -> int:
             print(f"[{done}/{total}] {row.arch} b{row.batch_size} {row.knob}: "
                   f"{row.speedup:.2f}x ({low:.2f}-{high:.2f})", file=sys.stderr, flush=True)
 
-    result = bench_knobs(device, archs, args.batch_size, settings, args.rounds, args.iters, on_row)
+    result = bench_knobs(device, archs, args.batch_size, settings, args.rounds, args.iters, on_row,
+                         weights=checkpoint.tensors if checkpoint else None)
     document = json.dumps(result.to_json(capture_environment(device)), indent=2) + "\n"
     markdown = result.to_markdown()
     if args.out:

@@ -167,11 +167,14 @@ def _markdown_table(device: str, arch: str, batch_size: int, rows: list[KnobRow]
 Prepared = tuple[torch.nn.Module, torch.Tensor]
 
 
-def _prepare(device: MeasuredDevice, config: CandidateConfig, batch_size: int) -> Prepared:
-    """The model and inputs of ``config`` as the device runs them; same seeds for every model."""
+def _prepare(device: MeasuredDevice, config: CandidateConfig, batch_size: int,
+             weights: dict[str, torch.Tensor] | None = None) -> Prepared:
+    """The model and inputs of ``config`` as the device runs them; same seeds for every model,
+    or a pretrained checkpoint's ``weights``."""
     generator = torch.Generator().manual_seed(INPUT_SEED)
     inputs = torch.randn(batch_size, 3, config.img_size, config.img_size, generator=generator)
-    return device.prepare(build_model(config, seed=MODEL_SEED), inputs, config)
+    model = build_model(config, seed=MODEL_SEED, shared_weights=weights)
+    return device.prepare(model, inputs, config)
 
 
 def _time_calls(device: MeasuredDevice, prepared: Prepared, iters: int) -> list[float]:
@@ -269,9 +272,11 @@ def bench_knobs(
     rounds: int,
     iters: int,
     on_row: Callable[[int, int, KnobRow], None] | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> KnobBenchResult:
     """Time every knob setting against its architecture's dense fp32 reference (``KNOBS_OFF``
-    applied to the architecture), per batch size; ``on_row(done, total, row)`` after each row."""
+    applied to the architecture), per batch size; ``on_row(done, total, row)`` after each row.
+    ``weights``: a pretrained checkpoint of the (single) architecture, else seeded weights."""
     configs = _knob_configs(archs, settings)
     protocol = device.profile.protocol
     device.configure(protocol)
@@ -279,9 +284,9 @@ def bench_knobs(
     rows: list[KnobRow] = []
     for name, (dense_config, knob_configs) in configs.items():
         for batch_size in batch_sizes:
-            dense = _prepare(device, dense_config, batch_size)
+            dense = _prepare(device, dense_config, batch_size, weights)
             for setting, knob_config in zip(settings, knob_configs):
-                knob = _prepare(device, knob_config, batch_size)
+                knob = _prepare(device, knob_config, batch_size, weights)
                 timing = time_interleaved(device, dense, knob, protocol, rounds, iters)
                 rows.append(_row(device, name, batch_size, setting, dense_config, knob_config,
                                  timing))

@@ -183,3 +183,21 @@ def test_cli_writes_json_and_markdown(fast_device_file, tmp_path, capsys):
     assert printed["environment"]["device"]["name"] == "fastcpu"
     assert [row["knob"] for row in printed["rows"]] == ["merge_r=8"]
     assert (tmp_path / "knobs.md").read_text().startswith("## fastcpu · deit_tiny · batch 1")
+
+
+def test_knobs_are_timed_on_a_checkpoints_weights(device, tmp_path, capsys):
+    trained = {name: tensor + 0.01 for name, tensor in
+               _prepare(device, TINY, 1)[0].state_dict().items()}  # not the seeded weights
+    dense, merged = (_prepare(device, config, 1, trained) for config in
+                     (TINY, TINY.replace(merge_r=4)))
+    assert all(torch.equal(dense[0].state_dict()[name], tensor)
+               for name, tensor in trained.items())
+    assert all(torch.equal(merged[0].state_dict()[name], tensor)
+               for name, tensor in trained.items())
+    path = tmp_path / "deit_tiny.pth"
+    torch.save({"model": {"head.weight": torch.zeros(5, 192)}}, path)
+    args = ["bench-knobs", "--device", "cpu", "--weights", str(path)]
+    assert main([*args, "--arch", "deit_tiny", "deit_small"]) == 2
+    assert "give one --arch, got 2" in capsys.readouterr().err
+    assert main([*args, "--arch", "deit_tiny"]) == 2  # checked before anything is timed
+    assert "tensors of this model are missing: cls_token" in capsys.readouterr().err

@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 
+from harness.checkpoint import Checkpoint, load_checkpoint
 from harness.config import CandidateConfig, check_keys_take_effect, load_config_file
 from harness.cost import check_buildable
 from harness.devices.base import MeasuredDevice
 from harness.environment import capture_environment, git_commit_date
-from harness.errors import ConfigError, HarnessError, shorten
+from harness.errors import ConfigError, FileError, HarnessError, shorten
 from harness.files import check_readable_file, named_child, read_text, write_atomically
 from harness.models import build_model, preset_config
 from harness.timing import MeasurementProtocol
@@ -36,7 +37,7 @@ RESULT_SCHEMA_VERSION = 1
 RESULT_KIND = "harness-bench-result"
 DEFAULT_THRESHOLD_PCT = 5.0
 SUITE_KEYS = ("schema_version", "name", "description", "measurement", "defaults", "entries")
-ENTRY_KEYS = ("name", "arch", "config", "set", "pareto", "batch_size", "threshold_pct")
+ENTRY_KEYS = ("name", "arch", "config", "set", "pareto", "batch_size", "threshold_pct", "weights")
 _NAME = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
@@ -50,6 +51,7 @@ class SuiteEntry:
     config: CandidateConfig
     batch_size: int
     threshold_pct: float
+    weights: Checkpoint | None = None  # pretrained weights (a path relative to the suite)
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,10 @@ def load_suite(name_or_path: str) -> Suite:
                          f"mappings with name and arch, config or pareto")
     defaults = document.get("defaults") or {}
     base = Path(source).parent
+    checkpoints: dict[Path, Checkpoint] = {}  # entries sharing a checkpoint share its tensors
     entries = [entry for index, item in enumerate(items)
-               for entry in _entries(item, {**defaults}, f"{source}: entries[{index}]", base)]
+               for entry in _entries(item, {**defaults}, f"{source}: entries[{index}]", base,
+                                     checkpoints)]
     names = [e.name for e in entries]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
@@ -96,7 +100,8 @@ def load_suite(name_or_path: str) -> Suite:
                  measurement, entries, source)
 
 
-def _entries(item: Any, defaults: dict[str, Any], where: str, base: Path) -> list[SuiteEntry]:
+def _entries(item: Any, defaults: dict[str, Any], where: str, base: Path,
+             checkpoints: dict[Path, Checkpoint]) -> list[SuiteEntry]:
     if not isinstance(item, dict):
         raise BenchError(f"{where}: expected a mapping with name and arch, config or pareto")
     unknown = set(item) - set(ENTRY_KEYS)
@@ -125,12 +130,21 @@ def _entries(item: Any, defaults: dict[str, Any], where: str, base: Path) -> lis
                          f"{shorten(overrides)}")
     entries = []
     try:
+        weights = values.get("weights")
+        if weights is not None and not isinstance(weights, str):
+            raise ConfigError(f"weights: expected a checkpoint path, got {shorten(weights)}")
+        if weights and base / weights not in checkpoints:
+            checkpoints[base / weights] = load_checkpoint(base / weights)
+        checkpoint = checkpoints[base / weights] if weights else None
         for entry_name, config, stated in _configs(item, sources[0], base, name):
             config = config.from_dict({**config.to_dict(), **overrides}, where="set: ")
             check_keys_take_effect(config, [*stated, *overrides])
             check_buildable(config)
-            entries.append(SuiteEntry(entry_name, config, batch_size, float(threshold)))
-    except (ConfigError, OSError, ValueError) as error:
+            if checkpoint is not None:
+                config = checkpoint.fit(config)
+            entries.append(SuiteEntry(entry_name, config, batch_size, float(threshold),
+                                      checkpoint))
+    except (ConfigError, FileError, OSError, ValueError) as error:
         raise BenchError(f"{where}: {error}") from None
     return entries
 
@@ -200,7 +214,8 @@ def run_suite(suite: Suite, device: MeasuredDevice, out_dir: Path,
 def measure_entry(suite: Suite, entry: SuiteEntry, device: MeasuredDevice,
                   environment: dict[str, Any], commit: str) -> dict[str, Any]:
     protocol = suite_protocol(suite, device, entry.batch_size)
-    model = build_model(entry.config)
+    model = build_model(entry.config,
+                        shared_weights=entry.weights.tensors if entry.weights else None)
     inputs = torch.randn(entry.batch_size, 3, entry.config.img_size, entry.config.img_size,
                          generator=torch.Generator().manual_seed(0))
     evaluation = device.evaluate(entry.config, model, inputs, protocol)
@@ -217,6 +232,7 @@ def measure_entry(suite: Suite, entry: SuiteEntry, device: MeasuredDevice,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "threshold_pct": entry.threshold_pct,
         "config": entry.config.to_dict(),
+        "weights": entry.weights.describe() if entry.weights else None,
         "batch_size": entry.batch_size,
         "latency_ms": evaluation["latency_ms"],
         "latency_samples_ms": evaluation["latency_samples_ms"],

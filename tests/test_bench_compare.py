@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.bench import BenchError, load_results, load_suite, run_suite
 from harness.cli import main
@@ -177,6 +178,34 @@ def test_bench_stores_one_file_per_entry_and_run_and_never_overwrites(tmp_path, 
     assert len(load_results(tmp_path / "out")) == 5
     with pytest.raises(BenchError, match="suite 'tiny' has no entry 'big'; entries: small"):
         run_suite(suite, device, tmp_path / "out", entries=["big"])
+
+
+def test_suite_entries_can_run_a_pretrained_checkpoint(tmp_path, fast_device_file):
+    from harness.models import build_model
+
+    suite_text = TINY_SUITE.replace("name: tiny\n", "name: tiny\ndefaults: {weights: w/small.pth}\n")
+    small = load_suite_config_of(TINY_SUITE, tmp_path)
+    trained = {name: tensor + 0.5 for name, tensor in build_model(small).state_dict().items()}
+    (tmp_path / "w").mkdir()
+    torch.save({"model": {**trained, "head.weight": trained["head.weight"][:4],
+                          "head.bias": trained["head.bias"][:4]}}, tmp_path / "w" / "small.pth")
+    (tmp_path / "tiny.yaml").write_text(suite_text)
+    suite = load_suite(str(tmp_path / "tiny.yaml"))
+    assert [e.config.num_classes for e in suite.entries] == [4, 4]  # from the checkpoint's head
+    assert suite.entries[0].weights is suite.entries[1].weights  # read once
+    [path] = run_suite(suite, get_device(str(fast_device_file)), tmp_path / "out",
+                       entries=["small"])
+    stored = json.loads(path.read_text())
+    assert stored["weights"]["sha256"] == suite.entries[0].weights.sha256
+    (tmp_path / "w" / "small.pth").write_bytes(b"garbage")
+    with pytest.raises(BenchError, match=r"entries\[0\]: checkpoint .*small\.pth: not a state "
+                                         r"dict of tensors"):
+        load_suite(str(tmp_path / "tiny.yaml"))
+
+
+def load_suite_config_of(text: str, tmp_path: Path):
+    (tmp_path / "plain.yaml").write_text(text)
+    return load_suite(str(tmp_path / "plain.yaml")).entries[0].config
 
 
 def test_a_killed_write_leaves_no_partial_result(tmp_path):

@@ -274,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     rank.add_argument("--accuracy", nargs="+", metavar="SPEC",
                       help="the estimators to check, on the same architectures (default: every "
                       "proxy)")
-    rank.add_argument("--reference", default="train:mnist",
-                      help="what it should rank like (default train:mnist)")
+    rank.add_argument("--reference",
+                      help="what it should rank like (default train:mnist; with --weights and "
+                      "--data, the checkpoint's top-1 on your images)")
     rank.add_argument("--n", type=int, default=30, help="architectures to sample (default 30)")
     rank.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed")
     rank.add_argument("--sampling", default="stratified", metavar="HOW",
@@ -289,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="pin a configuration key of the space")
     rank.add_argument("--out", type=Path,
                       help="also write rank_check.json and rank_check.html here")
+    _add_pretrained_options(rank)
     rank.add_argument("--json", action="store_true", help="print the result as JSON")
     rank.set_defaults(handler=cmd_rank_check)
 
@@ -999,6 +1001,7 @@ def cmd_rank_check(args: argparse.Namespace) -> int:
     import shlex
 
     from harness.accuracy import PROXIES, get_estimator
+    from harness.checkpoint import fit_space, load_checkpoint
     from harness.config import parse_set_options
     from harness.files import check_writable_dir
     from harness.rank_check import SAMPLINGS, rank_check, save_rank_check
@@ -1022,7 +1025,16 @@ def cmd_rank_check(args: argparse.Namespace) -> int:
         space = space.with_fixed(parse_set_options(args.set))
     specs = args.accuracy or [f"proxy:{name}" for name in PROXIES]
     estimators = [get_estimator(spec) for spec in specs]
-    reference = get_estimator(args.reference)
+    checkpoint = load_checkpoint(args.weights) if args.weights else None
+    if checkpoint is not None:
+        space = fit_space(checkpoint, space)
+    if args.data:
+        if checkpoint is None or args.reference:
+            raise UsageError("--data makes the reference a pretrained checkpoint's top-1 on your "
+                             "images: give its --weights PATH, and no --reference")
+        reference = _pretrained_estimator(args, checkpoint, space.largest_config().img_size)
+    else:
+        reference = get_estimator(args.reference or "train:mnist")
     ceiling_n = args.ceiling_n
     if ceiling_n is None:
         ceiling_n = min(DEFAULT_CEILING_N, args.n) if reference.seed is not None else 0
@@ -1037,6 +1049,7 @@ def cmd_rank_check(args: argparse.Namespace) -> int:
 
     check = rank_check(space, estimators, reference, args.n, args.seed, sampling=args.sampling,
                        ceiling_n=ceiling_n, command=shlex.join(["harness", *args.argv]),
+                       weights=checkpoint,
                        on_point=on_point,
                        on_progress=lambda message: print(message, file=sys.stderr, flush=True))
     written = save_rank_check(check, args.out)

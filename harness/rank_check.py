@@ -40,6 +40,7 @@ from scipy import stats
 
 import harness
 from harness.accuracy import BaseAccuracyEstimator, get_estimator
+from harness.checkpoint import Checkpoint
 from harness.config import CandidateConfig
 from harness.cost import estimate_cost
 from harness.errors import ConfigError, FileError
@@ -294,10 +295,13 @@ def rank_check(space: SearchSpace, estimators: list[BaseAccuracyEstimator],
                reference: BaseAccuracyEstimator, n: int, seed: int = 0, *,
                sampling: str = "stratified", ceiling_n: int = 0, command: str | None = None,
                on_point: Callable[[int, dict[str, Any]], None] | None = None,
-               on_progress: Callable[[str], None] | None = None) -> RankCheck:
+               on_progress: Callable[[str], None] | None = None,
+               weights: Checkpoint | None = None) -> RankCheck:
     """Score ``n`` sampled architectures with every estimator, the baselines and the reference
     (once each: training is the expensive part), and the first ``ceiling_n`` again with the
-    reference at its seed + 1; ``on_point(index, point)`` after each architecture.
+    reference at its seed + 1; ``on_point(index, point)`` after each architecture. With
+    ``weights`` (a pretrained checkpoint) every candidate is built on them, else on a slice of
+    the space's largest model.
 
     Raises ``ConfigError`` for an unknown sampling, or a ceiling asked of a reference without a
     random seed."""
@@ -315,9 +319,9 @@ def rank_check(space: SearchSpace, estimators: list[BaseAccuracyEstimator],
     for estimator in [*scored, reference, *([second] if second else [])]:
         estimator.prepare(space, on_progress)
     configs = sample_configs(space, n, seed, sampling)
-    inherited = shared_weights(space)
+    inherited = weights.tensors if weights else shared_weights(space)
     progress = PointsProgress.of(space, [estimator.spec for estimator in scored], reference.spec,
-                                 n, seed, sampling, ceiling_n)
+                                 n, seed, sampling, ceiling_n, weights)
     kept = progress.load([config.key() for config in configs])
     if kept and on_progress:
         on_progress(f"resuming: {len(kept)} of {n} architectures were scored by an earlier run "
@@ -368,11 +372,11 @@ class PointsProgress:
 
     @classmethod
     def of(cls, space: SearchSpace, estimators: list[str], reference: str, n: int, seed: int,
-           sampling: str, ceiling_n: int) -> PointsProgress:
+           sampling: str, ceiling_n: int, weights: Checkpoint | None = None) -> PointsProgress:
         setup = json.dumps([space.name, {key: [repr(dim.choices), dim.per_layer] for key, dim in
                                          sorted(space.dimensions.items())},
                             sorted(estimators), reference, n, seed, sampling, ceiling_n,
-                            harness.__version__])
+                            harness.__version__, weights and weights.sha256])
         digest = hashlib.sha256(setup.encode()).hexdigest()[:12]
         return cls(rank_checks_dir() / "in_progress" / f"{safe_name(space.name)}--{digest}.jsonl")
 

@@ -217,3 +217,21 @@ def test_a_search_with_weights_refuses_a_space_that_needs_training(
     assert main([*base, "--space", str(space)]) == 2
     assert "give --data imagefolder:PATH" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_rank_check_against_a_checkpoints_accuracy_on_your_images(digit_folder, tmp_path, capsys):
+    weights = tmp_path / "tiny.pth"
+    _checkpoint(digit_folder, weights)
+    space = tmp_path / "knobs.yaml"
+    space.write_text(KNOB_SPACE)
+    command = ["rank-check", "--space", str(space), "--weights", str(weights), "--n", "4",
+               "--accuracy", "proxy:naswot", "--json"]
+    assert main([*command, "--data", f"imagefolder:{digit_folder}", "--val-images", "12"]) == 0
+    check = json.loads(capsys.readouterr().out)
+    assert check["reference"] == f"pretrained:imagefolder:{digit_folder}"
+    assert check["noise_ceiling"] is None  # the checkpoint's top-1 has no seed to vary
+    references = [point["scores"][check["reference"]] for point in check["points"]]
+    assert all(score["heldout_images"] == 12 and "delta_top1" in score for score in references)
+    assert main([*command, "--data", f"imagefolder:{digit_folder}", "--reference",
+                 "train:digits"]) == 2
+    assert "give its --weights PATH, and no --reference" in capsys.readouterr().err

@@ -135,6 +135,34 @@ def _broken_image(sandbox: Sandbox) -> str:
     return sandbox.folder("pets")
 
 
+def _empty_class(sandbox: Sandbox) -> str:
+    sandbox.file("pets/cats/a.png", _png())
+    sandbox.file("pets/dogs/a.png", _png())
+    (sandbox.root / "inputs" / "pets" / "fish").mkdir()
+    return sandbox.folder("pets")
+
+
+def _saved(sandbox: Sandbox, name: str, value: object) -> str:
+    import torch
+
+    path = sandbox.root / "inputs" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(value, path)
+    return str(path)
+
+
+def _deit_tiny(sandbox: Sandbox, wider: bool = False) -> str:
+    """DeiT-Tiny's weights in timm's names; ``wider``: its class token 200 wide."""
+    import torch
+
+    from harness.models import build_model, preset_config
+
+    state = build_model(preset_config("deit_tiny")).state_dict()
+    if wider:
+        state["cls_token"] = torch.zeros(1, 1, 200)
+    return _saved(sandbox, "wider.pth" if wider else "deit_tiny.pth", state)
+
+
 def _png() -> bytes:
     import io
 
@@ -183,6 +211,28 @@ CASES: list[tuple[str, Case, str]] = [
                                     f"supernet:imagefolder:{_broken_image(s)}",
                                     *SEARCH[-5:], "--out", str(s.out)],
      "cannot read {root}/inputs/pets/dogs/broken.png"),
+    # pretrained weights and validation images
+    ("checkpoint of another architecture", lambda s: [
+        "measure", "--no-latency", "--arch", "deit_tiny", "--weights", _deit_tiny(s, wider=True)],
+     "cls_token is 1×1×200 in the checkpoint, 1×1×192 in the model"),
+    ("checkpoint that is not a state dict", lambda s: [
+        "measure", "--no-latency", "--weights", _saved(s, "list.pth", ["a list", "of strings"])],
+     "list.pth: expected a state dict (names to tensors)"),
+    ("checkpoint that would run code", lambda s: [
+        "measure", "--no-latency", "--weights", _saved(s, "code.pth", {"x": Sandbox})],
+     "code.pth: not a state dict of tensors that can be read without running code"),
+    ("empty class folder of validation images", lambda s: [
+        "measure", "--no-latency", "--arch", "deit_tiny", "--weights", _deit_tiny(s),
+        "--data", f"imagefolder:{_empty_class(s)}"],
+     "class folder 'fish' holds no images"),
+    ("unreadable validation image", lambda s: [
+        "measure", "--no-latency", "--arch", "deit_tiny", "--weights", _deit_tiny(s),
+        "--data", f"imagefolder:{_broken_image(s)}"],
+     "cannot read {root}/inputs/pets/dogs/broken.png"),
+    ("weights with a space that varies architecture", lambda s: [
+        *SEARCH[:-7], "--weights", _deit_tiny(s), "--data", f"imagefolder:{_broken_image(s)}",
+        *SEARCH[-5:], "--space", "vit_tiny", "--out", str(s.out)],
+     "space vit_tiny varies embed_dim, depth, num_heads, mlp_ratio, which would need training"),
     # a database that cannot be reached: one line, and never its password
     ("unreachable database", lambda s: ["report", str(s.out), "--storage",
                                         f"postgresql://harness:{PASSWORD}@127.0.0.1:1/harness"],

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 import harness
@@ -648,6 +649,21 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
     }
 
 
-def pareto_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Feasible Pareto-optimal trials, fastest first."""
-    return sorted(study.best_trials, key=lambda t: t.values[0])
+def pareto_trials(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The feasible Pareto-optimal trials among ``trials``, fastest first.
+
+    Computed on the caller's snapshot rather than by ``study.best_trials``, which reads the
+    storage again: with other processes writing, a trial still running in the snapshot could
+    otherwise be on the front without its results."""
+    signs = [1.0 if direction == StudyDirection.MINIMIZE else -1.0
+             for direction in study.directions]
+    feasible = [t for t in trials if t.state == TrialState.COMPLETE
+                and all(v <= 0 for v in t.constraints.values())]
+    losses = [[sign * value for sign, value in zip(signs, t.values)] for t in feasible]
+
+    def dominated(loss: list[float]) -> bool:
+        return any(all(a <= b for a, b in zip(other, loss)) and other != loss
+                   for other in losses)
+
+    front = [t for t, loss in zip(feasible, losses) if not dominated(loss)]
+    return sorted(front, key=lambda t: t.values[0])

@@ -88,7 +88,7 @@ def test_devices_lists_every_profile_with_presence_and_reason(capsys):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["search", "--space", "vit_huge"], "unknown search space 'vit_huge'; valid: deit_small_tokens, vit_small, vit_tiny"),
+        (["search", "--space", "vit_huge"], "unknown search space 'vit_huge'; valid: deit_small_knobs, deit_small_tokens, vit_small, vit_tiny"),
         (["search", "--device", "tpu_v5"], "unknown device 'tpu_v5'; valid: a100, cpu, h100"),
         (["search", "--budget", "1gigaflop"], "unknown budget unit 'gigaflop'"),
         (["search", "--budget", "fast"], "cannot parse budget 'fast'"),

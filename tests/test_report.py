@@ -217,3 +217,28 @@ def test_the_report_says_which_host_and_process_measured_each_trial(tiny_space_f
                  "--quiet"]) == 0
     page = (out / "report.html").read_text()
     assert f"{socket.gethostname()} pid " in page and ", fastcpu</td>" in page
+
+
+def test_the_front_comes_from_one_snapshot_of_the_trials():
+    """Another process may finish a trial between two reads of the storage: the front is taken
+    from the report's own snapshot, so a trial it holds as running is never on it."""
+    import optuna
+
+    from harness.study import pareto_trials
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize", "maximize"])
+    for latency, accuracy, violation in [(10, 0.70, 0), (12, 0.80, 0), (11, 0.60, 0),
+                                         (5, 0.90, 1.0), (10, 0.70, 0)]:
+        trial = study.ask()
+        trial.set_constraint("budget", violation)
+        study.tell(trial, [latency, accuracy])
+    running = study.ask()
+    snapshot = study.get_trials(deepcopy=False)
+    assert [t.number for t in pareto_trials(study, snapshot)] == [0, 4, 1]  # ties both kept
+    assert {t.number for t in pareto_trials(study, snapshot)} == {
+        t.number for t in study.best_trials}
+    running.set_constraint("budget", 0)
+    study.tell(running, [1, 0.99])  # finished after the snapshot: not on the snapshot's front
+    assert running.number not in [t.number for t in pareto_trials(study, snapshot)]
+    assert running.number in [t.number for t in study.best_trials]

@@ -82,7 +82,7 @@ def build_report_data(study: optuna.Study) -> ReportData:
         study_name=study.study_name,
         metadata=dict(study.user_attrs),
         trials=trials,
-        pareto=[trials[t.number] for t in pareto_trials(study)],
+        pareto=[trials[t.number] for t in pareto_trials(study, frozen)],
         hypervolume=history,
         counts=counts,
     )

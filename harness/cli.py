@@ -447,6 +447,12 @@ def _add_measurement_options(parser: argparse.ArgumentParser) -> None:
                         help="GPUs: capture the forward once as a CUDA graph and time its replays")
     parser.add_argument("--l2-flush", action="store_true",
                         help="GPUs: overwrite the L2 cache before each timed call (cold cache)")
+    parser.add_argument("--no-contention-check", action="store_true",
+                        help="do not watch the host for other work (a busy host's measurements "
+                        "are then neither retaken nor flagged contended)")
+    parser.add_argument("--no-drift-correction", action="store_true",
+                        help="report raw latencies, not corrected by the reference probe timed "
+                        "beside them")
 
 
 def _protocol(device: Any, args: argparse.Namespace) -> Any:
@@ -463,6 +469,10 @@ def _protocol(device: Any, args: argparse.Namespace) -> Any:
             overrides[field] = value
     if args.no_energy:
         overrides["energy"] = False
+    if args.no_contention_check:
+        overrides["contention_check"] = False
+    if args.no_drift_correction:
+        overrides["drift_correction"] = False
     for flag in ("cuda_graphs", "l2_flush"):
         if getattr(args, flag):
             overrides[flag] = True
@@ -490,6 +500,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         SearchSettings,
         check_budgets_reachable,
         check_device_fits,
+        pareto_trials,
         restrict_to_device,
         run_search,
     )
@@ -602,7 +613,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.json:
         summary = {"study": study_name, "storage": storage, "report": str(report),
                    "pareto_json": str(out_dir / "pareto.json"),
-                   "trials": len(study.trials), "pareto_size": len(study.best_trials)}
+                   "trials": len(study.trials),
+                   "pareto_size": len(pareto_trials(study, study.get_trials(deepcopy=False)))}
         print(json.dumps(summary, indent=2))
     else:
         progress.finish(study)

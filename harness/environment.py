@@ -124,10 +124,19 @@ def machine_fingerprint(cpu: dict[str, Any], memory_gib: float, gpu: dict[str, A
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
 
 
+def total_memory_gib() -> float:
+    return round(psutil.virtual_memory().total / 2**30, 1)
+
+
+def capture_machine_fingerprint() -> str:
+    """This host's ``machine_fingerprint``."""
+    return machine_fingerprint(cpu_facts(), total_memory_gib(), gpu_facts())
+
+
 def capture_environment(device: BaseDevice) -> dict[str, Any]:
     cpu = cpu_facts()
     gpu = gpu_facts()
-    memory_gib = round(psutil.virtual_memory().total / 2**30, 1)
+    memory_gib = total_memory_gib()
     return {
         "host": socket.gethostname(),
         "machine_fingerprint": machine_fingerprint(cpu, memory_gib, gpu),

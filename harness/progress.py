@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from optuna.trial import TrialState
 
 from harness.knobs import BASELINE
-from harness.study import counts_as_measured, measured_count
+from harness.study import counts_as_measured, is_contended, measured_count, pareto_trials
 
 
 class Progress:
@@ -49,7 +49,7 @@ class Progress:
                 f" [{lat['ci95'][0]:.2f}, {lat['ci95'][1]:.2f}] n={lat['n']}")
             detail = (f"{'estimated' if estimated else 'measured'} {gmacs} "
                       f"{_knob_tags(record.get('knobs', []))} latency {lat['median']:.2f} ms"
-                      f"{spread}  accuracy {acc['value']:.4f}")
+                      f"{spread}  accuracy {acc['value']:.4f}{_host_note(record)}")
         elif outcome.state == TrialState.PRUNED and "pruned" in record:
             detail = f"stopped early {gmacs}: {record['pruned']}"
         elif outcome.state == TrialState.PRUNED:
@@ -72,7 +72,8 @@ class Progress:
 
     def finish(self, study: Any) -> None:
         self._print(f"harness: done in {_clock(time.perf_counter() - self.started)}; "
-                    f"{len(study.best_trials)} Pareto-optimal configurations within budget")
+                    f"{len(pareto_trials(study, study.get_trials(deepcopy=False)))} "
+                    "Pareto-optimal configurations within budget")
 
 
 def _knob_tags(knobs: list[dict[str, Any]]) -> str:
@@ -82,8 +83,21 @@ def _knob_tags(knobs: list[dict[str, Any]]) -> str:
     return f"[{'+'.join(tags) or 'plain'}]"
 
 
+def _host_note(record: dict[str, Any]) -> str:
+    """What the host did to this measurement: said at once, not left for the report."""
+    contention = record.get("contention") or {}
+    evidence = (contention.get("evidence") or [{}])[-1]
+    if is_contended(record):
+        busiest = ", ".join(evidence.get("busiest", [])) or "other work"
+        return (f"  HOST BUSY after {contention['takes']} takes ({busiest}): kept out of the "
+                "front")
+    if contention.get("takes", 1) > 1:
+        return f"  (retaken: the host was busy, waited {contention['waited_s']:.0f} s)"
+    return ""
+
+
 def _best_so_far(study: Any) -> str:
-    front = study.best_trials  # feasible Pareto-optimal trials
+    front = pareto_trials(study, study.get_trials(deepcopy=False))
     if not front:
         return "no feasible point yet"
     fastest = min(t.values[0] for t in front)

@@ -637,6 +637,10 @@ def estimate_accuracy(model: torch.nn.Module, config: CandidateConfig,
     return {**estimator.record(model, config, report), "estimator": estimator.spec}
 
 
+# Every timing a trial kept, stored with it but left out of reports: thousands of numbers
+SAMPLE_KEYS = ("latency_samples_ms", "probe_samples_ms", "retaken_samples_ms")
+
+
 def trial_record(trial: FrozenTrial) -> dict[str, Any]:
     """A trial as a plain dictionary for reports."""
     attrs = trial.user_attrs
@@ -645,12 +649,19 @@ def trial_record(trial: FrozenTrial) -> dict[str, Any]:
         "state": trial.state.name,
         "feasible": all(v <= 0 for v in trial.constraints.values()),
         "constraints": dict(trial.constraints),
-        **{k: v for k, v in attrs.items() if k != "latency_samples_ms"},
+        **{k: v for k, v in attrs.items() if k not in SAMPLE_KEYS},
     }
 
 
-def pareto_trials(study: optuna.Study, trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The feasible Pareto-optimal trials among ``trials``, fastest first.
+def is_contended(user_attrs: dict[str, Any]) -> bool:
+    """Whether a trial's latency was measured on a busy host (``harness.devices.contention``)."""
+    return bool((user_attrs.get("contention") or {}).get("contended"))
+
+
+def pareto_trials(study: optuna.Study, trials: list[FrozenTrial],
+                  include_contended: bool = False) -> list[FrozenTrial]:
+    """The feasible Pareto-optimal trials among ``trials``, fastest first; trials measured on
+    a busy host are left out unless ``include_contended``: their latency is not the candidate's.
 
     Computed on the caller's snapshot rather than by ``study.best_trials``, which reads the
     storage again: with other processes writing, a trial still running in the snapshot could
@@ -658,7 +669,8 @@ def pareto_trials(study: optuna.Study, trials: list[FrozenTrial]) -> list[Frozen
     signs = [1.0 if direction == StudyDirection.MINIMIZE else -1.0
              for direction in study.directions]
     feasible = [t for t in trials if t.state == TrialState.COMPLETE
-                and all(v <= 0 for v in t.constraints.values())]
+                and all(v <= 0 for v in t.constraints.values())
+                and (include_contended or not is_contended(t.user_attrs))]
     losses = [[sign * value for sign, value in zip(signs, t.values)] for t in feasible]
 
     def dominated(loss: list[float]) -> bool:

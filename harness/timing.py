@@ -47,6 +47,12 @@ class MeasurementProtocol:
     idle_s: float = 1.0
     l2_flush: bool = False  # GPUs: overwrite the L2 cache before each timed call
     cuda_graphs: bool = False  # GPUs: capture the forward once and replay it
+    # Watch the host for other work, and retake a contended measurement (harness.devices.contention)
+    contention_check: bool = True
+    contention_retakes: int = 3  # then the measurement is kept, flagged contended
+    contention_backoff_s: float = 2.0  # the longest wait for a quiet host doubles after each take
+    # Time the reference probe between timing blocks and correct the latency by it
+    drift_correction: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -59,11 +65,14 @@ class LatencyMeasurement:
     warmup_iterations: int
     warmup_s: float
     timed_s: float
-    stop_reason: str  # "ci_target", "time_cap" or "max_samples"
+    stop_reason: str  # "ci_target", "time_cap", "max_samples" or "contended" (the watch said so)
     # Device state during the run (clocks, temperature, throttle reasons sampled...), and whether
     # the device throttled: None when it cannot tell.
     conditions: dict[str, Any] = field(default_factory=dict)
     throttled: bool | None = None
+    # The reference probe's timings between the timing blocks, and their total time
+    probe_samples_ms: list[float] = field(default_factory=list, repr=False)
+    probe_s: float = 0.0
 
     def protocol_record(self) -> dict[str, Any]:
         return {
@@ -106,9 +115,11 @@ def warm_up(
     time_once: Callable[[], float],
     read_clock: Callable[[], int | None],
     protocol: MeasurementProtocol,
+    contended: Callable[[], bool] | None = None,
 ) -> WarmUp:
     """Call ``time_once`` for at least the protocol's warm-up minimum, then until
-    ``warmup_is_steady`` holds or ``warmup_max_s`` (never less than the minimum) has passed."""
+    ``warmup_is_steady`` holds or ``warmup_max_s`` (never less than the minimum) has passed, or
+    ``contended`` says the host is busy (timings would never steady)."""
     timings: list[float] = []
     clocks: list[int | None] = []
     start = time.perf_counter()
@@ -121,26 +132,59 @@ def warm_up(
                         and elapsed >= protocol.warmup_min_s)
         if minimum_done and warmup_is_steady(timings, clocks):
             return WarmUp(len(timings), elapsed, steady=True)
-        if elapsed >= limit:
+        busy = contended is not None and len(timings) % CHECK_EVERY == 0 and contended()
+        if elapsed >= limit or busy:
             return WarmUp(len(timings), elapsed, steady=False)
+
+
+class ProbeInterleave:
+    """Times the reference probe between a candidate's timing blocks (ABAB), keeping the probe's
+    time to ``share`` of the candidate's: once before the first block, after any block that
+    leaves the probe under its share, and once after the last."""
+
+    def __init__(self, time_probe: Callable[[], float], share: float) -> None:
+        self.time_probe, self.share = time_probe, share
+        self.samples: list[float] = []
+        self.seconds = 0.0
+
+    def run(self, candidate_s: float, at_least_once: bool = False) -> None:
+        while at_least_once or self.seconds < self.share * candidate_s:
+            start = time.perf_counter()
+            self.samples.append(self.time_probe())
+            self.seconds += time.perf_counter() - start
+            at_least_once = False
 
 
 def measure_adaptively(
     time_once: Callable[[], float],
     protocol: MeasurementProtocol,
     read_clock: Callable[[], int | None] = lambda: None,
+    probe: ProbeInterleave | None = None,
+    contended: Callable[[], bool] | None = None,
 ) -> LatencyMeasurement:
     """Warm up until steady (``warm_up``), then time ``time_once`` until the stopping rule of
-    ``protocol`` is met; ``read_clock`` gives the device clock where one can be read."""
-    warm = warm_up(time_once, read_clock, protocol)
+    ``protocol`` is met; ``read_clock`` gives the device clock where one can be read.
+
+    ``probe`` is timed between the timing blocks; ``contended``, asked at each CI check, stops
+    the sampling early when the host is plainly busy (stop reason "contended"), to be retaken."""
+    warm = warm_up(time_once, read_clock, protocol, contended)
     timed_start = time.perf_counter()
     samples: list[float] = []
     stop_reason = "max_samples"
+    if probe:
+        probe.run(0.0, at_least_once=True)
     while len(samples) < protocol.max_samples:
         samples.append(time_once())
-        if len(samples) < protocol.min_samples or len(samples) % CHECK_EVERY:
+        if len(samples) % CHECK_EVERY:
             continue
         elapsed = time.perf_counter() - timed_start
+        if probe:
+            probe.run(elapsed - probe.seconds)
+        if contended and contended():
+            stop_reason = "contended"
+            break
+        if len(samples) < protocol.min_samples:
+            continue
         # A short run can look tight by chance around a value the next run does not reproduce.
         ci_may_stop = elapsed >= protocol.min_timed_s
         if ci_may_stop and summarize(samples).ci_half_width_rel <= protocol.target_ci_rel:
@@ -149,6 +193,8 @@ def measure_adaptively(
         if elapsed >= protocol.time_cap_s:
             stop_reason = "time_cap"
             break
+    if probe:
+        probe.run(0.0, at_least_once=True)
     return LatencyMeasurement(
         summary=summarize(samples),
         samples_ms=samples,
@@ -157,4 +203,6 @@ def measure_adaptively(
         timed_s=time.perf_counter() - timed_start,
         stop_reason=stop_reason,
         conditions={"warmup_steady": warm.steady},
+        probe_samples_ms=probe.samples if probe else [],
+        probe_s=probe.seconds if probe else 0.0,
     )

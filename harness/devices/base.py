@@ -17,8 +17,9 @@ name a kind and carry the measurement settings. Rules an implementation must kee
 from __future__ import annotations
 
 import abc
-import os
+import statistics
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,12 +27,25 @@ from typing import Any, ClassVar
 import torch
 
 from harness.config import CandidateConfig
+from harness.devices.contention import ContentionEvidence, HostMonitor, wait_for_quiet
 from harness.devices.lock import exclusive_timing
+from harness.devices.probe import (
+    PROBE_SHARE,
+    DriftCorrection,
+    ReferenceProbe,
+    quiet_calibration,
+)
 from harness.errors import DeviceError, shorten
 from harness.knobs import BASELINE, KERNEL_KNOBS, active_knobs
 from harness.layers import SPARSE_KERNELS, use_sparse_kernels
 from harness.precision import convert_precision
-from harness.timing import LatencyMeasurement, MeasurementProtocol, measure_adaptively
+from harness.stats import summarize
+from harness.timing import (
+    LatencyMeasurement,
+    MeasurementProtocol,
+    ProbeInterleave,
+    measure_adaptively,
+)
 
 
 @dataclass(frozen=True)
@@ -178,6 +192,7 @@ class MeasuredDevice(BaseDevice):
     """A device that runs the model and times it: the CPU, CUDA GPUs."""
 
     times_on_this_host = True
+    probe_size: ClassVar[int] = 256  # of the reference probe's GEMM: ~0.5 ms on two CPU cores
 
     def prepare(
         self, model: torch.nn.Module, inputs: torch.Tensor, config: CandidateConfig
@@ -220,43 +235,154 @@ class MeasuredDevice(BaseDevice):
         """Milliseconds of one ``model(inputs)``, finished on the device when it returns."""
 
     def measure_latency(
-        self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
+        self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol,
+        probe: ProbeInterleave | None = None, contended: Callable[[], bool] | None = None,
     ) -> LatencyMeasurement:
-        """Time ``model(inputs)`` following ``protocol``: warm-up, then adaptive sampling."""
+        """Time ``model(inputs)`` following ``protocol``: warm-up, then adaptive sampling, with
+        ``probe`` timed between the blocks and ``contended`` asked whether to stop early."""
         self.configure(protocol)
         with inference_context(model):
-            return measure_adaptively(lambda: self.time_call(model, inputs), protocol)
+            return measure_adaptively(lambda: self.time_call(model, inputs), protocol,
+                                      probe=probe, contended=contended)
+
+    def measuring_threads(self, protocol: MeasurementProtocol) -> int:
+        """Host CPU threads a measurement keeps busy (the rest are free for other work)."""
+        return 1
+
+    def other_device_processes(self) -> list[str]:
+        """Other processes computing on this device now (``name (pid N)``); none by default:
+        a CPU's other work is seen in its CPU time."""
+        return []
+
+    def probe_timer(self, protocol: MeasurementProtocol) -> tuple[Callable[[], float], str]:
+        """One timed call of the reference probe on this device, and the probe's name."""
+        self.configure(protocol)
+        probe = ReferenceProbe(self.probe_size)
+        inputs = probe.example_input()
+        probe, inputs = self.place(probe), self.place(inputs)
+
+        def time_once() -> float:
+            with torch.inference_mode():
+                return self.time_call(probe, inputs)
+
+        return time_once, probe.name
+
+    def place(self, value: Any) -> Any:
+        """``value`` (a module or tensor) on this device's memory; the CPU's by default."""
+        return value
 
     def evaluate(self, config: CandidateConfig, model: torch.nn.Module, inputs: torch.Tensor,
                  protocol: MeasurementProtocol) -> dict[str, Any]:
-        """Prepare, time, then read the energy of ``model(inputs)``."""
+        """Prepare, time (retaken while the host is busy), then read the energy of
+        ``model(inputs)``."""
         phase_s: dict[str, float] = {}
         start = time.perf_counter()
         model, inputs = self.prepare(model, inputs, config)
         phase_s["prepare"] = time.perf_counter() - start
         with exclusive_timing(self.name):
-            load_before = os.getloadavg()[0]
             start = time.perf_counter()
-            measurement = self.measure_latency(model, inputs, protocol)
+            timed = self.measure_on_quiet_host(model, inputs, protocol)
             phase_s["latency"] = time.perf_counter() - start
             start = time.perf_counter()
             energy = (self.measure_energy(model, inputs, protocol) if protocol.energy else
                       EnergyMeasurement.unavailable("energy measurement turned off (--no-energy)"))
             phase_s["energy"] = time.perf_counter() - start
+        return {**timed.record(protocol, torch.get_num_threads()), "energy": energy.to_dict(),
+                "phase_s": phase_s}
+
+    def measure_on_quiet_host(self, model: torch.nn.Module, inputs: torch.Tensor,
+                              protocol: MeasurementProtocol) -> TimedOnHost:
+        """Time ``model(inputs)`` with the reference probe between the blocks; while the host is
+        busy, wait for it (with backoff) and retake, at most ``protocol.contention_retakes``
+        times, then keep the last take flagged contended."""
+        threads = self.measuring_threads(protocol)
+        time_probe, probe_name = self.probe_timer(protocol)
+        wants_probe = protocol.drift_correction or protocol.contention_check
+        calibration = quiet_calibration(time_probe, self.name, threads, probe_name) \
+            if wants_probe else "drift correction and the contention check are off"
+        takes: list[tuple[LatencyMeasurement, ContentionEvidence | None]] = []
+        waited_s = 0.0
+        while True:
+            monitor = HostMonitor(threads)
+            interleave = ProbeInterleave(time_probe, PROBE_SHARE) if wants_probe else None
+            measurement = self.measure_latency(
+                model, inputs, protocol, probe=interleave,
+                contended=monitor.plainly_busy if protocol.contention_check else None)
+            drift = drift_correction(measurement, calibration, probe_name, protocol)
+            evidence = (monitor.evidence(drift.slowdown, self.other_device_processes())
+                        if protocol.contention_check else None)
+            takes.append((measurement, evidence))
+            last = len(takes) > protocol.contention_retakes
+            if evidence is None or not evidence.contended or last:
+                return TimedOnHost(takes, drift, waited_s)
+            waited_s += wait_for_quiet(threads, protocol.contention_backoff_s * 2 ** (len(takes) - 1))
+
+
+def drift_correction(measurement: LatencyMeasurement, calibration: Any, probe: str,
+                     protocol: MeasurementProtocol) -> DriftCorrection:
+    """The correction of ``measurement`` by the probe timed beside it."""
+    share = (round(measurement.probe_s / measurement.timed_s, 4)
+             if measurement.timed_s and measurement.probe_samples_ms else None)
+    probe_median = (statistics.median(measurement.probe_samples_ms)
+                    if measurement.probe_samples_ms else None)
+    if isinstance(calibration, str):
+        return DriftCorrection("uncalibrated" if protocol.drift_correction else "off",
+                               calibration, probe, probe_median_ms=probe_median,
+                               probe_samples=len(measurement.probe_samples_ms), probe_share=share)
+    status = "corrected" if protocol.drift_correction else "off"
+    reason = (f"raw latency x quiet probe time {calibration.quiet_ms:.4f} ms (calibrated "
+              f"{calibration.calibrated_at}) / probe time in the window"
+              if protocol.drift_correction else "drift correction turned off "
+              "(--no-drift-correction); the probe was timed for the contention check")
+    return DriftCorrection(status, reason, probe, calibration.quiet_ms, probe_median,
+                           len(measurement.probe_samples_ms), share)
+
+
+@dataclass(frozen=True)
+class TimedOnHost:
+    """Every take of one latency measurement, the last one kept, with its drift correction."""
+
+    takes: list[tuple[LatencyMeasurement, ContentionEvidence | None]]
+    drift: DriftCorrection
+    waited_s: float
+
+    @property
+    def kept(self) -> LatencyMeasurement:
+        return self.takes[-1][0]
+
+    @property
+    def contended(self) -> bool:
+        evidence = self.takes[-1][1]
+        return evidence is not None and evidence.contended
+
+    def record(self, protocol: MeasurementProtocol, threads: int) -> dict[str, Any]:
+        """Plain JSON values: the corrected latency as ``latency_ms``, the raw one beside it, and
+        every take's samples and evidence (nothing measured is lost)."""
+        kept = self.kept
+        factor = self.drift.factor
+        corrected = summarize([s * factor for s in kept.samples_ms]) if factor != 1.0 \
+            else kept.summary
+        checked = self.takes[-1][1] is not None
         return {
-            "latency_ms": {**measurement.summary.to_dict(), "status": "measured"},
-            "throttled": measurement.throttled,
-            "conditions": measurement.conditions,
-            "energy": energy.to_dict(),
-            # A tight CI cannot reveal a host that was busy for the whole window: record the load.
-            "host_load_1m": {"before": load_before, "after": os.getloadavg()[0]},
-            "latency_samples_ms": [round(s, 5) for s in measurement.samples_ms],
-            "latency_protocol": {
-                **protocol.to_dict(),
-                "threads": torch.get_num_threads(),
-                **measurement.protocol_record(),
+            "latency_ms": {**corrected.to_dict(), "status": "measured",
+                           "drift_corrected": self.drift.status == "corrected"},
+            "latency_raw_ms": kept.summary.to_dict(),
+            "drift": self.drift.to_dict(),
+            "contention": {
+                "checked": checked,
+                "contended": self.contended,
+                "takes": len(self.takes),
+                "waited_s": round(self.waited_s, 3),
+                "evidence": [e.to_dict() for _, e in self.takes if e is not None],
             },
-            "phase_s": phase_s,
+            "throttled": kept.throttled,
+            "conditions": kept.conditions,
+            "latency_samples_ms": [round(s, 5) for s in kept.samples_ms],
+            "probe_samples_ms": [round(s, 5) for s in kept.probe_samples_ms],
+            "retaken_samples_ms": [[round(s, 5) for s in m.samples_ms]
+                                   for m, _ in self.takes[:-1]],
+            "latency_protocol": {**protocol.to_dict(), "threads": threads,
+                                 **kept.protocol_record()},
         }
 
 

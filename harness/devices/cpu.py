@@ -142,6 +142,9 @@ class CpuDevice(MeasuredDevice):
     def configure(self, protocol: MeasurementProtocol) -> None:
         torch.set_num_threads(self.threads(protocol))
 
+    def measuring_threads(self, protocol: MeasurementProtocol) -> int:
+        return self.threads(protocol)
+
     def measure_energy(
         self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
     ) -> EnergyMeasurement:

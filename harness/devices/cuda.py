@@ -17,6 +17,7 @@ How it differs from the CPU kind, and why:
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import statistics
 import time
@@ -37,7 +38,12 @@ from harness.devices.base import (
 from harness.devices.nvml import Nvml, open_nvml
 from harness.errors import DeviceError, shorten
 from harness.stats import MIN_SAMPLES_FOR_PERCENTILE, median_ci
-from harness.timing import LatencyMeasurement, MeasurementProtocol, measure_adaptively
+from harness.timing import (
+    LatencyMeasurement,
+    MeasurementProtocol,
+    ProbeInterleave,
+    measure_adaptively,
+)
 
 CONDITIONS_EVERY = 50  # timed calls between two NVML samples of the run conditions
 GRAPH_WARMUP_CALLS = 3  # eager calls on a side stream before capture (cuBLAS handles, workspaces)
@@ -452,8 +458,20 @@ class CudaDevice(MeasuredDevice):
         size = max(2 * torch.cuda.get_device_properties(self.index).L2_cache_size, MIN_FLUSH_BYTES)
         return torch.empty(size // 4, dtype=torch.int32, device=self.torch_device).zero_
 
+    def place(self, value: Any) -> Any:
+        return value.to(self.torch_device)
+
+    def other_device_processes(self) -> list[str]:
+        nvml = self._nvml()
+        if isinstance(nvml, str):
+            return []
+        reader, handle = nvml
+        return [f"{name} (pid {pid})" for pid, name in reader.compute_processes(handle)
+                if pid != os.getpid()]
+
     def measure_latency(
-        self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
+        self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol,
+        probe: ProbeInterleave | None = None, contended: Callable[[], bool] | None = None,
     ) -> LatencyMeasurement:
         """Warm up until steady, then sample adaptively; conditions sampled throughout."""
         self.configure(protocol)
@@ -472,7 +490,7 @@ class CudaDevice(MeasuredDevice):
 
             log.sample()
             sampling = sampling_protocol(protocol)
-            timed = measure_adaptively(time_once, sampling, log.sm_clock_mhz)
+            timed = measure_adaptively(time_once, sampling, log.sm_clock_mhz, probe, contended)
             log.sample()
         record, throttled = log.record()
         conditions = {

@@ -106,6 +106,16 @@ class Nvml:
             mask = self._read("nvmlDeviceGetCurrentClocksThrottleReasons", handle)
         return None if mask is None else decode_throttle_reasons(mask)
 
+    def compute_processes(self, handle: Any) -> list[tuple[int, str]]:
+        """(pid, name) of the processes computing on the GPU now; names where the host shows
+        them (a process of another container shows only its pid)."""
+        processes = self._read("nvmlDeviceGetComputeRunningProcesses", handle) or []
+        found = []
+        for process in processes:
+            name = self._read("nvmlSystemGetProcessName", process.pid)
+            found.append((process.pid, _text(name) if name else "?"))
+        return found
+
     def conditions(self, handle: Any) -> dict[str, Any]:
         """What decides speed right now: clocks, temperature, power and throttling, plain JSON."""
         power, limit = self.power_mw(handle), self.power_limit_mw(handle)

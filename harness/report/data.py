@@ -10,10 +10,11 @@ from optuna.trial import TrialState
 
 from harness.accuracy.spread import AccuracySpread, accuracy_spread
 from harness.pareto import Bounds, hypervolume_history, to_losses
-from harness.study import RESULT_SCHEMA_VERSION, pareto_trials, trial_record
+from harness.study import RESULT_SCHEMA_VERSION, is_contended, pareto_trials, trial_record
 
 PARETO_KEYS = ("config", "config_key", "gmacs", "effective_gmacs", "params_m", "latency_ms",
-               "energy", "throttled", "accuracy", "knobs", "fpga")
+               "latency_raw_ms", "drift", "contention", "energy", "throttled", "accuracy", "knobs",
+               "fpga")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ class ReportData:
     @property
     def measured(self) -> list[dict[str, Any]]:
         return [t for t in self.trials if t["state"] == "COMPLETE"]
+
+    @property
+    def contended(self) -> list[dict[str, Any]]:
+        """Measured trials whose latency was taken on a busy host: kept apart from the front."""
+        return [t for t in self.measured if is_contended(t)]
 
     @property
     def accuracy_spread(self) -> AccuracySpread | None:
@@ -66,7 +72,9 @@ def build_report_data(study: optuna.Study) -> ReportData:
     frozen = study.get_trials(deepcopy=False)
     trials = [trial_record(t) for t in frozen]
     feasible_points = [
-        (t.values[0], t.values[1]) if t.state == TrialState.COMPLETE and record["feasible"] else None
+        (t.values[0], t.values[1])
+        if t.state == TrialState.COMPLETE and record["feasible"] and not is_contended(record)
+        else None
         for t, record in zip(frozen, trials)
     ]
     measured = [p for p in feasible_points if p is not None]
@@ -78,6 +86,7 @@ def build_report_data(study: optuna.Study) -> ReportData:
         counts[t.state.name] += 1
     counts["REJECTED_BY_BUDGET"] = sum(1 for t in trials if "rejected" in t)
     counts["STOPPED_EARLY"] = sum(1 for t in trials if "pruned" in t)
+    counts["CONTENDED"] = sum(1 for t in trials if t["state"] == "COMPLETE" and is_contended(t))
     return ReportData(
         study_name=study.study_name,
         metadata=dict(study.user_attrs),

@@ -47,6 +47,7 @@ def render_html(data: ReportData) -> str:
         "<h2>Efficiency knobs on this device</h2>",
         _knob_support(data),
         _failed_table(data),
+        _contended_table(data),
         "<h2>Hypervolume over trials</h2>",
         _img(_hypervolume_figure(data)) if data.hypervolume else "<p>No feasible trial yet.</p>",
         ("<p class='note'>Objectives scaled to [0, 1] by the range of the feasible trials of this "
@@ -101,6 +102,7 @@ def _summary(data: ReportData) -> str:
         "stopped early (accuracy in the bottom quarter of finished trials)":
             counts.get("STOPPED_EARLY", 0),
         "failed": counts.get("FAIL", 0),
+        "measured on a busy host (kept out of the front)": counts.get("CONTENDED", 0),
         "Pareto-optimal and within budget": len(data.pareto),
         **({"accuracy spread": spread.sentence()} if spread else {}),
     })
@@ -108,9 +110,15 @@ def _summary(data: ReportData) -> str:
 
 def _pareto_figure(data: ReportData) -> bytes:
     figure, axes = plt.subplots(figsize=(8, 5))
-    measured = data.measured
+    contended = data.contended
+    measured = [t for t in data.measured if t not in contended]
     feasible = [t for t in measured if t["feasible"]]
     infeasible = [t for t in measured if not t["feasible"]]
+    if contended:
+        axes.scatter([t["latency_ms"]["median"] for t in contended],
+                     [t["accuracy"]["value"] for t in contended],
+                     marker="^", color="darkorange", label="host busy (not on the front)",
+                     zorder=1)
     if feasible:
         scatter = axes.scatter(
             [t["latency_ms"]["median"] for t in feasible],
@@ -137,7 +145,7 @@ def _pareto_figure(data: ReportData) -> bytes:
                                                   if estimated else "measured median"))
     axes.set_ylabel(f"accuracy estimate ({data.metadata.get('estimator', '')})")
     axes.grid(alpha=0.3)
-    if feasible or infeasible:
+    if feasible or infeasible or contended:
         axes.legend(loc="lower right")
     return _png(figure)
 
@@ -305,6 +313,24 @@ def _failed_table(data: ReportData) -> str:
     )
 
 
+def _contended_table(data: ReportData) -> str:
+    """Trials timed on a busy host, apart like failed ones: their latency is not the model's."""
+    if not data.contended:
+        return ""
+    rows = []
+    for t in data.contended:
+        contention = t["contention"]
+        evidence = contention["evidence"][-1] if contention["evidence"] else {}
+        rows.append([t["number"], f"{t['latency_ms']['median']:.3f}", contention["takes"],
+                     "; ".join(evidence.get("reasons", [])),
+                     ", ".join(evidence.get("busiest", [])) or "not named"])
+    return ("<h2>Measured on a busy host</h2><p class='note'>Other work on the host slowed these "
+            "measurements; each was retaken after waiting for the host to settle, and it never "
+            "did. They are kept, with their samples, but left out of the front.</p>"
+            + _table(["trial", "latency median (ms)", "takes", "evidence", "busiest processes"],
+                     rows, css_id="contended", wrap=(3, 4)))
+
+
 def _all_trials_table(data: ReportData) -> str:
     header = ["trial", "state", "feasible", "GMACs", "params (M)", "latency median (ms)",
               "accuracy estimate", "run by", "note", "config"]
@@ -357,8 +383,27 @@ def _latency_method(meta: dict[str, Any], data: ReportData, protocol: str) -> st
             f"({_e(meta.get('device'))}); warm-up, then timed iterations until the 95% CI of the "
             "median (binomial order statistics) is within the target or the time cap is hit. "
             f"Protocol: <code>{_e(protocol)}</code> (threads null: one per physical core; each "
-            "trial records the count it used). Each trial stores its raw samples and the host "
-            "load.")
+            "trial records the count it used). Each trial stores its raw samples. "
+            + _drift_sentence(data) + " Before and after each measurement the host is checked for "
+            "other work (other processes' CPU time, CPU steal, the probe against its quiet time); "
+            "a busy host is waited for and the measurement retaken, and one that never settles "
+            "is flagged and kept off the front.")
+
+
+def _drift_sentence(data: ReportData) -> str:
+    drifts = [t["drift"] for t in data.measured if "drift" in t]
+    corrected = [d for d in drifts if d["status"] == "corrected"]
+    if not corrected:
+        statuses = sorted({d["status"] for d in drifts}) or ["not recorded"]
+        return f"Latencies are raw (drift correction: {', '.join(statuses)})."
+    shares = sorted(d["probe_share"] for d in corrected if d.get("probe_share") is not None)
+    share = f"; its time was {100 * shares[len(shares) // 2]:.1f}% of the timing (median)" \
+        if shares else ""
+    return (f"Latencies shown are drift-corrected ({len(corrected)} of {len(drifts)} trials): a "
+            f"reference probe ({_e(corrected[0]['probe'])}) timed between the timing blocks scales "
+            "each raw median by the probe's calibrated quiet time over its time in the window, so "
+            f"candidates measured minutes apart compare as if side by side{share}. Each trial "
+            "keeps its raw latency (latency_raw_ms).")
 
 
 def _accuracy_method(meta: dict[str, Any]) -> str:

@@ -1,0 +1,174 @@
+"""The reference probe: a small fixed GEMM whose speed stands for the host's.
+
+Timed in short blocks between a candidate's timing blocks (ABAB), the probe says how fast the
+host ran over the candidate's window. Its quiet time is calibrated once per machine (fingerprint),
+device and thread count, on a quiet host, and stored under ``$HARNESS_DATA_DIR/probes/``. A
+candidate's drift-corrected latency is its raw latency times quiet probe time / probe time
+during the window: measurements minutes apart, or in two runs, compare as if side by side.
+
+The calibration is kept, not refreshed on every quiet moment: a yardstick that moved with the
+host would correct nothing between runs. It is retaken when missing, or when torch or the probe
+changed; delete the file to retake it by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.devices.contention import ContentionEvidence, HostMonitor
+from harness.files import data_home, safe_name, write_atomically
+
+PROBE_VERSION = 1
+PROBE_SEED = 0
+CALIBRATION_S = 0.3  # of probe calls, after PROBE_WARMUP_CALLS
+PROBE_WARMUP_CALLS = 5
+PROBE_SHARE = 0.05  # probe time kept to this share of the candidate's timed time
+
+
+class ReferenceProbe(torch.nn.Module):
+    """``x @ weight`` for a fixed square fp32 matrix: compute-bound, as a ViT's matmuls are."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(PROBE_SEED)
+        self.size = size
+        self.weight = torch.nn.Parameter(torch.randn(size, size, generator=generator),
+                                         requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+    def example_input(self) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(PROBE_SEED + 1)
+        return torch.randn(self.size, self.size, generator=generator)
+
+    @property
+    def name(self) -> str:
+        return f"gemm{self.size}-fp32"
+
+
+@dataclass(frozen=True)
+class ProbeCalibration:
+    """The probe's median time on a quiet host, and where and when that was measured."""
+
+    probe: str
+    quiet_ms: float
+    samples: int
+    calibrated_at: str
+    machine_fingerprint: str
+    device: str
+    threads: int
+    torch: str
+    evidence: dict[str, Any]
+    version: int = PROBE_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _machine_fingerprint() -> str:
+    # imported here: harness.environment describes devices, so it imports this package
+    from harness.environment import capture_machine_fingerprint
+
+    return capture_machine_fingerprint()
+
+
+def calibration_path(device: str, threads: int, probe: str) -> Path:
+    fingerprint = _machine_fingerprint()[:16]
+    return data_home() / "probes" / f"{safe_name(device)}-{probe}-t{threads}-{fingerprint}.json"
+
+
+def load_calibration(device: str, threads: int, probe: str) -> ProbeCalibration | None:
+    """The stored calibration, or None when there is none for this torch and probe version."""
+    path = calibration_path(device, threads, probe)
+    try:
+        values = json.loads(path.read_text())
+        calibration = ProbeCalibration(**values)
+    except (OSError, ValueError, TypeError):
+        return None
+    if calibration.version != PROBE_VERSION or calibration.torch != torch.__version__:
+        return None
+    return calibration
+
+
+def time_probe(time_once: Callable[[], float], seconds: float) -> list[float]:
+    """Warm the probe, then time it for ``seconds``."""
+    for _ in range(PROBE_WARMUP_CALLS):
+        time_once()
+    samples, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(samples) < 3:
+        samples.append(time_once())
+    return samples
+
+
+def calibrate(time_once: Callable[[], float], device: str, threads: int, probe: str
+              ) -> ProbeCalibration | ContentionEvidence:
+    """Time the probe on this host and store it as the quiet time when the host was quiet;
+    otherwise the evidence that it was not (nothing is stored)."""
+    monitor = HostMonitor(threads)
+    samples = time_probe(time_once, CALIBRATION_S)
+    evidence = monitor.evidence()
+    if evidence.contended:
+        return evidence
+    calibration = ProbeCalibration(
+        probe=probe, quiet_ms=statistics.median(samples), samples=len(samples),
+        calibrated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        machine_fingerprint=_machine_fingerprint(), device=device, threads=threads,
+        torch=torch.__version__, evidence=evidence.to_dict(),
+    )
+    path = calibration_path(device, threads, probe)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(calibration.to_dict(), indent=2) + "\n")
+    return calibration
+
+
+def quiet_calibration(time_once: Callable[[], float], device: str, threads: int, probe: str
+                      ) -> ProbeCalibration | str:
+    """The stored calibration, or a new one taken now; why there is none when the host is busy."""
+    stored = load_calibration(device, threads, probe)
+    if stored is not None:
+        return stored
+    result = calibrate(time_once, device, threads, probe)
+    if isinstance(result, ContentionEvidence):
+        return (f"the probe was never calibrated on this machine and the host is busy now "
+                f"({'; '.join(result.reasons)})")
+    return result
+
+
+@dataclass(frozen=True)
+class DriftCorrection:
+    """How a latency was corrected for the host's speed over its window."""
+
+    status: str  # "corrected", "off" (asked) or "uncalibrated" (no quiet calibration: reason)
+    reason: str
+    probe: str | None = None
+    probe_quiet_ms: float | None = None
+    probe_median_ms: float | None = None
+    probe_samples: int = 0
+    probe_share: float | None = None  # probe time / the candidate's timed time: its overhead
+
+    @property
+    def factor(self) -> float:
+        """Multiplies the raw latency: quiet probe time over probe time in the window."""
+        if self.status != "corrected" or not self.probe_median_ms:
+            return 1.0
+        return self.probe_quiet_ms / self.probe_median_ms
+
+    @property
+    def slowdown(self) -> float | None:
+        """Probe time in the window over its quiet time: above 1, the host ran slow."""
+        if self.probe_quiet_ms is None or not self.probe_median_ms:
+            return None
+        return self.probe_median_ms / self.probe_quiet_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "factor": round(self.factor, 5)}

@@ -1,0 +1,211 @@
+"""A busy host is seen, waited for, retaken and flagged; a quiet one is left alone.
+
+The busy host is real: a subprocess keeps more processes spinning than the host has cores, for a
+bounded time. Assertions are on flags and evidence, never on how long anything took.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.devices import get_device
+from harness.devices.contention import (
+    OTHERS_SLACK_CORES,
+    PROBE_SLOWDOWN_LIMIT,
+    STEAL_LIMIT,
+    judge,
+    logical_cores,
+)
+from harness.devices.probe import calibration_path, load_calibration
+from harness.report import write_report
+from harness.study import is_contended, pareto_trials, run_search
+
+from test_study import _settings
+
+LOAD = """
+import multiprocessing, sys, time
+def spin(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+if __name__ == "__main__":
+    seconds, workers = float(sys.argv[1]), int(sys.argv[2])
+    processes = [multiprocessing.Process(target=spin, args=(seconds,)) for _ in range(workers)]
+    for p in processes:
+        p.start()
+    print("spinning", flush=True)
+    for p in processes:
+        p.join()
+"""
+
+
+class CompetingLoad:
+    """Twice as many spinning processes as the host has cores, for at most 60 s, in a process
+    group of their own so that ``stop`` ends every one of them."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", LOAD, "60", str(2 * logical_cores())],
+            stdout=subprocess.PIPE, text=True, start_new_session=True)
+        assert self.process.stdout.readline().strip() == "spinning"
+        time.sleep(0.5)  # let the workers reach their loops
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def competing_load():
+    load = CompetingLoad()
+    yield load
+    load.stop()
+
+
+def _device_and_protocol(device_file: Path, **changes):
+    """The fast test profile timing with every core, so any other busy process is contention."""
+    device = get_device(str(device_file))
+    protocol = dataclasses.replace(device.profile.protocol, threads=logical_cores(),
+                                   time_cap_s=0.3, contention_backoff_s=0.2,
+                                   contention_retakes=1, **changes)
+    return device, protocol
+
+
+def _evaluate(device, protocol):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(128, 256), torch.nn.GELU(), torch.nn.Linear(256, 128))
+    from harness.config import CandidateConfig
+
+    return device.evaluate(CandidateConfig(), model, torch.randn(8, 128), protocol)
+
+
+def test_a_quiet_host_is_not_flagged_and_latency_is_drift_corrected(fast_device_file):
+    device, protocol = _device_and_protocol(fast_device_file)
+    result = _evaluate(device, protocol)
+    contention = result["contention"]
+    assert contention["checked"] and not contention["contended"]
+    assert contention["takes"] == 1 and result["retaken_samples_ms"] == []
+    assert contention["evidence"][0]["reasons"] == []
+    drift = result["drift"]
+    assert drift["status"] == "corrected" and drift["probe_samples"] >= 2
+    assert 0 < drift["probe_share"] < 1
+    assert result["latency_ms"]["drift_corrected"]
+    # the corrected median is the raw one scaled by the probe's factor
+    assert result["latency_ms"]["median"] == pytest.approx(
+        result["latency_raw_ms"]["median"] * drift["factor"], rel=1e-4)
+    assert len(result["probe_samples_ms"]) == drift["probe_samples"]
+
+
+def test_a_busy_host_is_retaken_then_flagged_with_evidence(fast_device_file, competing_load):
+    device, protocol = _device_and_protocol(fast_device_file)
+    result = _evaluate(device, protocol)
+    contention = result["contention"]
+    assert contention["checked"] and contention["contended"]
+    assert contention["takes"] == 2  # one retake allowed, after a wait for the host
+    assert len(contention["evidence"]) == 2
+    assert all(e["contended"] and e["reasons"] for e in contention["evidence"])
+    assert any("other processes used" in r for r in contention["evidence"][-1]["reasons"])
+    assert any("python" in name for name in contention["evidence"][-1]["busiest"])
+    # nothing measured is lost: the first take's samples are kept beside the last take's
+    assert len(result["retaken_samples_ms"]) == 1 and result["retaken_samples_ms"][0]
+    assert result["latency_samples_ms"]
+
+
+def test_the_probe_is_calibrated_only_on_a_quiet_host_and_then_kept(fast_device_file,
+                                                                      competing_load):
+    device, protocol = _device_and_protocol(fast_device_file)
+    result = _evaluate(device, protocol)
+    assert result["drift"]["status"] == "uncalibrated"
+    assert "host is busy" in result["drift"]["reason"]
+    assert result["latency_ms"]["median"] == result["latency_raw_ms"]["median"]
+    probe = result["drift"]["probe"]
+    assert load_calibration(device.name, logical_cores(), probe) is None
+    competing_load.stop()
+    time.sleep(0.5)
+    result = _evaluate(device, protocol)
+    calibration = load_calibration(device.name, logical_cores(), probe)
+    assert calibration is not None and calibration.quiet_ms > 0
+    assert result["drift"]["probe_quiet_ms"] == calibration.quiet_ms
+    written = calibration_path(device.name, logical_cores(), probe).stat().st_mtime_ns
+    again = _evaluate(device, protocol)
+    assert again["drift"]["probe_quiet_ms"] == calibration.quiet_ms
+    assert calibration_path(device.name, logical_cores(), probe).stat().st_mtime_ns == written
+
+
+def test_both_checks_can_be_switched_off(fast_device_file, competing_load):
+    device, protocol = _device_and_protocol(fast_device_file, contention_check=False,
+                                            drift_correction=False)
+    result = _evaluate(device, protocol)
+    assert result["contention"] == {"checked": False, "contended": False, "takes": 1,
+                                    "waited_s": 0.0, "evidence": []}
+    assert result["drift"]["status"] == "off" and result["probe_samples_ms"] == []
+    assert result["latency_ms"]["median"] == result["latency_raw_ms"]["median"]
+
+
+def test_drift_correction_off_still_times_the_probe_for_the_check(fast_device_file):
+    device, protocol = _device_and_protocol(fast_device_file, drift_correction=False)
+    result = _evaluate(device, protocol)
+    assert result["drift"]["status"] == "off" and result["drift"]["factor"] == 1.0
+    assert result["probe_samples_ms"] and result["contention"]["checked"]
+
+
+@pytest.mark.parametrize(
+    ("others", "free", "steal", "slowdown", "gpu", "flagged"),
+    [
+        (0.0, 0, 0.0, 1.0, [], None),
+        (OTHERS_SLACK_CORES - 0.01, 0, 0.0, None, [], None),
+        (OTHERS_SLACK_CORES + 0.01, 0, 0.0, None, [], "other processes used"),
+        (3.0, 4, 0.0, None, [], None),  # other work on cores the measurement left free
+        (0.0, 0, STEAL_LIMIT + 0.01, None, [], "hypervisor stole"),
+        (0.0, 0, 0.0, PROBE_SLOWDOWN_LIMIT + 0.1, [], "reference probe ran"),
+        (0.0, 0, 0.0, 1.3, [], None),  # a drifting VM, absorbed by drift correction
+        (0.0, 0, 0.0, None, ["python (pid 7)"], "other processes computed on the device"),
+    ],
+)
+def test_judge_names_each_kind_of_evidence(others, free, steal, slowdown, gpu, flagged):
+    reasons = judge(1.0, others, free, steal, slowdown, gpu)
+    if flagged is None:
+        assert reasons == []
+    else:
+        assert len(reasons) == 1 and flagged in reasons[0]
+
+
+def test_a_search_on_a_busy_host_keeps_its_trials_off_the_front(tiny_space_file, fast_device_file,
+                                                                 tmp_path, competing_load):
+    device, protocol = _device_and_protocol(fast_device_file)
+    settings = _settings(tiny_space_file, fast_device_file, tmp_path, protocol=protocol,
+                         n_trials=2)
+    study = run_search(settings)
+    trials = study.get_trials(deepcopy=False)
+    measured = [t for t in trials if t.values]
+    assert measured and all(is_contended(t.user_attrs) for t in measured)
+    assert pareto_trials(study, trials) == []
+    assert {t.number for t in pareto_trials(study, trials, include_contended=True)} <= \
+        {t.number for t in measured}
+    report = write_report(study, settings.out_dir)
+    text = report.read_text()
+    assert "Measured on a busy host" in text and "id='contended'" in text
+    assert json.loads((settings.out_dir / "pareto.json").read_text()) == []
+
+
+def test_the_cli_flags_reach_the_record(fast_device_file, capsys):
+    assert main(["measure", "--arch", "deit_tiny", "--set", "depth=1", "--device",
+                 str(fast_device_file), "--no-contention-check", "--no-drift-correction",
+                 "--no-energy", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["contention"]["checked"] is False
+    assert record["drift"]["status"] == "off"
+    assert record["latency_protocol"]["contention_check"] is False

@@ -36,9 +36,10 @@ from harness.budget import Budget, parse_budgets
 from harness.config import CandidateConfig
 from harness.cost import estimate_cost
 from harness.devices import get_device
+from harness.devices.base import TimedOnHost
 from harness.devices.cpu import CpuDevice
 from harness.environment import capture_environment
-from harness.models import VisionTransformer, build_model, preset_config
+from harness.models import VisionTransformer
 from harness.pareto import REFERENCE, Bounds, hypervolume_history, to_losses
 from harness.space import load_space
 from harness.study import (
@@ -47,7 +48,7 @@ from harness.study import (
     run_search,
     trial_record,
 )
-from harness.timing import LatencyMeasurement, MeasurementProtocol
+from harness.timing import MeasurementProtocol
 
 SPACE = "vit_tiny"
 CHECK_SPACES = ("vit_tiny", "vit_small")
@@ -57,10 +58,6 @@ BUDGET = "1gflop"
 SAMPLER_PAIR = (SearchSettings.sampler, "random")  # the harness default ("tpe") first
 SHORT_PROTOCOL = {"time_cap_s": 0.5, "min_samples": 20, "warmup_min_s": 0.2}
 DEIT_TINY = {"embed_dim": 192, "depth": 12, "num_heads": 3, "mlp_ratio": 4.0, "keep_rate": 1.0}
-SLOW_HOST = 1.5  # reference model slower than this times its fastest median: the host is busy
-PROBE_RUNS = 5
-WARMUP_PROBES = 5
-MAX_TAKES = 3
 CHECKS_TARGET_PER_S = 10_000
 CHECK_PASSES = 3
 OVERHEAD_TARGET = 0.10
@@ -70,58 +67,31 @@ QUICK = {"trials": 10, "seeds": 2, "overhead_trials": 2}
 
 class MemoizedCpuDevice(CpuDevice):
     """The real CPU device, timing each distinct model once: a model whose architecture and input
-    shape were timed before gets the earlier measurement back.
+    shape were timed before gets the earlier measurement back. A busy host is handled by the
+    measurement layer itself (waited for, retaken, else flagged contended)."""
 
-    Guard against a busy host: a reference model is run briefly before and after each measurement;
-    if it was over ``SLOW_HOST`` times its fastest median, something else had the CPU (another
-    process, a stalled VM) and the measurement is taken again, at most ``MAX_TAKES`` times in all,
-    keeping the take with the lowest median if the host never settled.
-    """
-
-    def __init__(self, device: CpuDevice, reference: CandidateConfig) -> None:
+    def __init__(self, device: CpuDevice) -> None:
         super().__init__(device.profile)
-        self.measurements: dict[tuple[str, tuple[int, ...]], LatencyMeasurement] = {}
-        self.reused = self.retaken = self.kept_busy = 0
-        self.reference = build_model(reference)
-        self.reference_inputs = torch.zeros(device.profile.protocol.batch_size, 3,
-                                            reference.img_size, reference.img_size)
-        torch.set_num_threads(self.threads(device.profile.protocol))
-        self.fastest_probe_ms = min(self.probe_ms() for _ in range(WARMUP_PROBES))
+        self.measurements: dict[tuple[str, tuple[int, ...]], TimedOnHost] = {}
+        self.reused = 0
 
-    def probe_ms(self) -> float:
-        """Median latency of a few runs of the reference model."""
-        samples = []
-        with torch.inference_mode():
-            for _ in range(PROBE_RUNS):
-                start = time.perf_counter()
-                self.reference(self.reference_inputs)
-                samples.append((time.perf_counter() - start) * 1e3)
-        return statistics.median(samples)
-
-    def measure_latency(
+    def measure_on_quiet_host(
         self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
-    ) -> LatencyMeasurement:
+    ) -> TimedOnHost:
         key = (repr(model), tuple(inputs.shape))  # the repr names every width and keep rate
         if key in self.measurements:
             self.reused += 1
         else:
-            self.measurements[key] = self.measure_on_quiet_host(model, inputs, protocol)
+            self.measurements[key] = super().measure_on_quiet_host(model, inputs, protocol)
         return self.measurements[key]
 
-    def measure_on_quiet_host(
-        self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
-    ) -> LatencyMeasurement:
-        takes = []
-        for _ in range(MAX_TAKES):
-            before = self.probe_ms()
-            takes.append(super().measure_latency(model, inputs, protocol))
-            after = self.probe_ms()
-            self.fastest_probe_ms = min(self.fastest_probe_ms, before, after)
-            if max(before, after) <= SLOW_HOST * self.fastest_probe_ms:
-                return takes[-1]
-            self.retaken += 1
-        self.kept_busy += 1
-        return min(takes, key=lambda take: take.summary.median)
+    @property
+    def retaken(self) -> int:
+        return sum(len(timed.takes) > 1 for timed in self.measurements.values())
+
+    @property
+    def kept_busy(self) -> int:
+        return sum(timed.contended for timed in self.measurements.values())
 
 
 class MemoizedDss(DssIndicator):
@@ -150,7 +120,7 @@ class SearchRun:
 
 
 def compare_samplers(n_trials: int, n_seeds: int, workdir: Path) -> None:
-    device = MemoizedCpuDevice(get_device(DEVICE), preset_config("deit_tiny"))
+    device = MemoizedCpuDevice(get_device(DEVICE))
     protocol = dataclasses.replace(device.profile.protocol, **SHORT_PROTOCOL)
     estimator = MemoizedDss()
     budgets = parse_budgets([BUDGET])
@@ -158,9 +128,9 @@ def compare_samplers(n_trials: int, n_seeds: int, workdir: Path) -> None:
           f"device {DEVICE}, {ESTIMATOR}, {n_trials} measured trials, seeds 0..{n_seeds - 1}")
     print(f"   short measurement protocol for this section: {_describe_protocol(protocol)} "
           f"(profile: {_describe_protocol(device.profile.protocol)});")
-    print("   each distinct configuration is measured once and reused by every run proposing it, "
-          f"and measured again (up to {MAX_TAKES} takes) when a deit_tiny probe run just before or "
-          f"after it was over {SLOW_HOST}x its fastest (a busy host)")
+    print("   each distinct configuration is measured once and reused by every run proposing it; "
+          "a busy host is waited for and the measurement retaken (the measurement layer's "
+          "contention check)")
     runs: dict[tuple[str, int], SearchRun] = {}
     for seed in range(n_seeds):  # interleaved, so drift of the host hits both samplers alike
         for sampler in SAMPLER_PAIR:
@@ -178,8 +148,8 @@ def compare_samplers(n_trials: int, n_seeds: int, workdir: Path) -> None:
     bounds = Bounds.of(to_losses(measured))
     print(f"   {len(device.measurements)} distinct configurations timed, {device.reused} "
           f"measurement(s) reused, {device.retaken} retaken on a busy host "
-          f"({device.kept_busy} kept after {MAX_TAKES} busy takes; probe fastest "
-          f"{device.fastest_probe_ms:.2f} ms)")
+          f"({device.kept_busy} kept flagged contended after "
+          f"{1 + protocol.contention_retakes} busy takes)")
     print(f"   hypervolume scaled by shared bounds over all {len(measured)} "
           f"feasible points: latency {bounds.low[0]:.2f}..{bounds.high[0]:.2f} ms, accuracy "
           f"{-bounds.high[1]:.4f}..{-bounds.low[1]:.4f} (reference {REFERENCE} per scaled axis, "

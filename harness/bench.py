@@ -4,8 +4,9 @@ A suite (``benchmarks/suites/*.yaml``, installed as ``harness.bench_suites``, or
 lists model configurations (a preset, configuration keys, or every configuration of a study's
 ``pareto.json``), with a batch size and a regression threshold per entry. Each measured entry
 becomes one JSON file under ``OUT/<machine>/<commit>/<suite>/<entry>@<time>.json`` with the raw
-samples, the summary, energy and the environment: files are never overwritten (a new run gets a
-new time) and are written atomically, so a crash never leaves half a result.
+samples, the drift-corrected and the raw summary, the drift correction, the evidence of contention
+on the host, energy and the environment: files are never overwritten (a new run gets a new time)
+and are written atomically, so a crash never leaves half a result.
 """
 
 from __future__ import annotations
@@ -234,13 +235,46 @@ def measure_entry(suite: Suite, entry: SuiteEntry, device: MeasuredDevice,
         "config": entry.config.to_dict(),
         "weights": entry.weights.describe() if entry.weights else None,
         "batch_size": entry.batch_size,
-        "latency_ms": evaluation["latency_ms"],
-        "latency_samples_ms": evaluation["latency_samples_ms"],
+        "latency_ms": evaluation["latency_ms"],  # drift-corrected when drift.status says so
+        "latency_raw_ms": evaluation["latency_raw_ms"],
+        "drift": evaluation["drift"],
+        "contention": evaluation["contention"],
+        "latency_samples_ms": evaluation["latency_samples_ms"],  # raw, of the kept take
+        "probe_samples_ms": evaluation["probe_samples_ms"],
+        "retaken_samples_ms": evaluation["retaken_samples_ms"],  # takes a busy host spoiled
         "latency_protocol": evaluation["latency_protocol"],
         "energy": evaluation["energy"],
         "throttled": evaluation["throttled"],
+        "conditions": evaluation["conditions"],
         "environment": environment,
     }
+
+
+def is_contended(result: dict[str, Any]) -> bool:
+    """Whether a result was measured on a busy host; files older than the contention check
+    (no ``contention`` key) are not known to be."""
+    return bool((result.get("contention") or {}).get("contended"))
+
+
+def _kept_evidence(result: dict[str, Any]) -> dict[str, Any]:
+    """The contention evidence of the take a result kept (the last one)."""
+    return ((result.get("contention") or {}).get("evidence") or [{}])[-1]
+
+
+def contention_reasons(result: dict[str, Any]) -> list[str]:
+    """Why a result counts as measured on a busy host."""
+    return list(_kept_evidence(result).get("reasons") or [])
+
+
+def busy_host_note(result: dict[str, Any]) -> str:
+    """What ``harness bench`` prints beside a result measured on a busy host, else ""."""
+    if not is_contended(result):
+        return ""
+    reasons = "; ".join(contention_reasons(result)) or "no reason recorded"
+    busiest = ", ".join(_kept_evidence(result).get("busiest") or [])
+    return (f"  HOST BUSY after {result['contention']['takes']} take(s): {reasons}"
+            f"{f' (busiest: {busiest})' if busiest else ''}; not comparable, 'harness compare' "
+            "leaves it out")
 
 
 def load_results(path: Path) -> list[dict[str, Any]]:

@@ -105,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("out", type=Path, help="the study's output directory")
     report.add_argument("--storage", help="storage URL or journal file (default OUT/study.journal)")
     report.add_argument("--study", help="study name (default: the only study in the storage)")
+    report.add_argument("--remeasure", action="store_true",
+                        help="first re-measure the front's candidates side by side, in "
+                        "interleaved rounds, on the study's device (it must be on this host)")
+    report.add_argument("--device", metavar="PROFILE",
+                        help="with --remeasure: the study's device profile, by name or path "
+                        "(default: the name the study records)")
+    report.add_argument("--weights", type=Path, metavar="PATH",
+                        help="with --remeasure: the checkpoint a study of pretrained weights "
+                        "searched")
     report.set_defaults(handler=cmd_report)
 
     repair = commands.add_parser(
@@ -259,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", type=Path, help="write the output to this file too")
     compare.add_argument("--fail-on-regression", action="store_true",
                          help="exit with code 1 when an entry regressed")
+    compare.add_argument("--include-contended", action="store_true",
+                         help="also compare runs measured on a busy host (left out by default: "
+                         "their latency is not the code's)")
     compare.set_defaults(handler=cmd_compare)
 
     rank = commands.add_parser(
@@ -362,6 +374,9 @@ def _add_search_arguments(parser: argparse.ArgumentParser, worker: bool) -> None
                             help="run K processes on this host that fill the study together "
                             "(default 1); for devices that are estimated, not timed here")
         parser.add_argument(LOCAL_WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
+        parser.add_argument("--no-remeasure", action="store_true",
+                            help="do not re-measure the front's candidates side by side when the "
+                            "search ends (default: interleaved rounds, for devices timed here)")
     parser.add_argument("--seed", type=int, default=0, help="sampler seed (default 0)")
     parser.add_argument("--sampler", default="tpe", help="tpe (default) or random")
     parser.add_argument("--accuracy",
@@ -604,22 +619,47 @@ def cmd_search(args: argparse.Namespace) -> int:
             study = run_search(settings, on_trial=progress.on_trial, on_start=on_start)
     except SearchInterrupted as stop:
         interrupted, study = True, stop.study
+    remeasured = None
+    if not (interrupted or is_worker or args.no_remeasure) and device.times_on_this_host:
+        from harness.remeasure import remeasure_front
+
+        try:
+            remeasured = remeasure_front(study, device, settings.protocol, settings.space,
+                                         settings.weights, on_progress=None if args.quiet else say)
+            _say_remeasured(remeasured, args.quiet)
+        except KeyboardInterrupt:
+            interrupted = True  # the search's front stands; the same command re-measures
     report = write_report(study, out_dir)
     storage = settings.storage or default_storage(out_dir)
     if interrupted:
         print(f"harness: interrupted; finished trials are kept in {storage}; run the same "
               f"command to resume. Report so far: {report}", file=sys.stderr)
         return 130
+    remeasured_used = remeasured is not None and not remeasured.contended
+    front_size = (len(remeasured.final_front) if remeasured_used
+                  else len(pareto_trials(study, study.get_trials(deepcopy=False))))
     if args.json:
         summary = {"study": study_name, "storage": storage, "report": str(report),
                    "pareto_json": str(out_dir / "pareto.json"),
-                   "trials": len(study.trials),
-                   "pareto_size": len(pareto_trials(study, study.get_trials(deepcopy=False)))}
+                   "trials": len(study.trials), "pareto_size": front_size,
+                   "front_remeasured": remeasured_used,
+                   "front_changes": remeasured.front_changes if remeasured_used else None}
         print(json.dumps(summary, indent=2))
     else:
-        progress.finish(study)
+        progress.finish(front_size)
         print(report)
     return 0
+
+
+def _say_remeasured(record: Any, quiet: bool) -> None:
+    """The re-measured front in one line; one taken on a busy host is said even with --quiet."""
+    if record is None:
+        if not quiet:
+            say("nothing to re-measure: no measured candidate within the budgets")
+    elif record.contended:
+        say(f"re-measured front not used: {record.unused_reason(record.eligible)}")
+    elif not quiet:
+        say(record.summary())
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -795,6 +835,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import write_report
     from harness.storage import default_storage, hide_password, open_storage
 
+    if (args.device or args.weights) and not args.remeasure:
+        raise UsageError("--device and --weights of 'harness report' go with --remeasure")
     check_writable_dir(args.out)
     storage_url = args.storage or default_storage(args.out)
     storage = open_storage(storage_url, must_exist=True)
@@ -804,7 +846,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise StudyError(f"study {shorten(name or '(none given)')} not in "
                          f"{hide_password(storage_url, storage_url)}; valid: "
                          f"{', '.join(names) or 'none'}")
-    report = write_report(optuna.load_study(study_name=name, storage=storage), args.out)
+    study = optuna.load_study(study_name=name, storage=storage)
+    if args.remeasure:
+        from harness.remeasure import remeasure_stored_study
+
+        _say_remeasured(remeasure_stored_study(study, args.device, args.weights, on_progress=say),
+                        quiet=False)
+    report = write_report(study, args.out)
     print(report)
     return 0
 
@@ -923,7 +971,7 @@ def cmd_hls_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench import load_suite, run_suite
+    from harness.bench import busy_host_note, is_contended, load_suite, run_suite
     from harness.devices import get_device
     from harness.devices.base import MeasuredDevice
     from harness.errors import DeviceError
@@ -942,20 +990,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"harness: note: {note}", file=sys.stderr)
     total = len(args.entry or suite.entries) * args.rounds
     done = itertools.count(1)
+    contended: list[str] = []
 
     def on_result(entry: Any, path: Path, result: dict[str, Any]) -> None:
         latency = result["latency_ms"]
+        figure = "drift-corrected" if latency.get("drift_corrected") else "raw"
         print(f"[{next(done)}/{total}] {entry.name}: {latency['median']:.3f} ms "
-              f"[{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}] n={latency['n']} → {path}",
-              file=sys.stderr, flush=True)
+              f"[{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}] n={latency['n']} {figure} "
+              f"→ {path}{busy_host_note(result)}", file=sys.stderr, flush=True)
+        if is_contended(result):
+            contended.append(str(path))
 
     written = run_suite(suite, device, args.out, args.entry, args.rounds, on_result)
     if args.json:
         print(json.dumps({"suite": suite.name, "device": device.name,
-                          "results": [str(p) for p in written]}, indent=2))
+                          "results": [str(p) for p in written], "contended": contended},
+                         indent=2))
     else:
+        busy = (f"; {len(contended)} measured on a busy host, not comparable"
+                if contended else "")
         print(f"{len(written)} result(s) of suite {shorten(suite.name)} on {device.name} in "
-              f"{args.out}")
+              f"{args.out}{busy}")
     return 0
 
 
@@ -980,7 +1035,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         base_dir, head_dir = args.base, args.head
     comparison = compare_results(load_results(base_dir), load_results(head_dir),
-                                 default_threshold_pct=args.threshold)
+                                 default_threshold_pct=args.threshold,
+                                 include_contended=args.include_contended)
     if any(revisions):
         comparison = dataclasses.replace(comparison, base_commits=[args.base_rev],
                                          head_commits=[args.head_rev])
@@ -1187,7 +1243,10 @@ def main(argv: list[str] | None = None) -> int:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return args.handler(args)
+        from harness.core_sharing import sharing_cores
+
+        with sharing_cores(enabled=not getattr(args, "no_contention_check", False)):
+            return args.handler(args)
     except HarnessError as error:
         if debug:
             traceback.print_exc()

@@ -1,12 +1,28 @@
 """``harness compare``: base-vs-head comparison of benchmark results, as Markdown, HTML or JSON.
 
 Each side is a set of result files (``harness.bench``). Entries are matched by suite, entry and
-device. The statistics are those
-of ``harness.compare_stats`` (Mann-Whitney U with Holm's correction, Hodges-Lehmann interval of
-the change, each entry's own threshold). An entry with at least five runs on both sides is
-compared run by run (each run's median is one replicate); with fewer, the raw samples are pooled,
-which cannot see noise between runs. Results from different machines are compared only with a
-loud warning, since noise between machines dwarfs noise within one.
+device. The statistics are those of ``harness.compare_stats`` (Mann-Whitney U with Holm's
+correction, Hodges-Lehmann interval of the change, each entry's own threshold). What is compared:
+
+* Runs measured on a busy host (``contention.contended``) are not comparable: their latency is
+  the other work's as much as the code's. They are left out and listed with their evidence,
+  unless ``include_contended``; an entry left without a run on one side is listed, not compared.
+* With at least ``MIN_REPLICATE_RUNS`` runs of an entry on both sides, each run's median is one
+  replicate, so noise between runs is inside the test: the drift-corrected medians when every
+  run was corrected, else the raw ones of every run (a corrected median against a raw one would
+  compare the host's calibrated speed with its speed that day).
+* With fewer runs, the runs' samples are pooled, and the test sees only noise within a run. The
+  host drifts by 1-40% between runs seconds apart, which pooled raw samples report as a highly
+  significant change (an A/A run of the smoke suite: +16.6%, p = 2e-21). So pooled samples are
+  compared only drift-corrected (each run's raw samples times its drift factor, the reference
+  probe's quiet time over its time beside the run), and only when every run was corrected.
+  Otherwise the entry's decision is "replicates missing": shown, never a regression. A thousand
+  corrected samples a side make even a tiny residual drift significant; a decision still needs
+  the change to reach the entry's threshold, so such an entry stays "unchanged".
+
+Result files from before drift correction and the contention check are read as raw, with
+contention unknown. Results from different machines are compared only with a loud warning, since
+noise between machines dwarfs noise within one.
 """
 
 from __future__ import annotations
@@ -14,20 +30,145 @@ from __future__ import annotations
 import html
 import json
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
+from harness.bench import contention_reasons, is_contended
 from harness.compare_stats import ComparisonError, EntryComparison, compare_entries
 from harness.environment import EnvironmentChange, diff_environments
 
 MIN_REPLICATE_RUNS = 5  # Mann-Whitney's smallest two-sided p with 5 against 5 is 0.008
-DECISIONS = ("regression", "improvement", "noisy", "unchanged")
+REPLICATES_MISSING = "replicates missing"
+DECISIONS = ("regression", "improvement", "noisy", "unchanged", REPLICATES_MISSING)
 FORMATS = ("markdown", "html", "json")
+SIDES = ("base", "head")
+BUSY_HOST = "not comparable: measured on a busy host"
+BUSY_HOST_INCLUDED = "measured on a busy host, compared anyway (--include-contended)"
+
+# The figures an entry's test ran on (``EntryOutcome.figures``)
+CORRECTED_MEDIANS = "drift-corrected run medians"
+RAW_MEDIANS = "raw run medians"
+CORRECTED_SAMPLES = "drift-corrected samples"
+RAW_SAMPLES_UNTESTED = "raw samples, not tested"
+
+REPLICATES_ADVICE = (
+    f"Replicates missing: with fewer than {MIN_REPLICATE_RUNS} runs a side and a run without "
+    "drift correction, the samples of one run cannot tell a code change from the host's drift "
+    "between runs, so no decision is made. Replicates come from `harness compare --base-rev BASE "
+    f"--head-rev HEAD` (both revisions, interleaved, {MIN_REPLICATE_RUNS} rounds in one job) or "
+    f"from `harness bench --rounds {MIN_REPLICATE_RUNS}` on each side.")
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """What a comparison reads of one result file."""
+
+    key: str
+    source: str
+    raw_samples_ms: list[float]
+    raw_median_ms: float
+    corrected_median_ms: float | None  # None: not drift-corrected
+    drift_factor: float | None  # raw x factor = corrected; None: not drift-corrected
+    contention_checked: bool
+    contended: bool
+    contention_reasons: list[str]
+
+    @classmethod
+    def of(cls, result: dict[str, Any]) -> BenchRun:
+        drift = result.get("drift") or {}
+        # a "corrected" run whose probe was never timed has a factor of 1: it corrected nothing
+        corrected = drift.get("status") == "corrected" and bool(drift.get("probe_median_ms"))
+        latency = result["latency_ms"]
+        samples = [float(s) for s in result["latency_samples_ms"]]
+        # files older than drift correction: latency_ms is raw; files written after it but
+        # before bench kept latency_raw_ms: only the samples are raw
+        raw_summary = result.get("latency_raw_ms") or (
+            None if latency.get("drift_corrected") else latency)
+        contention = result.get("contention") or {}
+        return cls(
+            key=_key(result),
+            source=result.get("path", ""),
+            raw_samples_ms=samples,
+            raw_median_ms=raw_summary["median"] if raw_summary else float(np.median(samples)),
+            corrected_median_ms=latency["median"] if corrected else None,
+            drift_factor=float(drift["factor"]) if corrected else None,
+            contention_checked=bool(contention.get("checked")),
+            contended=is_contended(result),
+            contention_reasons=contention_reasons(result),
+        )
+
+
+@dataclass(frozen=True)
+class BusyRun:
+    """A run measured on a busy host, with the reasons its evidence gave."""
+
+    entry: str
+    side: str
+    source: str
+    reasons: list[str]
+    compared: bool  # True only with --include-contended
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": BUSY_HOST_INCLUDED if self.compared else BUSY_HOST}
+
+
+@dataclass(frozen=True)
+class EntryOutcome:
+    """One entry's comparison: on which figures, and the decision. An entry whose replicates are
+    missing was not tested: no interval and no p-value, only its raw medians."""
+
+    name: str
+    figures: str  # one of CORRECTED_MEDIANS, RAW_MEDIANS, CORRECTED_SAMPLES, RAW_SAMPLES_UNTESTED
+    decision: str  # one of DECISIONS
+    base_median: float
+    head_median: float
+    delta_pct: float
+    ci95_pct: tuple[float, float] | None
+    p_value: float | None
+    p_adjusted: float | None
+    threshold_pct: float
+    n_base: int  # figures compared: samples, or one median per run
+    n_head: int
+    base_runs: int
+    head_runs: int
+
+    @classmethod
+    def tested(cls, test: EntryComparison, figures: str, runs: tuple[int, int]) -> EntryOutcome:
+        return cls(test.name, figures, test.decision, test.base_median, test.head_median,
+                   test.delta_pct, test.ci95_pct, test.p_value, test.p_adjusted,
+                   test.threshold_pct, test.n_base, test.n_head, *runs)
+
+    @classmethod
+    def untested(cls, name: str, base: list[float], head: list[float], threshold_pct: float,
+                 runs: tuple[int, int]) -> EntryOutcome:
+        base_median, head_median = float(np.median(base)), float(np.median(head))
+        return cls(name, RAW_SAMPLES_UNTESTED, REPLICATES_MISSING, base_median, head_median,
+                   100 * (head_median / base_median - 1), None, None, None, threshold_pct,
+                   len(base), len(head), *runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["ci95_pct"] = list(self.ci95_pct) if self.ci95_pct else None
+        return values
+
+
+@dataclass(frozen=True)
+class ComparedFigures:
+    """The figures of one entry that its test runs on, per side, and what they are."""
+
+    kind: str
+    base: list[float]
+    head: list[float]
 
 
 @dataclass(frozen=True)
 class Comparison:
-    entries: list[EntryComparison]
+    entries: list[EntryOutcome]
+    busy_runs: list[BusyRun]  # measured on a busy host: left out unless compared anyway
+    not_compared: list[str]  # entries of both sides left without a comparable run on one
+    unchecked_runs: int  # runs without a contention check: older files, --no-contention-check
     only_base: list[str]
     only_head: list[str]
     base_commits: list[str]
@@ -36,7 +177,7 @@ class Comparison:
     environment_changes: list[EnvironmentChange]
 
     @property
-    def regressions(self) -> list[EntryComparison]:
+    def regressions(self) -> list[EntryOutcome]:
         return [e for e in self.entries if e.decision == "regression"]
 
     def count(self, decision: str) -> int:
@@ -45,13 +186,20 @@ class Comparison:
     @property
     def verdict(self) -> str:
         counts = ", ".join(f"{self.count(d)} {d}" for d in DECISIONS)
+        missing = self.count(REPLICATES_MISSING)
         if self.regressions:
             head = f"**{len(self.regressions)} regression(s)**"
         elif self.count("improvement"):
             head = f"**{self.count('improvement')} improvement(s), no regression**"
+        elif missing:
+            head = f"**No regression found; {missing} undecided (replicates missing)**"
+        elif not self.entries:
+            head = "**Nothing compared**"
         else:
             head = "**No significant change**"
-        return f"{head} in {len(self.entries)} entries ({counts})"
+        left_out = sum(1 for run in self.busy_runs if not run.compared)
+        busy = f"; {left_out} run(s) left out, measured on a busy host" if left_out else ""
+        return f"{head} in {len(self.entries)} entries ({counts}){busy}"
 
     def warning(self) -> str | None:
         if not self.machines_differ:
@@ -60,13 +208,30 @@ class Comparison:
                 "fingerprints differ): differences between machines can exceed any code change; "
                 "compare results from one machine, ideally one job")
 
+    def notes(self) -> list[str]:
+        """What a reader must know beside the table: what was compared and what was not."""
+        notes = []
+        if self.count(REPLICATES_MISSING):
+            notes.append(REPLICATES_ADVICE)
+        if self.not_compared:
+            notes.append(f"Not compared, no run left on one side once runs on a busy host were "
+                         f"left out: {', '.join(self.not_compared)}")
+        if self.unchecked_runs:
+            notes.append(f"{self.unchecked_runs} run(s) carry no contention check (result files "
+                         "of an older harness, or --no-contention-check): a busy host is not "
+                         "ruled out for them")
+        return notes
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict.replace("**", ""),
             "warning": self.warning(),
+            "notes": self.notes(),
             "base_commits": self.base_commits,
             "head_commits": self.head_commits,
             "entries": [e.to_dict() for e in self.entries],
+            "busy_host_runs": [run.to_dict() for run in self.busy_runs],
+            "not_compared": self.not_compared,
             "only_base": self.only_base,
             "only_head": self.only_head,
             "environment_changes": [c.to_dict() for c in self.environment_changes],
@@ -78,29 +243,49 @@ def _key(result: dict[str, Any]) -> str:
 
 
 def compare_results(base: list[dict[str, Any]], head: list[dict[str, Any]],
-                    default_threshold_pct: float | None = None,
-                    alpha: float = 0.01) -> Comparison:
-    """Compare two sets of result files; ``default_threshold_pct`` overrides the entries' own."""
-    runs: dict[str, dict[str, list[dict]]] = {"base": defaultdict(list), "head": defaultdict(list)}
+                    default_threshold_pct: float | None = None, alpha: float = 0.01,
+                    include_contended: bool = False) -> Comparison:
+    """Compare two sets of result files; ``default_threshold_pct`` overrides the entries' own,
+    ``include_contended`` compares runs measured on a busy host too."""
+    runs: dict[str, dict[str, list[BenchRun]]] = {side: defaultdict(list) for side in SIDES}
     thresholds = {}
-    for side, results in (("base", base), ("head", head)):
+    for side, results in zip(SIDES, (base, head)):
         for result in results:
-            runs[side][_key(result)].append(result)
-            thresholds[_key(result)] = default_threshold_pct or result["threshold_pct"]
-    samples = {side: {key: _replicates(entry_runs) for key, entry_runs in by_key.items()}
-               for side, by_key in runs.items()}
-    common = sorted(set(samples["base"]) & set(samples["head"]))
+            run = BenchRun.of(result)
+            runs[side][run.key].append(run)
+            thresholds[run.key] = default_threshold_pct or result["threshold_pct"]
+    common = sorted(set(runs["base"]) & set(runs["head"]))
     if not common:
-        raise ComparisonError(f"no entry is in both base ({', '.join(sorted(samples['base']))}) "
-                              f"and head ({', '.join(sorted(samples['head']))})")
-    entries = compare_entries({k: (samples["base"][k], samples["head"][k]) for k in common},
-                              thresholds={k: thresholds[k] for k in common}, alpha=alpha)
+        raise ComparisonError(f"no entry is in both base ({', '.join(sorted(runs['base']))}) "
+                              f"and head ({', '.join(sorted(runs['head']))})")
+    comparable = {side: {key: [run for run in runs[side][key]
+                               if include_contended or not run.contended] for key in common}
+                  for side in SIDES}
+    not_compared = [key for key in common
+                    if not (comparable["base"][key] and comparable["head"][key])]
+    figures = {key: _figures(comparable["base"][key], comparable["head"][key])
+               for key in common if key not in not_compared}
+    tested = {key: f for key, f in figures.items() if f.kind != RAW_SAMPLES_UNTESTED}
+    tests = {test.name: test for test in compare_entries(
+        {key: (f.base, f.head) for key, f in tested.items()},
+        thresholds={key: thresholds[key] for key in tested}, alpha=alpha)}
+    entries = []
+    for key, f in figures.items():
+        counts = (len(comparable["base"][key]), len(comparable["head"][key]))
+        entries.append(EntryOutcome.tested(tests[key], f.kind, counts) if key in tests else
+                       EntryOutcome.untested(key, f.base, f.head, thresholds[key], counts))
     machines = {side: {r["machine_fingerprint"] for r in results}
-                for side, results in (("base", base), ("head", head))}
+                for side, results in zip(SIDES, (base, head))}
     return Comparison(
         entries=entries,
-        only_base=sorted(set(samples["base"]) - set(samples["head"])),
-        only_head=sorted(set(samples["head"]) - set(samples["base"])),
+        busy_runs=[BusyRun(key, side, run.source, run.contention_reasons, include_contended)
+                   for side in SIDES for key in sorted(runs[side]) for run in runs[side][key]
+                   if run.contended],
+        not_compared=not_compared,
+        unchecked_runs=sum(1 for side in SIDES for entry_runs in runs[side].values()
+                           for run in entry_runs if not run.contention_checked),
+        only_base=sorted(set(runs["base"]) - set(runs["head"])),
+        only_head=sorted(set(runs["head"]) - set(runs["base"])),
         base_commits=sorted({r["commit"] for r in base}),
         head_commits=sorted({r["commit"] for r in head}),
         machines_differ=machines["base"] != machines["head"],
@@ -108,40 +293,70 @@ def compare_results(base: list[dict[str, Any]], head: list[dict[str, Any]],
     )
 
 
-def _replicates(runs: list[dict[str, Any]]) -> list[float]:
-    """The values compared for one entry on one side: the median of each run when there are
-    enough runs, so that noise between runs (which dwarfs noise within one) is in the test;
-    otherwise the raw samples of the runs, pooled."""
-    if len(runs) >= MIN_REPLICATE_RUNS:
-        return [run["latency_ms"]["median"] for run in runs]
-    return [sample for run in runs for sample in run["latency_samples_ms"]]
+def _figures(base: list[BenchRun], head: list[BenchRun]) -> ComparedFigures:
+    """The figures one entry is compared on (see the module docstring)."""
+    corrected = all(run.drift_factor is not None for run in [*base, *head])
+    if min(len(base), len(head)) >= MIN_REPLICATE_RUNS:
+        if corrected:
+            return ComparedFigures(CORRECTED_MEDIANS, [r.corrected_median_ms for r in base],
+                                   [r.corrected_median_ms for r in head])
+        return ComparedFigures(RAW_MEDIANS, [r.raw_median_ms for r in base],
+                               [r.raw_median_ms for r in head])
+
+    def pooled(runs: list[BenchRun], corrected: bool) -> list[float]:
+        return [sample * (run.drift_factor if corrected else 1.0)
+                for run in runs for sample in run.raw_samples_ms]
+
+    return ComparedFigures(CORRECTED_SAMPLES if corrected else RAW_SAMPLES_UNTESTED,
+                           pooled(base, corrected), pooled(head, corrected))
 
 
-def _row(entry: EntryComparison) -> list[str]:
-    low, high = entry.ci95_pct
-    return [entry.name, "latency median (ms)", f"{entry.base_median:.3f}",
-            f"{entry.head_median:.3f}", f"{entry.delta_pct:+.1f}% [{low:+.1f}%, {high:+.1f}%]",
-            f"{entry.p_adjusted:.2g}", f"{entry.threshold_pct:g}%", entry.decision]
+def _row(entry: EntryOutcome) -> list[str]:
+    interval = f" [{entry.ci95_pct[0]:+.1f}%, {entry.ci95_pct[1]:+.1f}%]" if entry.ci95_pct \
+        else ""
+    return [entry.name, "latency median (ms)", entry.figures, f"{entry.base_median:.3f}",
+            f"{entry.head_median:.3f}", f"{entry.delta_pct:+.1f}%{interval}",
+            "—" if entry.p_adjusted is None else f"{entry.p_adjusted:.2g}",
+            f"{entry.threshold_pct:g}%", entry.decision]
 
 
-HEADER = ["entry", "metric", "base", "head", "Δ% [95% CI]", "p (Holm)", "threshold", "decision"]
+HEADER = ["entry", "metric", "compared", "base", "head", "Δ% [95% CI]", "p (Holm)", "threshold",
+          "decision"]
+FIGURES_NOTE = ("*compared*: drift-corrected figures are raw latencies times the reference "
+                "probe's quiet time over its time beside the run; with "
+                f"{MIN_REPLICATE_RUNS} or more runs a side, each run's median is one replicate.")
 
 
-def _markdown_table(entries: list[EntryComparison]) -> str:
+def _markdown_table(entries: list[EntryOutcome]) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(_row(e)) + " |" for e in entries]
     return "\n".join(lines)
 
 
+def _busy_heading(comparison: Comparison) -> str:
+    if any(run.compared for run in comparison.busy_runs):
+        return "Measured on a busy host, compared anyway (--include-contended)"
+    return "Not comparable: measured on a busy host (left out; --include-contended compares them)"
+
+
+def _busy_line(run: BusyRun) -> str:
+    reasons = "; ".join(run.reasons) or "no reason recorded"
+    return f"{run.side} {run.entry} ({run.source}): {reasons}"
+
+
 def to_markdown(comparison: Comparison) -> str:
-    """A pull-request comment: verdict, changed entries, unchanged ones collapsed, environment."""
+    """A pull-request comment: verdict, changed entries, unchanged ones collapsed, runs on a busy
+    host, environment."""
     lines = [f"### Benchmark comparison: {comparison.verdict}", ""]
     if comparison.warning():
         lines += [f"> :warning: {comparison.warning()}", ""]
     lines += [(f"Base {', '.join(c[:12] for c in comparison.base_commits)} → head "
               f"{', '.join(c[:12] for c in comparison.head_commits)}. A change counts when it is "
               "significant (Mann-Whitney U, Holm-corrected p < 0.01) and at least the entry's "
-              "threshold; *noisy* entries cannot rule out a change beyond it."), ""]
+              f"threshold; *noisy* entries cannot rule out a change beyond it. {FIGURES_NOTE}"),
+              ""]
+    for note in comparison.notes():
+        lines += [f"> {note}", ""]
     shown = [e for e in comparison.entries if e.decision != "unchanged"]
     unchanged = [e for e in comparison.entries if e.decision == "unchanged"]
     if shown:
@@ -149,6 +364,10 @@ def to_markdown(comparison: Comparison) -> str:
     if unchanged:
         lines += [f"<details><summary>{len(unchanged)} unchanged</summary>", "",
                   _markdown_table(unchanged), "", "</details>", ""]
+    if comparison.busy_runs:
+        lines += [f"**{_busy_heading(comparison)}**", ""]
+        lines += [f"- {_busy_line(run)}" for run in comparison.busy_runs]
+        lines += [""]
     for label, keys in (("Only in base", comparison.only_base),
                         ("Only in head", comparison.only_head)):
         if keys:
@@ -164,13 +383,18 @@ def to_markdown(comparison: Comparison) -> str:
 
 
 def to_html(comparison: Comparison) -> str:
-    def table(entries: list[EntryComparison]) -> str:
+    def table(entries: list[EntryOutcome]) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in _row(e))
                        + "</tr>" for e in entries)
         return f"<table><tr>{head}</tr>{body}</table>"
 
     warning = comparison.warning()
+    notes = "".join(f"<p class='note'>{html.escape(note)}</p>"
+                    for note in [FIGURES_NOTE.replace("*", ""), *comparison.notes()])
+    busy = (f"<h2>{html.escape(_busy_heading(comparison))}</h2><ul>"
+            + "".join(f"<li>{html.escape(_busy_line(run))}</li>" for run in comparison.busy_runs)
+            + "</ul>") if comparison.busy_runs else ""
     changes = "".join(f"<li>{html.escape(f'{c.kind}: {c.key}: {c.old} → {c.new}')}</li>"
                       for c in comparison.environment_changes)
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Benchmark "
@@ -179,7 +403,7 @@ def to_html(comparison: Comparison) -> str:
             ".warning{color:#a00;font-weight:bold}</style></head><body>"
             f"<h1>{html.escape(comparison.verdict.replace('**', ''))}</h1>"
             + (f"<p class='warning'>{html.escape(warning)}</p>" if warning else "")
-            + table(comparison.entries)
+            + notes + table(comparison.entries) + busy
             + f"<h2>Environment differences</h2><ul>{changes or '<li>none</li>'}</ul>"
             + "</body></html>")
 

@@ -70,10 +70,10 @@ class Progress:
             return "-:--"
         return _clock(elapsed / done * max(self.n_trials - self.finished, 0))
 
-    def finish(self, study: Any) -> None:
+    def finish(self, front_size: int) -> None:
+        """The closing line, with the size of the front the report shows (re-measured or not)."""
         self._print(f"harness: done in {_clock(time.perf_counter() - self.started)}; "
-                    f"{len(pareto_trials(study, study.get_trials(deepcopy=False)))} "
-                    "Pareto-optimal configurations within budget")
+                    f"{front_size} Pareto-optimal configurations within budget")
 
 
 def _knob_tags(knobs: list[dict[str, Any]]) -> str:

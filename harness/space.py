@@ -18,6 +18,7 @@ Keys left out take the ``CandidateConfig`` defaults. Every error names the file 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -286,6 +287,13 @@ def load_space(name_or_path: str) -> SearchSpace:
     """Load a bundled space by name (``vit_tiny``) or any YAML file by path."""
     text, source = read_named_or_path(name_or_path, SPACES_PACKAGE, "search space", SearchSpaceError)
     return parse_space(text, source)
+
+
+def space_from_dict(values: dict[str, Any]) -> SearchSpace:
+    """The space that ``SearchSpace.to_dict`` described (a study's metadata), checked as a file
+    is; its description is not kept there."""
+    document = {"name": values["name"], "params": values["params"]}
+    return parse_space(json.dumps(document), values["source"])
 
 
 def parse_space(text: str, source: str) -> SearchSpace:

@@ -278,8 +278,8 @@ def run_search(
     if on_start:
         on_start(study)
     prepare_estimator(study, settings)
-    inputs = _inputs(settings)
-    inherited = settings.weights.tensors if settings.weights else shared_weights(settings.space)
+    inputs = search_inputs(settings.space, settings.protocol.batch_size)
+    inherited = inherited_weights(settings.space, settings.weights)
     try:
         with _interrupt_requests(graceful=settings.is_worker) as interrupts:
             _run_trials(study, settings, inputs, inherited, on_trial, interrupts)
@@ -429,13 +429,19 @@ def _run_one_trial(
     return study.get_trials(deepcopy=False)[trial.number]
 
 
-def _inputs(settings: SearchSettings) -> dict[int, torch.Tensor]:
+def search_inputs(space: SearchSpace, batch_size: int) -> dict[int, torch.Tensor]:
     """Input images per image size, drawn once so every candidate sees the same data."""
-    sizes = settings.space.dimensions.get("img_size")
+    sizes = space.dimensions.get("img_size")
     generator = torch.Generator().manual_seed(INPUT_SEED)
     choices = sizes.choices if sizes else (CandidateConfig.img_size,)
-    batch = settings.protocol.batch_size
-    return {size: torch.randn(batch, 3, size, size, generator=generator) for size in choices}
+    return {size: torch.randn(batch_size, 3, size, size, generator=generator) for size in choices}
+
+
+def inherited_weights(space: SearchSpace, checkpoint: Checkpoint | None
+                      ) -> dict[str, torch.Tensor] | None:
+    """The weights every candidate of a search is built on: the checkpoint's (``--weights``),
+    or else a slice of the space's largest model (``shared_weights``)."""
+    return checkpoint.tensors if checkpoint else shared_weights(space)
 
 
 def shared_weights(space: SearchSpace) -> dict[str, torch.Tensor] | None:
@@ -658,6 +664,14 @@ def is_contended(user_attrs: dict[str, Any]) -> bool:
     return bool((user_attrs.get("contention") or {}).get("contended"))
 
 
+def eligible_for_front(trial: FrozenTrial, include_contended: bool = False) -> bool:
+    """Whether a trial may be on the Pareto front: complete, within every budget and, unless
+    ``include_contended``, measured on a quiet host."""
+    return (trial.state == TrialState.COMPLETE
+            and all(v <= 0 for v in trial.constraints.values())
+            and (include_contended or not is_contended(trial.user_attrs)))
+
+
 def pareto_trials(study: optuna.Study, trials: list[FrozenTrial],
                   include_contended: bool = False) -> list[FrozenTrial]:
     """The feasible Pareto-optimal trials among ``trials``, fastest first; trials measured on
@@ -668,9 +682,7 @@ def pareto_trials(study: optuna.Study, trials: list[FrozenTrial],
     otherwise be on the front without its results."""
     signs = [1.0 if direction == StudyDirection.MINIMIZE else -1.0
              for direction in study.directions]
-    feasible = [t for t in trials if t.state == TrialState.COMPLETE
-                and all(v <= 0 for v in t.constraints.values())
-                and (include_contended or not is_contended(t.user_attrs))]
+    feasible = [t for t in trials if eligible_for_front(t, include_contended)]
     losses = [[sign * value for sign, value in zip(signs, t.values)] for t in feasible]
 
     def dominated(loss: list[float]) -> bool:

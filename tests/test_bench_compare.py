@@ -13,24 +13,56 @@ import torch
 
 from harness.bench import BenchError, load_results, load_suite, run_suite
 from harness.cli import main
-from harness.compare import compare_results, to_markdown
+from harness.compare import (
+    CORRECTED_MEDIANS,
+    CORRECTED_SAMPLES,
+    RAW_MEDIANS,
+    RAW_SAMPLES_UNTESTED,
+    REPLICATES_MISSING,
+    compare_results,
+    to_markdown,
+)
+from harness.compare_stats import compare_entries
 from harness.devices import get_device
 
 ENVIRONMENT = {"host": "runner", "machine_fingerprint": "f" * 16, "torch": "2.13.0",
                "cpu": {"model": "EPYC"}, "git_commit": "a" * 40}
+BUSY_REASON = "other processes used 1.90 cores over 2.00 s; the measurement left 0 free"
 
 
 def result(entry: str, samples: list[float], commit: str = "a" * 40, threshold: float = 5.0,
-           environment: dict | None = None) -> dict:
+           environment: dict | None = None, factor: float | None = 1.0,
+           contended: bool = False) -> dict:
+    """A result file as ``harness bench`` writes it: raw samples, corrected by ``factor`` (None:
+    not drift-corrected), measured on a busy host when ``contended``."""
     environment = environment or ENVIRONMENT
     ordered = sorted(samples)
+    raw_median = ordered[len(ordered) // 2]
+    corrected = factor is not None
+    evidence = {"reasons": [BUSY_REASON] if contended else [], "contended": contended,
+                "busiest": ["python (pid 42) 190% CPU"] if contended else []}
     return {"schema_version": 1, "kind": "harness-bench-result", "suite": "smoke", "entry": entry,
             "device": "cpu", "machine_fingerprint": environment["machine_fingerprint"],
             "host": "runner", "commit": commit, "commit_date": None,
             "created": "2026-11-24T05:00:00+00:00", "threshold_pct": threshold, "config": {},
-            "batch_size": 1, "latency_ms": {"median": ordered[len(ordered) // 2]},
-            "latency_samples_ms": samples, "energy": {"status": "unavailable"},
-            "environment": environment}
+            "batch_size": 1,
+            "latency_ms": {"median": raw_median * (factor or 1.0), "drift_corrected": corrected},
+            "latency_raw_ms": {"median": raw_median},
+            "drift": {"status": "corrected" if corrected else "uncalibrated", "reason": "",
+                      "probe_quiet_ms": 1.0, "probe_median_ms": 1 / (factor or 1.0),
+                      "factor": factor or 1.0},
+            "contention": {"checked": True, "contended": contended, "takes": 2 if contended else 1,
+                           "waited_s": 0.0, "evidence": [evidence]},
+            "latency_samples_ms": samples, "probe_samples_ms": [], "retaken_samples_ms": [],
+            "energy": {"status": "unavailable"}, "environment": environment}
+
+
+def older_result(entry: str, samples: list[float], commit: str = "a" * 40) -> dict:
+    """A result file of a harness from before drift correction and the contention check."""
+    newer = result(entry, samples, commit, factor=None)
+    return {key: value for key, value in newer.items()
+            if key not in ("latency_raw_ms", "drift", "contention", "probe_samples_ms",
+                           "retaken_samples_ms")}
 
 
 def write(directory: Path, *results: dict) -> Path:
@@ -52,23 +84,25 @@ def test_markdown_comment_matches_the_expected_text(tmp_path):
 
 EXPECTED_MARKDOWN = """\
 ### Benchmark comparison: **1 regression(s)** in 2 entries (1 regression, 0 improvement, 0 noisy, \
-1 unchanged)
+1 unchanged, 0 replicates missing)
 
 Base aaaaaaaaaaaa → head bbbbbbbbbbbb. A change counts when it is significant (Mann-Whitney U, \
 Holm-corrected p < 0.01) and at least the entry's threshold; *noisy* entries cannot rule out a \
-change beyond it.
+change beyond it. *compared*: drift-corrected figures are raw latencies times the reference \
+probe's quiet time over its time beside the run; with 5 or more runs a side, each run's median is \
+one replicate.
 
-| entry | metric | base | head | Δ% [95% CI] | p (Holm) | threshold | decision |
-|---|---|---|---|---|---|---|---|
-| smoke/tiny@cpu | latency median (ms) | 10.145 | 11.160 | +10.0% [+9.5%, +10.5%] | 6e-11 | 5% \
-| regression |
+| entry | metric | compared | base | head | Δ% [95% CI] | p (Holm) | threshold | decision |
+|---|---|---|---|---|---|---|---|---|
+| smoke/tiny@cpu | latency median (ms) | drift-corrected samples | 10.145 | 11.160 | \
++10.0% [+9.5%, +10.5%] | 6e-11 | 5% | regression |
 
 <details><summary>1 unchanged</summary>
 
-| entry | metric | base | head | Δ% [95% CI] | p (Holm) | threshold | decision |
-|---|---|---|---|---|---|---|---|
-| smoke/small@cpu | latency median (ms) | 10.145 | 10.145 | +0.0% [-0.5%, +0.5%] | 1 | 5% \
-| unchanged |
+| entry | metric | compared | base | head | Δ% [95% CI] | p (Holm) | threshold | decision |
+|---|---|---|---|---|---|---|---|---|
+| smoke/small@cpu | latency median (ms) | drift-corrected samples | 10.145 | 10.145 | \
++0.0% [-0.5%, +0.5%] | 1 | 5% | unchanged |
 
 </details>
 
@@ -81,7 +115,101 @@ def test_five_runs_a_side_are_compared_run_by_run():
     head = [result("tiny", [10.02 + run * 0.05 + 0.001 * i for i in range(20)]) for run in range(5)]
     [entry] = compare_results(base, head).entries
     assert (entry.n_base, entry.n_head) == (5, 5)  # one replicate per run, not 100 samples
-    assert entry.decision == "unchanged"
+    assert entry.decision == "unchanged" and entry.figures == CORRECTED_MEDIANS
+
+
+def test_run_medians_are_compared_raw_when_any_run_lacks_a_correction():
+    # Head's runs were corrected by 0.8 (the host ran slow that day); base's files predate drift
+    # correction. Corrected head medians against raw base ones would read as a 20% improvement.
+    samples = [[10.0 + run * 0.05 + 0.001 * i for i in range(20)] for run in range(5)]
+    base = [older_result("tiny", run_samples) for run_samples in samples]
+    head = [result("tiny", run_samples, commit="b" * 40, factor=0.8) for run_samples in samples]
+    [entry] = compare_results(base, head).entries
+    assert entry.figures == RAW_MEDIANS and entry.decision == "unchanged"
+
+
+def test_one_run_a_side_compares_drift_corrected_samples():
+    # The host ran 15% slower during head's run; the probe saw it and its factor cancels it.
+    base = [result("tiny", BASE_SAMPLES, factor=1.0)]
+    head = [result("tiny", [1.15 * s for s in BASE_SAMPLES], commit="b" * 40, factor=0.87)]
+    [entry] = compare_results(base, head).entries
+    assert entry.figures == CORRECTED_SAMPLES and entry.decision == "unchanged"
+    assert (entry.n_base, entry.n_head, entry.base_runs, entry.head_runs) == (30, 30, 1, 1)
+    # what pooling the raw samples, as before, made of the same runs
+    [raw] = compare_entries({"tiny": (BASE_SAMPLES, [1.15 * s for s in BASE_SAMPLES])})
+    assert raw.decision == "regression"
+
+
+@pytest.mark.parametrize("base_factor", [None, 1.0], ids=["neither corrected", "head only"])
+def test_one_run_a_side_without_drift_correction_is_never_a_regression(base_factor, tmp_path,
+                                                                        capsys):
+    base = write(tmp_path / "base", result("tiny", BASE_SAMPLES, factor=base_factor))
+    head = write(tmp_path / "head", result("tiny", [1.15 * s for s in BASE_SAMPLES],
+                                           commit="b" * 40, factor=None))
+    assert main(["compare", str(base), str(head), "--fail-on-regression"]) == 0
+    out = capsys.readouterr().out
+    assert ("| raw samples, not tested | 10.145 | 11.667 | +15.0% | — | 5% | replicates "
+            "missing |") in out
+    assert "Replicates missing:" in out and "`harness compare --base-rev BASE --head-rev HEAD`" \
+        in out and "--rounds 5" in out
+    assert main(["compare", str(base), str(head), "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    [entry] = document["entries"]
+    assert entry["decision"] == REPLICATES_MISSING and entry["figures"] == RAW_SAMPLES_UNTESTED
+    assert entry["ci95_pct"] is None and entry["p_adjusted"] is None
+    assert document["verdict"].startswith("No regression found; 1 undecided (replicates missing)")
+
+
+def test_runs_on_a_busy_host_are_left_out_and_listed_unless_included(tmp_path, capsys):
+    slow = [30 * s for s in BASE_SAMPLES]  # threads spinning beside another busy process
+    base = write(tmp_path / "base", result("tiny", BASE_SAMPLES), result("small", BASE_SAMPLES))
+    head = write(tmp_path / "head", result("tiny", BASE_SAMPLES, commit="b" * 40),
+                 result("tiny", slow, commit="b" * 40, contended=True),
+                 result("small", slow, commit="b" * 40, contended=True))
+    assert main(["compare", str(base), str(head), "--fail-on-regression"]) == 0
+    out = capsys.readouterr().out
+    assert "| smoke/tiny@cpu | latency median (ms) | drift-corrected samples | 10.145 | 10.145 |" \
+        in out  # the quiet head run only
+    assert "**Not comparable: measured on a busy host (left out; --include-contended compares " \
+        "them)**" in out
+    assert f"- head smoke/small@cpu ({head / 'small-2.json'}): {BUSY_REASON}" in out
+    assert f"- head smoke/tiny@cpu ({head / 'tiny-1.json'}): {BUSY_REASON}" in out
+    assert "Not compared, no run left on one side once runs on a busy host were left out: " \
+        "smoke/small@cpu" in out
+    assert main(["compare", str(base), str(head), "--format", "json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [e["name"] for e in document["entries"]] == ["smoke/tiny@cpu"]
+    assert document["not_compared"] == ["smoke/small@cpu"]
+    busy_runs = document["busy_host_runs"]
+    assert [(r["side"], r["entry"], r["reasons"], r["status"]) for r in busy_runs] == [
+        ("head", "smoke/small@cpu", [BUSY_REASON], "not comparable: measured on a busy host"),
+        ("head", "smoke/tiny@cpu", [BUSY_REASON], "not comparable: measured on a busy host")]
+    assert document["verdict"].endswith("; 2 run(s) left out, measured on a busy host")
+    assert main(["compare", str(base), str(head), "--format", "html"]) == 0
+    assert "Not comparable: measured on a busy host" in capsys.readouterr().out
+
+    assert main(["compare", str(base), str(head), "--include-contended", "--fail-on-regression",
+                 "--format", "json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert {e["name"]: e["decision"] for e in document["entries"]} == {
+        "smoke/small@cpu": "regression", "smoke/tiny@cpu": "regression"}
+    assert document["not_compared"] == [] and all(
+        r["status"] == "measured on a busy host, compared anyway (--include-contended)"
+        for r in document["busy_host_runs"])
+
+
+def test_older_result_files_load_as_raw_with_contention_unknown(tmp_path):
+    base = write(tmp_path / "base", *[older_result("tiny", BASE_SAMPLES) for _ in range(5)],
+                 older_result("small", BASE_SAMPLES))
+    head = write(tmp_path / "head", *[older_result("tiny", BASE_SAMPLES, "b" * 40)
+                                      for _ in range(5)],
+                 older_result("small", [1.2 * s for s in BASE_SAMPLES], "b" * 40))
+    comparison = compare_results(load_results(base), load_results(head))
+    outcomes = {e.name: (e.figures, e.decision) for e in comparison.entries}
+    assert outcomes == {"smoke/small@cpu": (RAW_SAMPLES_UNTESTED, REPLICATES_MISSING),
+                        "smoke/tiny@cpu": (RAW_MEDIANS, "unchanged")}
+    assert comparison.busy_runs == [] and comparison.unchecked_runs == 12
+    assert any("12 run(s) carry no contention check" in note for note in comparison.notes())
 
 
 def test_cli_flags_regressions_warns_across_machines_and_writes_each_format(tmp_path, capsys):
@@ -174,6 +302,12 @@ def test_bench_stores_one_file_per_entry_and_run_and_never_overwrites(tmp_path, 
     stored = json.loads(second[0].read_text())
     assert second[0].parent.name == "tiny" and stored["schema_version"] == 1
     assert stored["entry"] == "small" and len(stored["latency_samples_ms"]) >= 10
+    # nothing measured is lost: the raw figure, the correction, the host's evidence, every take
+    assert stored["latency_raw_ms"]["n"] == len(stored["latency_samples_ms"])
+    assert stored["drift"]["status"] in ("corrected", "uncalibrated")
+    assert stored["contention"]["checked"] and stored["contention"]["evidence"]
+    assert len(stored["retaken_samples_ms"]) == stored["contention"]["takes"] - 1
+    assert len(stored["probe_samples_ms"]) == stored["drift"]["probe_samples"]
     assert stored["environment"]["machine_fingerprint"] == stored["machine_fingerprint"]
     assert len(load_results(tmp_path / "out")) == 5
     with pytest.raises(BenchError, match="suite 'tiny' has no entry 'big'; entries: small"):
@@ -254,3 +388,26 @@ def test_bench_cli_refuses_an_empty_suite_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "entries: the suite has no entries" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_says_at_once_that_a_run_on_a_busy_host_is_not_comparable(
+        tmp_path, fast_device_file, capsys, monkeypatch):
+    import harness.bench
+
+    (tmp_path / "tiny.yaml").write_text(TINY_SUITE)
+    busy = {**result("small", BASE_SAMPLES, contended=True),
+            "latency_ms": {"median": 10.1, "ci95": [10.0, 10.2], "n": 30, "drift_corrected": True}}
+
+    def one_busy_run(suite, device, out_dir, entries, rounds, on_result):
+        on_result(suite.entries[0], out_dir / "small.json", busy)
+        return [out_dir / "small.json"]
+
+    monkeypatch.setattr(harness.bench, "run_suite", one_busy_run)
+    assert main(["bench", "--suite", str(tmp_path / "tiny.yaml"), "--device",
+                 str(fast_device_file), "--out", str(tmp_path / "out"), "--entry", "small"]) == 0
+    captured = capsys.readouterr()
+    assert (f"[1/1] small: 10.100 ms [10.000, 10.200] n=30 drift-corrected → "
+            f"{tmp_path / 'out' / 'small.json'}  HOST BUSY after 2 take(s): {BUSY_REASON} "
+            "(busiest: python (pid 42) 190% CPU); not comparable, 'harness compare' leaves it "
+            "out") in captured.err
+    assert "1 measured on a busy host, not comparable" in captured.out

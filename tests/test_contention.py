@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_study import _settings
 
 from harness.cli import main
 from harness.devices import get_device
@@ -30,8 +31,6 @@ from harness.devices.contention import (
 from harness.devices.probe import calibration_path, load_calibration
 from harness.report import write_report
 from harness.study import is_contended, pareto_trials, run_search
-
-from test_study import _settings
 
 LOAD = """
 import multiprocessing, sys, time
@@ -185,7 +184,7 @@ def test_judge_names_each_kind_of_evidence(others, free, steal, slowdown, gpu, f
 
 def test_a_search_on_a_busy_host_keeps_its_trials_off_the_front(tiny_space_file, fast_device_file,
                                                                  tmp_path, competing_load):
-    device, protocol = _device_and_protocol(fast_device_file)
+    _, protocol = _device_and_protocol(fast_device_file)
     settings = _settings(tiny_space_file, fast_device_file, tmp_path, protocol=protocol,
                          n_trials=2)
     study = run_search(settings)

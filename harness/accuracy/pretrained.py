@@ -21,6 +21,7 @@ from harness.accuracy.spread import pack_correct, paired_error
 from harness.accuracy.validation import ValidationImages
 from harness.checkpoint import KNOBS_OFF, Checkpoint
 from harness.config import CandidateConfig
+from harness.core_sharing import share_cores
 from harness.models import VisionTransformer, build_model
 from harness.precision import convert_precision
 
@@ -97,6 +98,7 @@ class PretrainedEstimator(BaseAccuracyEstimator):
         model.eval()
         right = []
         for start in range(0, len(labels), EVAL_BATCH):
+            share_cores()
             logits = model(images[start:start + EVAL_BATCH].to(sample.dtype)).float()
             right.append(logits.argmax(dim=1) == labels[start:start + EVAL_BATCH])
         return torch.cat(right).numpy()

@@ -50,6 +50,7 @@ from harness.accuracy.training import (
     training_config,
 )
 from harness.config import CandidateConfig
+from harness.core_sharing import share_cores
 from harness.cost import estimate_cost
 from harness.errors import ConfigError, FileError, shorten
 from harness.files import data_home, make_dir, read_bytes, read_text, safe_name, write_atomically
@@ -296,6 +297,7 @@ def train_supernet(spec: SupernetSpec, dataset: Dataset,
     last_saved = time.monotonic()
     try:
         while (trained_s if spec.by_time else step) < spec.amount:
+            share_cores()
             start = time.perf_counter()
             progress = (trained_s if spec.by_time else step + 0.5) / spec.amount
             for group in optimizer.param_groups:
@@ -409,6 +411,7 @@ def score(config: CandidateConfig, dataset: Dataset, supernet: dict[str, torch.T
     model, sample = convert_precision(model, images[:1], config.precision)
     correct, loss = [], 0.0
     for start in range(0, len(labels), EVAL_BATCH):
+        share_cores()
         batch = images[start:start + EVAL_BATCH].to(sample.dtype)
         logits = model(batch).float()
         target = labels[start:start + EVAL_BATCH]

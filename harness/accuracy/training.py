@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from harness.accuracy.base import BaseAccuracyEstimator, ReportIntermediate, register_estimator_kind
 from harness.accuracy.datasets import Dataset, load_dataset, split_per_class, valid_datasets
 from harness.config import GRID_ATTENTION, CandidateConfig
+from harness.core_sharing import share_cores
 from harness.errors import ConfigError
 from harness.layers import sparsify_linears
 from harness.models import VisionTransformer, build_model
@@ -137,6 +138,7 @@ def loss_and_top1(model: VisionTransformer, images: torch.Tensor,
     model.eval()
     loss, correct = 0.0, 0
     for i in range(0, len(images), EVAL_BATCH):
+        share_cores()
         logits = model(images[i:i + EVAL_BATCH])
         loss += float(F.cross_entropy(logits, labels[i:i + EVAL_BATCH], reduction="sum"))
         correct += int((logits.argmax(dim=1) == labels[i:i + EVAL_BATCH]).sum())
@@ -236,6 +238,7 @@ class TrainingEstimator(BaseAccuracyEstimator):
                                generator)
 
             def train_step(lr: float) -> None:
+                share_cores()
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 indices = self.trained_on[next(batches)]

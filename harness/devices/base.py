@@ -32,6 +32,7 @@ from harness.devices.lock import exclusive_timing
 from harness.devices.probe import (
     PROBE_SHARE,
     DriftCorrection,
+    ProbeCalibration,
     ReferenceProbe,
     quiet_calibration,
 )
@@ -192,7 +193,7 @@ class MeasuredDevice(BaseDevice):
     """A device that runs the model and times it: the CPU, CUDA GPUs."""
 
     times_on_this_host = True
-    probe_size: ClassVar[int] = 256  # of the reference probe's GEMM: ~0.5 ms on two CPU cores
+    probe_batch: ClassVar[int] = 1  # images of the reference probe's block: ~1.3 ms on two cores
 
     def prepare(
         self, model: torch.nn.Module, inputs: torch.Tensor, config: CandidateConfig
@@ -257,7 +258,7 @@ class MeasuredDevice(BaseDevice):
     def probe_timer(self, protocol: MeasurementProtocol) -> tuple[Callable[[], float], str]:
         """One timed call of the reference probe on this device, and the probe's name."""
         self.configure(protocol)
-        probe = ReferenceProbe(self.probe_size)
+        probe = ReferenceProbe(self.probe_batch)
         inputs = probe.example_input()
         probe, inputs = self.place(probe), self.place(inputs)
 
@@ -290,25 +291,32 @@ class MeasuredDevice(BaseDevice):
         return {**timed.record(protocol, torch.get_num_threads()), "energy": energy.to_dict(),
                 "phase_s": phase_s}
 
+    def calibrated_probe(self, protocol: MeasurementProtocol) -> CalibratedProbe:
+        """The reference probe as ``protocol`` wants it, with its quiet calibration (taken now
+        if this machine has none)."""
+        time_probe, probe_name = self.probe_timer(protocol)
+        if not (protocol.drift_correction or protocol.contention_check):
+            return CalibratedProbe(None, probe_name,
+                                   "drift correction and the contention check are off")
+        threads = self.measuring_threads(protocol)
+        return CalibratedProbe(time_probe, probe_name,
+                               quiet_calibration(time_probe, self.name, threads, probe_name))
+
     def measure_on_quiet_host(self, model: torch.nn.Module, inputs: torch.Tensor,
                               protocol: MeasurementProtocol) -> TimedOnHost:
         """Time ``model(inputs)`` with the reference probe between the blocks; while the host is
         busy, wait for it (with backoff) and retake, at most ``protocol.contention_retakes``
         times, then keep the last take flagged contended."""
         threads = self.measuring_threads(protocol)
-        time_probe, probe_name = self.probe_timer(protocol)
-        wants_probe = protocol.drift_correction or protocol.contention_check
-        calibration = quiet_calibration(time_probe, self.name, threads, probe_name) \
-            if wants_probe else "drift correction and the contention check are off"
+        probe = self.calibrated_probe(protocol)
         takes: list[tuple[LatencyMeasurement, ContentionEvidence | None]] = []
         waited_s = 0.0
         while True:
             monitor = HostMonitor(threads)
-            interleave = ProbeInterleave(time_probe, PROBE_SHARE) if wants_probe else None
             measurement = self.measure_latency(
-                model, inputs, protocol, probe=interleave,
+                model, inputs, protocol, probe=probe.interleave(),
                 contended=monitor.plainly_busy if protocol.contention_check else None)
-            drift = drift_correction(measurement, calibration, probe_name, protocol)
+            drift = probe.correction(measurement, protocol)
             evidence = (monitor.evidence(drift.slowdown, self.other_device_processes())
                         if protocol.contention_check else None)
             takes.append((measurement, evidence))
@@ -336,6 +344,25 @@ def drift_correction(measurement: LatencyMeasurement, calibration: Any, probe: s
               "(--no-drift-correction); the probe was timed for the contention check")
     return DriftCorrection(status, reason, probe, calibration.quiet_ms, probe_median,
                            len(measurement.probe_samples_ms), share)
+
+
+@dataclass(frozen=True)
+class CalibratedProbe:
+    """The reference probe of one device and protocol: its timer (None when neither drift
+    correction nor the contention check wants it), its name, and its quiet calibration or why
+    there is none."""
+
+    time_once: Callable[[], float] | None
+    name: str
+    calibration: ProbeCalibration | str
+
+    def interleave(self) -> ProbeInterleave | None:
+        """A fresh interleave of the probe for one measurement's timing blocks."""
+        return ProbeInterleave(self.time_once, PROBE_SHARE) if self.time_once else None
+
+    def correction(self, measurement: LatencyMeasurement,
+                   protocol: MeasurementProtocol) -> DriftCorrection:
+        return drift_correction(measurement, self.calibration, self.name, protocol)
 
 
 @dataclass(frozen=True)

@@ -331,6 +331,7 @@ def runner(model: torch.nn.Module, inputs: torch.Tensor, cuda_graphs: bool) -> C
 class CudaDevice(MeasuredDevice):
     kind = "cuda"
     timing_options = ("cuda_graphs", "l2_flush")
+    probe_batch = 64  # one image's block is a few kernel launches: too short to see the GPU
 
     def _find(self) -> tuple[int | None, str]:
         """(CUDA index of the GPU this profile describes, what was found); index None if none.

@@ -16,7 +16,8 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from harness.errors import DeviceError, shorten
@@ -64,3 +65,29 @@ def exclusive_timing(device: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def wait_while_others_time(on_wait: Callable[[str], None] | None = None) -> float:
+    """Block while another process of this host holds a timing lock; the seconds waited.
+
+    Untimed work (training, scoring) calls this between its steps: waiting instead of competing
+    gives the other process's measurement a quiet host, at the cost of the measurement's time.
+    Never called while this process holds a timing lock itself, which would wait forever."""
+    waited = 0.0
+    for path in sorted(lock_dir().glob("timing-*.lock")):
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # removed meanwhile, or not ours to read
+        with os.fdopen(descriptor) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    holder = handle.read().strip() or "another process"
+                    on_wait(f"process {holder} is timing {path.stem.removeprefix('timing-')}")
+                start = time.monotonic()
+                fcntl.flock(handle, fcntl.LOCK_SH)
+                waited += time.monotonic() - start
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return waited

@@ -1,4 +1,4 @@
-"""The reference probe: a small fixed GEMM whose speed stands for the host's.
+"""The reference probe: a fixed ViT block whose speed stands for the host's.
 
 Timed in short blocks between a candidate's timing blocks (ABAB), the probe says how fast the
 host ran over the candidate's window. Its quiet time is calibrated once per machine (fingerprint),
@@ -26,34 +26,43 @@ import torch
 
 from harness.devices.contention import ContentionEvidence, HostMonitor
 from harness.files import data_home, safe_name, write_atomically
+from harness.layers.attention import Attention
+from harness.models import Block
 
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 1: a 256x256 GEMM
 PROBE_SEED = 0
+PROBE_WIDTH, PROBE_HEADS, PROBE_TOKENS = 192, 3, 197
 CALIBRATION_S = 0.3  # of probe calls, after PROBE_WARMUP_CALLS
 PROBE_WARMUP_CALLS = 5
 PROBE_SHARE = 0.05  # probe time kept to this share of the candidate's timed time
 
 
 class ReferenceProbe(torch.nn.Module):
-    """``x @ weight`` for a fixed square fp32 matrix: compute-bound, as a ViT's matmuls are."""
+    """One DeiT-Tiny block (width 192, 3 heads, MLP 768) on ``batch`` images' 197 tokens, fp32.
 
-    def __init__(self, size: int) -> None:
+    A block, not a bare GEMM: the host's speed moves a ViT through its matmuls, softmax, norms
+    and memory traffic together. Timed beside deit_tiny on a drifting 2-core VM, a 256x256 GEMM
+    moved 3% while the model moved 20%; the block moved 16%."""
+
+    def __init__(self, batch: int) -> None:
         super().__init__()
-        generator = torch.Generator().manual_seed(PROBE_SEED)
-        self.size = size
-        self.weight = torch.nn.Parameter(torch.randn(size, size, generator=generator),
-                                         requires_grad=False)
+        self.batch = batch
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(PROBE_SEED)
+            self.block = Block(PROBE_WIDTH, Attention(PROBE_WIDTH, PROBE_HEADS, PROBE_WIDTH // PROBE_HEADS),
+                               4 * PROBE_WIDTH).eval()
+        self.block.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.weight
+        return self.block(x)[0]
 
     def example_input(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(PROBE_SEED + 1)
-        return torch.randn(self.size, self.size, generator=generator)
+        return torch.randn(self.batch, PROBE_TOKENS, PROBE_WIDTH, generator=generator)
 
     @property
     def name(self) -> str:
-        return f"gemm{self.size}-fp32"
+        return f"vit-block{PROBE_WIDTH}x{PROBE_TOKENS}-b{self.batch}-fp32"
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,26 @@ from optuna.trial import TrialState
 
 from harness.accuracy.spread import AccuracySpread, accuracy_spread
 from harness.pareto import Bounds, hypervolume_history, to_losses
-from harness.study import RESULT_SCHEMA_VERSION, is_contended, pareto_trials, trial_record
+from harness.remeasure import (
+    REMEASURE_ATTR,
+    RemeasuredFront,
+    RemeasuredPoint,
+    stored_remeasurement,
+)
+from harness.study import (
+    RESULT_SCHEMA_VERSION,
+    eligible_for_front,
+    is_contended,
+    pareto_trials,
+    trial_record,
+)
 
 PARETO_KEYS = ("config", "config_key", "gmacs", "effective_gmacs", "params_m", "latency_ms",
                "latency_raw_ms", "drift", "contention", "energy", "throttled", "accuracy", "knobs",
                "fpga")
+# What a point of a re-measured front adds: its ``latency_ms`` is then the re-measured one, and
+# ``latency_raw_ms``, ``drift`` and ``contention`` stay those of the search's measurement.
+REMEASURED_KEYS = ("search_latency_ms", "p_dominated", "on_first_front")
 
 
 @dataclass(frozen=True)
@@ -25,6 +40,13 @@ class ReportData:
     pareto: list[dict[str, Any]]
     hypervolume: list[float]
     counts: dict[str, int]
+    remeasured: RemeasuredFront | None = None
+    remeasured_unused: str | None = None  # why the re-measured front does not replace the first
+
+    @property
+    def front_remeasured(self) -> bool:
+        """Whether ``pareto`` is the re-measured front."""
+        return self.remeasured is not None and self.remeasured_unused is None
 
     @property
     def measured(self) -> list[dict[str, Any]]:
@@ -55,6 +77,7 @@ class ReportData:
         ranking = self.metadata.get("estimator_rank_checks") or []
         return [
             {"trial": entry["number"], **{key: entry.get(key) for key in PARETO_KEYS},
+             **{key: entry[key] for key in REMEASURED_KEYS if key in entry},
              "accuracy_rank_checks": ranking}
             for entry in self.pareto
         ]
@@ -87,11 +110,29 @@ def build_report_data(study: optuna.Study) -> ReportData:
     counts["REJECTED_BY_BUDGET"] = sum(1 for t in trials if "rejected" in t)
     counts["STOPPED_EARLY"] = sum(1 for t in trials if "pruned" in t)
     counts["CONTENDED"] = sum(1 for t in trials if t["state"] == "COMPLETE" and is_contended(t))
+    remeasured = stored_remeasurement(study.user_attrs)
+    unused = remeasured.unused_reason([t.number for t in frozen if eligible_for_front(t)]) \
+        if remeasured else None
+    pareto = [trials[t.number] for t in pareto_trials(study, frozen)]
+    if remeasured and not unused:
+        pareto = [_remeasured_entry(trials[point.trial], point, remeasured)
+                  for point in remeasured.final_front]
     return ReportData(
         study_name=study.study_name,
-        metadata=dict(study.user_attrs),
+        # the re-measurement's samples stay in the storage, as trials' samples do
+        metadata={k: v for k, v in study.user_attrs.items() if k != REMEASURE_ATTR},
         trials=trials,
-        pareto=[trials[t.number] for t in pareto_trials(study, frozen)],
+        pareto=pareto,
         hypervolume=history,
         counts=counts,
+        remeasured=remeasured,
+        remeasured_unused=unused,
     )
+
+
+def _remeasured_entry(record: dict[str, Any], point: RemeasuredPoint,
+                      remeasured: RemeasuredFront) -> dict[str, Any]:
+    """A trial of the re-measured front, with its re-measured latency in place of the search's."""
+    return {**record, "latency_ms": remeasured.latency_record(point),
+            "search_latency_ms": record["latency_ms"], "p_dominated": point.p_dominated,
+            "on_first_front": point.on_first_front}

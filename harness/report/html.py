@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from harness.remeasure import MAX_CANDIDATES
 from harness.report.data import ReportData
 
 STYLE = """
@@ -39,10 +40,16 @@ def render_html(data: ReportData) -> str:
                                         if _estimate_source(data) else "median with its 95% CI")
          + ". Colour: GMACs. Grey crosses: over the latency budget. Candidates over a "
          "MAC/parameter budget (or not fitting an FPGA part) were rejected before being built, "
-         "so they have no latency and are counted above.</p>"),
+         "so they have no latency and are counted above."
+         + (" Front points at their re-measured medians (bars: 95% CI over the rounds); dots "
+            "at the search's medians." if data.front_remeasured else "") + "</p>"),
         *_delta_section(data),
         "<h2>Pareto-optimal configurations</h2>",
         _pareto_table(data),
+        ("<p class='note'>Latency columns: re-measured side by side (below): the median of the "
+         "round medians with its 95% CI over the rounds; p90 and n of the rounds' pooled "
+         "samples.</p>" if data.front_remeasured else ""),
+        _remeasured_section(data),
         _fpga_table(data),
         "<h2>Efficiency knobs on this device</h2>",
         _knob_support(data),
@@ -104,8 +111,15 @@ def _summary(data: ReportData) -> str:
         "failed": counts.get("FAIL", 0),
         "measured on a busy host (kept out of the front)": counts.get("CONTENDED", 0),
         "Pareto-optimal and within budget": len(data.pareto),
+        **({"re-measured front": _remeasured_summary(data)} if data.remeasured else {}),
         **({"accuracy spread": spread.sentence()} if spread else {}),
     })
+
+
+def _remeasured_summary(data: ReportData) -> str:
+    if data.remeasured_unused:
+        return f"not used, the front is the search's: {data.remeasured_unused}"
+    return data.remeasured.summary()
 
 
 def _pareto_figure(data: ReportData) -> bytes:
@@ -311,6 +325,60 @@ def _failed_table(data: ReportData) -> str:
     return "<h2>Failed trials</h2>" + _table(
         ["trial", "error", "config"], rows, css_id="failed", wrap=(1, 2)
     )
+
+
+def _remeasured_section(data: ReportData) -> str:
+    """Each re-measured candidate: the search's median, the re-measured one, and whether it is
+    on either front; a point that left the front is said so."""
+    remeasured = data.remeasured
+    if remeasured is None:
+        return ""
+    rows = []
+    for point in sorted(remeasured.points, key=lambda p: p.median_ms):
+        change = (" (left the front)" if point.on_first_front and not point.on_final_front else
+                  " (joined the front)" if point.on_final_front and not point.on_first_front
+                  else "")
+        rows.append([point.trial, _median_and_interval(point.search_median_ms,
+                                                       point.search_ci95_ms),
+                     _median_and_interval(point.median_ms, point.ci95_ms),
+                     f"{point.p_dominated:.2f}", "yes" if point.on_first_front else "no",
+                     ("yes" if point.on_final_front else "no") + change])
+    share = (f"{100 * remeasured.probe_share:.1f}%" if remeasured.probe_share is not None
+             else "none (no probe)")
+    contention = remeasured.contention
+    if contention is None:
+        host = "not checked (--no-contention-check)"
+    else:
+        host = ("busy: " + "; ".join(contention["reasons"]) if contention["contended"]
+                else "quiet throughout")
+    left_out = (f" {len(remeasured.left_out)} more candidates within their CI of the front were "
+                f"left out (at most {MAX_CANDIDATES} are re-measured): trials "
+                f"{', '.join(map(str, remeasured.left_out))}." if remeasured.left_out else "")
+    unused = (f"<p><b>Not used</b>: {_e(data.remeasured_unused)}. The front above is the "
+              "search's.</p>" if data.remeasured_unused else "")
+    return ("<h2>Re-measured front</h2>" + unused
+            + f"<p class='note'>When the search ended, the {len(remeasured.points)} candidates "
+            "that could be on the front (the front, and each point that would not be dominated "
+            "at the lower bound of its latency CI) were built once and timed again side by side "
+            f"on {_e(remeasured.device)} ({_e(remeasured.measured_at)}, "
+            f"{remeasured.duration_s:.0f} s): {remeasured.rounds} interleaved rounds (ABC ABC "
+            f"...), each candidate timed {remeasured.round_s:.2f} s per round with the reference "
+            f"probe ({_e(remeasured.probe)}) between its timing blocks, latency "
+            f"{_e(remeasured.drift_status)} per round by the probe. Re-measured median: the "
+            "median of the round medians; its 95% CI and P(dominated) come from a bootstrap "
+            f"over rounds ({remeasured.resamples} resamples), the rounds resampled jointly for "
+            "every candidate because they share the host's drift; accuracy is held fixed at the "
+            "search's estimate. The final front is the non-dominated points on the re-measured "
+            f"medians. Probe overhead: {share} of the timing. Host: {_e(host)}.{_e(left_out)} "
+            "Every trial keeps its original samples; the rounds' samples are in the study's "
+            "<code>remeasured_front</code> record.</p>"
+            + _table(["trial", "first median [95% CI] (ms)", "re-measured median [95% CI] (ms)",
+                      "P(dominated)", "on first front", "on final front"], rows,
+                     css_id="remeasured"))
+
+
+def _median_and_interval(median: float, interval: Sequence[float]) -> str:
+    return f"{median:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def _contended_table(data: ReportData) -> str:

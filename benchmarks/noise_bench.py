@@ -1,0 +1,324 @@
+"""Latency on a busy or drifting host: does the harness still give numbers one can trust?
+
+    python benchmarks/noise_bench.py                      # every part, ~25 minutes on 2 cores
+    python benchmarks/noise_bench.py --parts aa sharing   # some of them
+
+Run it on an otherwise idle host: it starts its own competing load where a part needs one.
+
+Parts:
+
+* ``aa``: ten pairs of back-to-back deit_tiny measurements (the ``cpu`` profile); how many pairs'
+  medians agree within 3%, drift-corrected and raw. Also the reference probe's overhead.
+* ``contention``: a 10-candidate search (``vit_tiny``, 1 GFLOP, ``proxy:params`` so that only
+  latency matters) with a competing load (twice as many spinning processes as cores) started
+  after its third trial and stopped ~40 s later. A trial whose kept measurement overlapped the
+  load without being flagged is a miss; target: no miss on the front. Also how many front
+  points the re-measured front changed.
+* ``compare``: ten pairs of back-to-back ``harness bench --suite smoke`` runs, each pair compared
+  with ``--fail-on-regression`` (target: no regression in any), then ten runs with a 5% slowdown
+  injected into the deit_tiny entry (a busy-wait after each call), each compared with the pair's
+  first run (target: flagged in at least 9 of 10). Both at the suite's own thresholds and at
+  ``--threshold 3``: a 5% change is exactly the smoke suite's deit_tiny threshold.
+* ``sharing``: untimed work (``harness measure --accuracy train:mnist@60steps --no-latency``)
+  alone, then two at once; with core sharing (default) and without (``--no-contention-check``).
+  Target: two at once take at most 2x one alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import torch
+
+PARTS = ("aa", "contention", "compare", "sharing")
+PAIRS = 10
+AGREEMENT = 0.03
+SLOWDOWN = 0.05
+SMOKE_INJECTED_ENTRY = "deit_tiny"
+LOAD_AFTER_TRIAL = 3
+LOAD_S = 40.0
+LOAD = """
+import multiprocessing, sys, time
+def spin(seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+if __name__ == "__main__":
+    seconds, workers = float(sys.argv[1]), int(sys.argv[2])
+    processes = [multiprocessing.Process(target=spin, args=(seconds,)) for _ in range(workers)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join()
+"""
+
+
+def harness(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness", *args], check=check, text=True,
+                          **kwargs)
+
+
+# --------------------------------------------------------------------------- aa
+
+
+def part_aa() -> None:
+    from harness.devices import get_device
+    from harness.models import build_model, preset_config
+
+    device = get_device("cpu")
+    protocol = device.profile.protocol
+    config = preset_config("deit_tiny")
+    model = build_model(config)
+    inputs = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    print(f"== aa: {PAIRS} pairs of back-to-back deit_tiny measurements, cpu profile "
+          f"(time cap {protocol.time_cap_s} s)")
+    agree = {"corrected": 0, "raw": 0}
+    shares, flagged = [], 0
+    for pair in range(PAIRS):
+        first, second = (device.evaluate(config, model, inputs, protocol) for _ in range(2))
+        gaps = {}
+        for figure, key in (("corrected", "latency_ms"), ("raw", "latency_raw_ms")):
+            a, b = first[key]["median"], second[key]["median"]
+            gaps[figure] = abs(a - b) / min(a, b)
+            agree[figure] += gaps[figure] <= AGREEMENT
+        shares += [r["drift"]["probe_share"] for r in (first, second)]
+        flagged += sum(r["contention"]["contended"] for r in (first, second))
+        print(f"   pair {pair + 1}: corrected {first['latency_ms']['median']:.3f} / "
+              f"{second['latency_ms']['median']:.3f} ms (gap {gaps['corrected']:.1%}), raw "
+              f"{first['latency_raw_ms']['median']:.3f} / {second['latency_raw_ms']['median']:.3f}"
+              f" ms (gap {gaps['raw']:.1%}); probe factors {first['drift']['factor']:.3f}, "
+              f"{second['drift']['factor']:.3f}")
+    print(f"   within {AGREEMENT:.0%}: corrected {agree['corrected']}/{PAIRS} (target >= 9), raw "
+          f"{agree['raw']}/{PAIRS}; {flagged} of {2 * PAIRS} measurements flagged contended")
+    print(f"   probe overhead (probe time / timed time): median {statistics.median(shares):.1%}, "
+          f"max {max(shares):.1%} (target <= 10%)")
+
+
+# --------------------------------------------------------------------------- contention
+
+
+class CompetingLoad:
+    def __init__(self, seconds: float) -> None:
+        workers = 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                       else os.cpu_count() or 1)
+        self.process = subprocess.Popen([sys.executable, "-c", LOAD, str(seconds), str(workers)],
+                                        start_new_session=True)
+        self.started = datetime.now(timezone.utc)
+        self.stopped: datetime | None = None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.stopped = self.stopped or datetime.now(timezone.utc)
+
+
+def part_contention(workdir: Path) -> None:
+    import optuna
+
+    out = workdir / "contention-search"
+    print(f"== contention: 10-candidate search, competing load after trial {LOAD_AFTER_TRIAL} "
+          f"for ~{LOAD_S:.0f} s")
+    command = [sys.executable, "-m", "harness", "search", "--space", "vit_tiny", "--device", "cpu",
+               "--budget", "1gflop", "--trials", "10", "--accuracy", "proxy:params", "--out",
+               str(out), "--json"]
+    search = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    load = None
+    for line in search.stderr:
+        print("   | " + line.rstrip())
+        if load is None and line.startswith(f"[{LOAD_AFTER_TRIAL:>3}/"):
+            load = CompetingLoad(LOAD_S)
+            print(f"   -- competing load started {load.started:%H:%M:%S}")
+        if load is not None and load.stopped is None and \
+                datetime.now(timezone.utc) - load.started > timedelta(seconds=LOAD_S):
+            load.stop()
+            print(f"   -- competing load stopped {load.stopped:%H:%M:%S}")
+    summary = json.loads(search.stdout.read())
+    search.wait()
+    if load is None:
+        print("   the search ended before the load started; nothing to judge")
+        return
+    load.stop()
+    study = optuna.load_study(study_name=summary["study"],
+                              storage=optuna.storages.JournalStorage(
+                                  optuna.storages.journal.JournalFileBackend(summary["storage"])))
+    front = {entry["trial"] for entry in json.loads(Path(summary["pareto_json"]).read_text())}
+    overlapped = flagged = retaken_quiet = misses = misses_on_front = 0
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        if "contention" not in attrs or trial.datetime_complete is None:
+            continue
+        protocol = attrs["latency_protocol"]
+        end = trial.datetime_complete.astimezone(timezone.utc) - timedelta(
+            seconds=attrs["phase_s"].get("energy", 0.0))
+        start = end - timedelta(seconds=protocol["warmup_s"] + protocol["timed_s"])
+        overlap = (min(end, load.stopped) - max(start, load.started)).total_seconds()
+        contention = attrs["contention"]
+        if overlap <= 0.5:
+            continue
+        overlapped += 1
+        if contention["contended"]:
+            flagged += 1
+        elif contention["takes"] > 1:
+            retaken_quiet += 1
+        else:
+            misses += 1
+            misses_on_front += trial.number in front
+    print(f"   kept measurements overlapping the load: {overlapped}; flagged contended "
+          f"{flagged}, retaken until quiet {retaken_quiet}, unflagged (misses) {misses}, of "
+          f"which on the front {misses_on_front} (target 0)")
+    print(f"   front: {summary['pareto_size']} points; re-measured: "
+          f"{summary.get('front_remeasured')}, points that changed between the first and the "
+          f"re-measured front: {summary.get('front_changes')}")
+
+
+# --------------------------------------------------------------------------- compare
+
+
+# ``harness bench`` with every model it builds slowed: a busy-wait of ARGV[1] seconds after each call
+SLOWED_BENCH = """
+import sys, time
+import harness.bench as bench
+from harness.cli import main
+
+extra_s, build = float(sys.argv[1]), bench.build_model
+
+
+def slowed_build(config, **kwargs):
+    model = build(config, **kwargs)
+    forward = model.forward
+
+    def slower(x):
+        result = forward(x)
+        end = time.perf_counter() + extra_s
+        while time.perf_counter() < end:
+            pass
+        return result
+
+    model.forward = slower
+    return model
+
+
+bench.build_model = slowed_build
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def part_compare(workdir: Path) -> None:
+    print(f"== compare: {PAIRS} A/A pairs of 'harness bench --suite smoke', then {PAIRS} runs "
+          f"with a {SLOWDOWN:.0%} slowdown injected into {SMOKE_INJECTED_ENTRY}")
+    runs = []
+    for pair in range(PAIRS):
+        for side in ("a", "b"):
+            out = workdir / f"aa-{pair}-{side}"
+            harness("bench", "--suite", "smoke", "--out", str(out), check=True,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            runs.append(out)
+    base_ms = statistics.median(
+        json.loads(p.read_text())["latency_ms"]["median"]
+        for out in runs for p in out.rglob(f"{SMOKE_INJECTED_ENTRY}@*.json"))
+    extra_s = SLOWDOWN * base_ms / 1e3
+    slowed = []
+    for pair in range(PAIRS):
+        out = workdir / f"slowed-{pair}"
+        subprocess.run([sys.executable, "-c", SLOWED_BENCH, str(extra_s), "bench",
+                        "--suite", "smoke", "--entry", SMOKE_INJECTED_ENTRY, "--out", str(out)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+        slowed.append(out)
+    for label, threshold in (("suite thresholds", []), ("--threshold 3", ["--threshold", "3"])):
+        aa_flagged, deltas = 0, []
+        for pair in range(PAIRS):
+            verdict = _compare(runs[2 * pair], runs[2 * pair + 1], threshold)
+            aa_flagged += verdict["regressions"] > 0
+            deltas.append(verdict["deltas"])
+        caught = 0
+        for pair in range(PAIRS):
+            verdict = _compare(_only(runs[2 * pair], SMOKE_INJECTED_ENTRY, workdir, pair),
+                               slowed[pair], threshold)
+            caught += verdict["regressions"] > 0
+        print(f"   {label}: A/A pairs with a regression flagged {aa_flagged}/{PAIRS} (target 0); "
+              f"injected {SLOWDOWN:.0%} slowdown flagged {caught}/{PAIRS} (target >= 9)")
+        if label == "suite thresholds":
+            for entry in deltas[0]:
+                values = ", ".join(f"{d[entry]:+.1f}" for d in deltas)
+                print(f"   A/A Δ% {entry}: {values}")
+    print(f"   injected busy-wait {extra_s * 1e3:.3f} ms per call ({SLOWDOWN:.0%} of the A/A "
+          f"runs' median {base_ms:.3f} ms)")
+
+
+def _only(run: Path, entry: str, workdir: Path, pair: int) -> Path:
+    """The result files of one entry of a run, in a folder of their own."""
+    folder = workdir / f"base-{pair}-{entry}"
+    folder.mkdir(exist_ok=True)
+    for path in run.rglob(f"{entry}@*.json"):
+        (folder / path.name).write_text(path.read_text())
+    return folder
+
+
+def _compare(base: Path, head: Path, threshold: list[str]) -> dict:
+    done = harness("compare", str(base), str(head), "--format", "json", "--fail-on-regression",
+                   *threshold, capture_output=True)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"compare failed: {done.stderr.strip()}")
+    result = json.loads(done.stdout)
+    entries = result["entries"]
+    return {"regressions": sum(e["decision"] == "regression" for e in entries),
+            "deltas": {e["name"].split("/")[1].split("@")[0]: e["delta_pct"] for e in entries}}
+
+
+# --------------------------------------------------------------------------- sharing
+
+
+def part_sharing(workdir: Path) -> None:
+    env = {**os.environ, "HARNESS_DATA_DIR": str(workdir / "sharing-data")}
+    command = ["measure", "--arch", "deit_tiny", "--accuracy", "train:mnist@60steps",
+               "--no-latency", "--json"]
+    harness(*command[:-2], "--json", env=env, check=True, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)  # the dataset is decoded and cached once
+    print("== sharing: untimed work (deit_tiny, train:mnist@60steps), alone and two at once")
+    for label, extra in (("core sharing on (default)", []),
+                         ("off (--no-contention-check)", ["--no-contention-check"])):
+        start = time.perf_counter()
+        harness(*command, *extra, env=env, check=True, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL)
+        alone = time.perf_counter() - start
+        start = time.perf_counter()
+        pair = [subprocess.Popen([sys.executable, "-m", "harness", *command, *extra], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for _ in range(2)]
+        for process in pair:
+            process.wait()
+        both = time.perf_counter() - start
+        print(f"   {label}: alone {alone:.1f} s, two at once {both:.1f} s: {both / alone:.2f}x "
+              "(target <= 2x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    args = parser.parse_args()
+    print(f"noise_bench on {os.cpu_count()} CPUs, torch {torch.__version__}, load average "
+          f"{os.getloadavg()[0]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="noise-bench-") as folder:
+        workdir = Path(folder)
+        os.environ.setdefault("HARNESS_DATA_DIR", str(workdir / "data"))
+        for part in args.parts:
+            started = time.perf_counter()
+            {"aa": part_aa, "contention": lambda: part_contention(workdir),
+             "compare": lambda: part_compare(workdir),
+             "sharing": lambda: part_sharing(workdir)}[part]()
+            print(f"   ({part}: {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """Latency on a busy or drifting host: does the harness still give numbers one can trust?
 
-    python benchmarks/noise_bench.py                      # every part, ~25 minutes on 2 cores
+    python benchmarks/noise_bench.py                      # every part, ~50 minutes on 2 cores
     python benchmarks/noise_bench.py --parts aa sharing   # some of them
 
 Run it on an otherwise idle host: it starts its own competing load where a part needs one.
@@ -14,11 +14,14 @@ Parts:
   after its third trial and stopped ~40 s later. A trial whose kept measurement overlapped the
   load without being flagged is a miss; target: no miss on the front. Also how many front
   points the re-measured front changed.
-* ``compare``: ten pairs of back-to-back ``harness bench --suite smoke`` runs, each pair compared
-  with ``--fail-on-regression`` (target: no regression in any), then ten runs with a 5% slowdown
-  injected into the deit_tiny entry (a busy-wait after each call), each compared with the pair's
-  first run (target: flagged in at least 9 of 10). Both at the suite's own thresholds and at
+* ``compare``: pairs of back-to-back ``harness bench --suite smoke --rounds 6`` runs (6 runs a
+  side: one run a side is never decided, and 6 let a change be significant after Holm's
+  correction over the suite's 3 entries), each pair compared with ``--fail-on-regression``
+  (target: no regression in any), then as many runs with a 5% slowdown injected into the
+  deit_tiny entry (a busy-wait after each call), each compared with the pair's first run
+  (target: flagged in at least 9 of 10). Both at the suite's own thresholds and at
   ``--threshold 3``: a 5% change is exactly the smoke suite's deit_tiny threshold.
+  ``--compare-pairs N`` (default 10) bounds its time: ~4 minutes a pair on 2 cores.
 * ``sharing``: untimed work (``harness measure --accuracy train:mnist@60steps --no-latency``)
   alone, then two at once; with core sharing (default) and without (``--no-contention-check``).
   Target: two at once take at most 2x one alone.
@@ -44,6 +47,7 @@ PARTS = ("aa", "contention", "compare", "sharing")
 PAIRS = 10
 AGREEMENT = 0.03
 SLOWDOWN = 0.05
+COMPARE_ROUNDS = 6
 SMOKE_INJECTED_ENTRY = "deit_tiny"
 LOAD_AFTER_TRIAL = 3
 LOAD_S = 40.0
@@ -214,14 +218,16 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-def part_compare(workdir: Path) -> None:
-    print(f"== compare: {PAIRS} A/A pairs of 'harness bench --suite smoke', then {PAIRS} runs "
-          f"with a {SLOWDOWN:.0%} slowdown injected into {SMOKE_INJECTED_ENTRY}")
+def part_compare(workdir: Path, pairs: int) -> None:
+    rounds = ["--rounds", str(COMPARE_ROUNDS)]
+    print(f"== compare: {pairs} A/A pairs of 'harness bench --suite smoke --rounds "
+          f"{COMPARE_ROUNDS}', then {pairs} runs with a {SLOWDOWN:.0%} slowdown injected into "
+          f"{SMOKE_INJECTED_ENTRY}")
     runs = []
-    for pair in range(PAIRS):
+    for pair in range(pairs):
         for side in ("a", "b"):
             out = workdir / f"aa-{pair}-{side}"
-            harness("bench", "--suite", "smoke", "--out", str(out), check=True,
+            harness("bench", "--suite", "smoke", "--out", str(out), *rounds, check=True,
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             runs.append(out)
     base_ms = statistics.median(
@@ -229,25 +235,26 @@ def part_compare(workdir: Path) -> None:
         for out in runs for p in out.rglob(f"{SMOKE_INJECTED_ENTRY}@*.json"))
     extra_s = SLOWDOWN * base_ms / 1e3
     slowed = []
-    for pair in range(PAIRS):
+    for pair in range(pairs):
         out = workdir / f"slowed-{pair}"
         subprocess.run([sys.executable, "-c", SLOWED_BENCH, str(extra_s), "bench",
-                        "--suite", "smoke", "--entry", SMOKE_INJECTED_ENTRY, "--out", str(out)],
+                        "--suite", "smoke", "--entry", SMOKE_INJECTED_ENTRY, "--out", str(out),
+                        *rounds],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
         slowed.append(out)
     for label, threshold in (("suite thresholds", []), ("--threshold 3", ["--threshold", "3"])):
         aa_flagged, deltas = 0, []
-        for pair in range(PAIRS):
+        for pair in range(pairs):
             verdict = _compare(runs[2 * pair], runs[2 * pair + 1], threshold)
             aa_flagged += verdict["regressions"] > 0
             deltas.append(verdict["deltas"])
         caught = 0
-        for pair in range(PAIRS):
+        for pair in range(pairs):
             verdict = _compare(_only(runs[2 * pair], SMOKE_INJECTED_ENTRY, workdir, pair),
                                slowed[pair], threshold)
             caught += verdict["regressions"] > 0
-        print(f"   {label}: A/A pairs with a regression flagged {aa_flagged}/{PAIRS} (target 0); "
-              f"injected {SLOWDOWN:.0%} slowdown flagged {caught}/{PAIRS} (target >= 9)")
+        print(f"   {label}: A/A pairs with a regression flagged {aa_flagged}/{pairs} (target 0); "
+              f"injected {SLOWDOWN:.0%} slowdown flagged {caught}/{pairs} (target >= 9)")
         if label == "suite thresholds":
             for entry in deltas[0]:
                 values = ", ".join(f"{d[entry]:+.1f}" for d in deltas)
@@ -306,6 +313,8 @@ def part_sharing(workdir: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--compare-pairs", type=int, default=PAIRS,
+                        help=f"A/A and injected pairs of the compare part (default {PAIRS})")
     args = parser.parse_args()
     print(f"noise_bench on {os.cpu_count()} CPUs, torch {torch.__version__}, load average "
           f"{os.getloadavg()[0]:.2f}")
@@ -315,7 +324,7 @@ def main() -> None:
         for part in args.parts:
             started = time.perf_counter()
             {"aa": part_aa, "contention": lambda: part_contention(workdir),
-             "compare": lambda: part_compare(workdir),
+             "compare": lambda: part_compare(workdir, args.compare_pairs),
              "sharing": lambda: part_sharing(workdir)}[part]()
             print(f"   ({part}: {time.perf_counter() - started:.0f} s)")
 

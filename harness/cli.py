@@ -256,8 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with --base-rev: suite name or path (default smoke)")
     compare.add_argument("--device", default=DEFAULT_DEVICE,
                          help=f"with --base-rev: device (default {DEFAULT_DEVICE})")
-    compare.add_argument("--rounds", type=int, default=5,
-                         help="with --base-rev: interleaved rounds per revision (default 5)")
+    compare.add_argument("--rounds", type=int,
+                         help="with --base-rev: interleaved rounds per revision (default: enough "
+                         "for a change to be significant after Holm's correction over the "
+                         "suite's entries: 6 for up to 4 entries, 7 for up to 17)")
     compare.add_argument("--results", type=Path, default=Path("bench-results") / "compare",
                          help="with --base-rev: where the results go (default "
                          "bench-results/compare/{base,head})")
@@ -1027,7 +1029,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if any(revisions):
         if not all(revisions) or args.base or args.head:
             raise UsageError("give BASE and HEAD result sets, or --base-rev and --head-rev")
-        if args.rounds <= 0:
+        if args.rounds is not None and args.rounds <= 0:
             raise UsageError(f"--rounds must be positive, got {args.rounds}")
         base_dir, head_dir = _bench_revisions(args)
     elif args.base is None or args.head is None:
@@ -1050,6 +1052,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _bench_revisions(args: argparse.Namespace) -> tuple[Path, Path]:
+    from harness.bench import load_suite
+    from harness.compare_stats import replicates_needed
     from harness.revisions import bench_interleaved
 
     # each revision runs in its own directory: paths must not depend on ours
@@ -1059,8 +1063,9 @@ def _bench_revisions(args: argparse.Namespace) -> tuple[Path, Path]:
     if results.exists() and any(results.iterdir()):
         raise UsageError(f"--results {results} is not empty; results of one comparison are "
                          "never mixed with another's: name a new directory")
+    rounds = args.rounds or replicates_needed(len(load_suite(args.suite).entries))
     return bench_interleaved(Path.cwd(), args.base_rev, args.head_rev, suite, device,
-                             args.rounds, results,
+                             rounds, results,
                              on_round=lambda message: print(f"harness: {message}",
                                                             file=sys.stderr, flush=True))
 

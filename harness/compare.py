@@ -11,14 +11,14 @@ correction, Hodges-Lehmann interval of the change, each entry's own threshold). 
   replicate, so noise between runs is inside the test: the drift-corrected medians when every
   run was corrected, else the raw ones of every run (a corrected median against a raw one would
   compare the host's calibrated speed with its speed that day).
-* With fewer runs, the runs' samples are pooled, and the test sees only noise within a run. The
-  host drifts by 1-40% between runs seconds apart, which pooled raw samples report as a highly
-  significant change (an A/A run of the smoke suite: +16.6%, p = 2e-21). So pooled samples are
-  compared only drift-corrected (each run's raw samples times its drift factor, the reference
-  probe's quiet time over its time beside the run), and only when every run was corrected.
-  Otherwise the entry's decision is "replicates missing": shown, never a regression. A thousand
-  corrected samples a side make even a tiny residual drift significant; a decision still needs
-  the change to reach the entry's threshold, so such an entry stays "unchanged".
+* With fewer runs, nothing is decided: the entry is "replicates missing", shown with the pooled
+  samples' medians (drift-corrected, raw samples times the run's drift factor, when every run
+  was corrected), never a regression. Pooled samples hold only the noise within a run, while the
+  host drifts by 1-40% between runs seconds apart: an A/A run of the smoke suite on pooled raw
+  samples gave "+16.6%, p = 2e-21". Drift correction narrows that, not enough: ten A/A pairs of
+  smoke runs on a 2-core VM, compared on pooled drift-corrected samples, called a regression in
+  8 of 10 (corrected deit_tiny changes of -3.6% to +11.2%, int8 of -24% to +26%;
+  ``benchmarks/noise_bench.py``, 2026-12-02).
 
 Result files from before drift correction and the contention check are read as raw, with
 contention unknown. Results from different machines are compared only with a loud warning, since
@@ -36,7 +36,12 @@ from typing import Any
 import numpy as np
 
 from harness.bench import contention_reasons, is_contended
-from harness.compare_stats import ComparisonError, EntryComparison, compare_entries
+from harness.compare_stats import (
+    ComparisonError,
+    EntryComparison,
+    compare_entries,
+    replicates_needed,
+)
 from harness.environment import EnvironmentChange, diff_environments
 
 MIN_REPLICATE_RUNS = 5  # Mann-Whitney's smallest two-sided p with 5 against 5 is 0.008
@@ -50,15 +55,17 @@ BUSY_HOST_INCLUDED = "measured on a busy host, compared anyway (--include-conten
 # The figures an entry's test ran on (``EntryOutcome.figures``)
 CORRECTED_MEDIANS = "drift-corrected run medians"
 RAW_MEDIANS = "raw run medians"
-CORRECTED_SAMPLES = "drift-corrected samples"
+CORRECTED_SAMPLES_UNTESTED = "drift-corrected samples, not tested"
 RAW_SAMPLES_UNTESTED = "raw samples, not tested"
+UNTESTED = (CORRECTED_SAMPLES_UNTESTED, RAW_SAMPLES_UNTESTED)
 
 REPLICATES_ADVICE = (
-    f"Replicates missing: with fewer than {MIN_REPLICATE_RUNS} runs a side and a run without "
-    "drift correction, the samples of one run cannot tell a code change from the host's drift "
-    "between runs, so no decision is made. Replicates come from `harness compare --base-rev BASE "
-    f"--head-rev HEAD` (both revisions, interleaved, {MIN_REPLICATE_RUNS} rounds in one job) or "
-    f"from `harness bench --rounds {MIN_REPLICATE_RUNS}` on each side.")
+    f"Replicates missing: with fewer than {MIN_REPLICATE_RUNS} runs a side, the samples of one run "
+    "cannot tell a code change from the host's drift between runs, drift-corrected or not, so no "
+    "decision is made. Replicates come from `harness compare --base-rev BASE "
+    "--head-rev HEAD` (both revisions, interleaved, in one job) or from `harness bench --rounds "
+    "6` on each side (6 runs a side let a change be significant after Holm's correction over up "
+    "to 4 entries, 7 over up to 17).")
 
 
 @dataclass(frozen=True)
@@ -120,7 +127,7 @@ class EntryOutcome:
     missing was not tested: no interval and no p-value, only its raw medians."""
 
     name: str
-    figures: str  # one of CORRECTED_MEDIANS, RAW_MEDIANS, CORRECTED_SAMPLES, RAW_SAMPLES_UNTESTED
+    figures: str  # CORRECTED_MEDIANS or RAW_MEDIANS (tested), or one of UNTESTED
     decision: str  # one of DECISIONS
     base_median: float
     head_median: float
@@ -141,10 +148,11 @@ class EntryOutcome:
                    test.threshold_pct, test.n_base, test.n_head, *runs)
 
     @classmethod
-    def untested(cls, name: str, base: list[float], head: list[float], threshold_pct: float,
+    def untested(cls, name: str, figures: ComparedFigures, threshold_pct: float,
                  runs: tuple[int, int]) -> EntryOutcome:
+        base, head = figures.base, figures.head
         base_median, head_median = float(np.median(base)), float(np.median(head))
-        return cls(name, RAW_SAMPLES_UNTESTED, REPLICATES_MISSING, base_median, head_median,
+        return cls(name, figures.kind, REPLICATES_MISSING, base_median, head_median,
                    100 * (head_median / base_median - 1), None, None, None, threshold_pct,
                    len(base), len(head), *runs)
 
@@ -216,6 +224,13 @@ class Comparison:
         if self.not_compared:
             notes.append(f"Not compared, no run left on one side once runs on a busy host were "
                          f"left out: {', '.join(self.not_compared)}")
+        tested = [e for e in self.entries if e.p_adjusted is not None]
+        needed = replicates_needed(len(tested))
+        short = [e.name for e in tested if min(e.base_runs, e.head_runs) < needed]
+        if short:
+            notes.append(f"With fewer than {needed} runs a side, no change of the {len(tested)} "
+                         "entries compared can be significant after Holm's correction "
+                         f"(p < 0.01): {', '.join(short)}; run {needed} rounds")
         if self.unchecked_runs:
             notes.append(f"{self.unchecked_runs} run(s) carry no contention check (result files "
                          "of an older harness, or --no-contention-check): a busy host is not "
@@ -265,7 +280,7 @@ def compare_results(base: list[dict[str, Any]], head: list[dict[str, Any]],
                     if not (comparable["base"][key] and comparable["head"][key])]
     figures = {key: _figures(comparable["base"][key], comparable["head"][key])
                for key in common if key not in not_compared}
-    tested = {key: f for key, f in figures.items() if f.kind != RAW_SAMPLES_UNTESTED}
+    tested = {key: f for key, f in figures.items() if f.kind not in UNTESTED}
     tests = {test.name: test for test in compare_entries(
         {key: (f.base, f.head) for key, f in tested.items()},
         thresholds={key: thresholds[key] for key in tested}, alpha=alpha)}
@@ -273,7 +288,7 @@ def compare_results(base: list[dict[str, Any]], head: list[dict[str, Any]],
     for key, f in figures.items():
         counts = (len(comparable["base"][key]), len(comparable["head"][key]))
         entries.append(EntryOutcome.tested(tests[key], f.kind, counts) if key in tests else
-                       EntryOutcome.untested(key, f.base, f.head, thresholds[key], counts))
+                       EntryOutcome.untested(key, f, thresholds[key], counts))
     machines = {side: {r["machine_fingerprint"] for r in results}
                 for side, results in zip(SIDES, (base, head))}
     return Comparison(
@@ -307,7 +322,7 @@ def _figures(base: list[BenchRun], head: list[BenchRun]) -> ComparedFigures:
         return [sample * (run.drift_factor if corrected else 1.0)
                 for run in runs for sample in run.raw_samples_ms]
 
-    return ComparedFigures(CORRECTED_SAMPLES if corrected else RAW_SAMPLES_UNTESTED,
+    return ComparedFigures(CORRECTED_SAMPLES_UNTESTED if corrected else RAW_SAMPLES_UNTESTED,
                            pooled(base, corrected), pooled(head, corrected))
 
 
@@ -324,7 +339,8 @@ HEADER = ["entry", "metric", "compared", "base", "head", "Δ% [95% CI]", "p (Hol
           "decision"]
 FIGURES_NOTE = ("*compared*: drift-corrected figures are raw latencies times the reference "
                 "probe's quiet time over its time beside the run; with "
-                f"{MIN_REPLICATE_RUNS} or more runs a side, each run's median is one replicate.")
+                f"{MIN_REPLICATE_RUNS} or more runs a side, each run's median is one replicate; "
+                "with fewer, nothing is decided.")
 
 
 def _markdown_table(entries: list[EntryOutcome]) -> str:

@@ -73,6 +73,16 @@ class EntryComparison:
         return values
 
 
+def replicates_needed(entries: int, alpha: float = 0.01) -> int:
+    """Runs a side for which the smallest two-sided Mann-Whitney p (2 / C(2n, n), the two sides
+    fully apart), Holm-corrected over ``entries`` tests, falls below ``alpha``: with fewer, no
+    change can be significant. 5 for one entry, 6 for up to 4, 7 for up to 17."""
+    runs = 2
+    while 2 / math.comb(2 * runs, runs) * max(entries, 1) >= alpha:
+        runs += 1
+    return runs
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm-Bonferroni adjusted p-values: the i-th smallest p times (m - i), made monotone."""
     p = np.asarray(p_values, dtype=float)

@@ -46,13 +46,14 @@ from harness.timing import MeasurementProtocol
 REMEASURE_ATTR = "remeasured_front"
 REMEASURE_SCHEMA_VERSION = 1
 DEFAULT_ROUNDS = 5
-ROUND_S = 0.4  # timing of one candidate in one round, at most the protocol's time cap
+ROUND_S = 0.3  # timing of one candidate in one round, at most the protocol's time cap
 # Warm-up of a candidate in the rounds after the first: the other candidates ran in between and
 # left its caches cold; the first round warms each model up as its search measurement did.
 ROUND_WARMUP_S = 0.1
 # Candidates beyond the front (whose CI reaches it) timed at most, with the front, in all; the
-# front itself is never cut. Bounds the time: about 12 x 5 rounds x 0.5 s.
-MAX_CANDIDATES = 12
+# front itself is never cut. Bounds the time: about 8 x 5 rounds x 0.4 s, plus each first warm-up;
+# 12 candidates of 0.4 s took 42 s of a 2-minute later quick-start search.
+MAX_CANDIDATES = 8
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from pathlib import Path
 
 import torch
 
+from harness.devices.competing_load import CompetingLoad
+
 PARTS = ("aa", "contention", "compare", "sharing")
 PAIRS = 10
 AGREEMENT = 0.03
@@ -51,20 +52,6 @@ COMPARE_ROUNDS = 6
 SMOKE_INJECTED_ENTRY = "deit_tiny"
 LOAD_AFTER_TRIAL = 3
 LOAD_S = 40.0
-LOAD = """
-import multiprocessing, sys, time
-def spin(seconds):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
-if __name__ == "__main__":
-    seconds, workers = float(sys.argv[1]), int(sys.argv[2])
-    processes = [multiprocessing.Process(target=spin, args=(seconds,)) for _ in range(workers)]
-    for p in processes:
-        p.start()
-    for p in processes:
-        p.join()
-"""
 
 
 def harness(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
@@ -109,22 +96,6 @@ def part_aa() -> None:
 
 
 # --------------------------------------------------------------------------- contention
-
-
-class CompetingLoad:
-    def __init__(self, seconds: float) -> None:
-        workers = 2 * (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                       else os.cpu_count() or 1)
-        self.process = subprocess.Popen([sys.executable, "-c", LOAD, str(seconds), str(workers)],
-                                        start_new_session=True)
-        self.started = datetime.now(timezone.utc)
-        self.stopped: datetime | None = None
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
-        self.stopped = self.stopped or datetime.now(timezone.utc)
 
 
 def part_contention(workdir: Path) -> None:

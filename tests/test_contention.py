@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +17,7 @@ from test_study import _settings
 
 from harness.cli import main
 from harness.devices import get_device
+from harness.devices.competing_load import CompetingLoad
 from harness.devices.contention import (
     OTHERS_SLACK_CORES,
     PROBE_SLOWDOWN_LIMIT,
@@ -31,40 +28,6 @@ from harness.devices.contention import (
 from harness.devices.probe import calibration_path, load_calibration
 from harness.report import write_report
 from harness.study import is_contended, pareto_trials, run_search
-
-LOAD = """
-import multiprocessing, sys, time
-def spin(seconds):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
-if __name__ == "__main__":
-    seconds, workers = float(sys.argv[1]), int(sys.argv[2])
-    processes = [multiprocessing.Process(target=spin, args=(seconds,)) for _ in range(workers)]
-    for p in processes:
-        p.start()
-    print("spinning", flush=True)
-    for p in processes:
-        p.join()
-"""
-
-
-class CompetingLoad:
-    """Twice as many spinning processes as the host has cores, for at most 60 s, in a process
-    group of their own so that ``stop`` ends every one of them."""
-
-    def __init__(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", LOAD, "60", str(2 * logical_cores())],
-            stdout=subprocess.PIPE, text=True, start_new_session=True)
-        assert self.process.stdout.readline().strip() == "spinning"
-        time.sleep(0.5)  # let the workers reach their loops
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-        self.process.stdout.close()
 
 
 @pytest.fixture

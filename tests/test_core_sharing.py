@@ -8,10 +8,10 @@ import time
 
 import pytest
 import torch
-from test_contention import CompetingLoad
 
 from harness import core_sharing
 from harness.core_sharing import share_cores, sharing_cores
+from harness.devices.competing_load import CompetingLoad
 from harness.devices.contention import logical_cores
 from harness.devices.lock import wait_while_others_time
 

@@ -59,8 +59,9 @@ def test_a_quiet_host_is_not_flagged_and_latency_is_drift_corrected(fast_device_
     result = _evaluate(device, protocol)
     contention = result["contention"]
     assert contention["checked"] and not contention["contended"]
-    assert contention["takes"] == 1 and result["retaken_samples_ms"] == []
-    assert contention["evidence"][0]["reasons"] == []
+    # a daemon's blip over a 0.2-s window may cost a retake, never a flag
+    assert len(result["retaken_samples_ms"]) == contention["takes"] - 1
+    assert contention["evidence"][-1]["reasons"] == []
     drift = result["drift"]
     assert drift["status"] == "corrected" and drift["probe_samples"] >= 2
     assert 0 < drift["probe_share"] < 1

@@ -41,8 +41,8 @@ class ReferenceProbe(torch.nn.Module):
     """One DeiT-Tiny block (width 192, 3 heads, MLP 768) on ``batch`` images' 197 tokens, fp32.
 
     A block, not a bare GEMM: the host's speed moves a ViT through its matmuls, softmax, norms
-    and memory traffic together. Timed beside deit_tiny on a drifting 2-core VM, a 256x256 GEMM
-    moved 3% while the model moved 20%; the block moved 16%."""
+    and memory traffic together. Timed beside deit_tiny in two runs on a 2-core VM (the slower
+    perhaps beside other work), a 256x256 GEMM moved 3% while the model moved 20%; the block 16%."""
 
     def __init__(self, batch: int) -> None:
         super().__init__()

@@ -116,6 +116,33 @@ def build_parser() -> argparse.ArgumentParser:
                         "searched")
     report.set_defaults(handler=cmd_report)
 
+    export = commands.add_parser(
+        "export", help="write a trial or a configuration as a model that loads without the harness",
+        description="Write a directory with config.yaml, model.safetensors (timm's key names), "
+        "model.pt2 (torch.export), model.onnx with its parity against eager, check.safetensors, "
+        "model_card.json (what was measured, with its provenance) and a README on loading it "
+        "with plain PyTorch, timm or ONNX Runtime. Needs the onnx extra.",
+    )
+    export.add_argument("search_out", nargs="?", type=Path, metavar="SEARCH_OUT",
+                        help="a search's output directory (as 'harness report' takes)")
+    export.add_argument("--trial", type=int, metavar="N", help="with SEARCH_OUT: the trial to export")
+    export.add_argument("--config", type=Path, metavar="FILE",
+                        help="instead of SEARCH_OUT: a configuration (YAML/JSON) or one "
+                        "pareto.json entry")
+    export.add_argument("--out", type=Path, required=True, help="the directory to write")
+    export.add_argument("--storage", help="storage URL or journal file (default "
+                        "SEARCH_OUT/study.journal)")
+    export.add_argument("--study", help="study name (default: the only study in the storage)")
+    export.add_argument("--weights", type=Path, metavar="PATH",
+                        help="the checkpoint the study searched, or for --config the weights "
+                        "to export")
+    export.add_argument("--supernet", action="store_true",
+                        help="export the weights the trial inherits from the study's supernet "
+                        "(at the supernet's data shape) instead of those its latency was "
+                        "measured on")
+    export.add_argument("--force", action="store_true", help="replace an existing --out")
+    export.set_defaults(handler=cmd_export)
+
     repair = commands.add_parser(
         "repair", help="move the damaged end of a study's journal file aside so it loads again",
         description="Keep the complete records of a journal file before its first damaged line "
@@ -517,6 +544,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         SearchSettings,
         check_budgets_reachable,
         check_device_fits,
+        check_runtimes,
         pareto_trials,
         restrict_to_device,
         run_search,
@@ -561,6 +589,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             "--workers with an estimated device (e.g. --device zcu102), or one 'harness worker' "
             "per host")
     space, capability_notes = restrict_to_device(space, device, args.keep_unaccelerated)
+    check_runtimes(space, device)
     protocol = _protocol(device, args)
     check_device_fits(space, device, protocol.batch_size)
     study_name = args.study or "-".join([space.name, device.name, *(b.text for b in budgets)])
@@ -717,6 +746,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     else:
         estimator = get_estimator(args.accuracy) if args.accuracy else None
     device = get_device(args.device)
+    device.check_runtime(config)
     if estimator is not None and estimator.needs_space:
         if not args.space:
             raise UsageError(f"--accuracy {estimator.spec} scores a configuration of a space: "
@@ -798,6 +828,8 @@ def _print_measurement(result: dict[str, Any]) -> None:
             print(f"  energy      {energy['joules_per_inference']:.4f} J per call "
                   f"[{low:.4f}, {high:.4f}] ({energy['status']}, {energy['source']}; idle "
                   f"{energy['idle_power_w']:.1f} W; {energy['reason']})")
+        if "runtime" in result:
+            _print_runtime(result["runtime"])
         if result["throttled"]:
             print(f"  THROTTLED   {result['conditions'].get('throttle_reasons', 'see conditions')}")
     if "accuracy" in result:
@@ -811,6 +843,16 @@ def _print_measurement(result: dict[str, Any]) -> None:
     else:
         print("  accuracy    not estimated (give --accuracy SPEC, e.g. proxy:dss or "
               f"{DEFAULT_ESTIMATOR})")
+
+
+def _print_runtime(runtime: dict[str, Any]) -> None:
+    if runtime["parity"] is None:
+        print(f"  runtime     {runtime['runtime']}")
+        return
+    parity = runtime["parity"]
+    print(f"  runtime     {runtime['runtime']}, prepared in {runtime['prepare_s']:.1f} s; parity "
+          f"with eager: max |Δ logit| {parity['max_abs_diff']:.2g} (bound {parity['bound']:g}), "
+          f"top-1 agreement {parity['top1_agreement']:.0%} of {parity['images']} images")
 
 
 def _print_estimate(lat: dict[str, Any], fpga: dict[str, Any], protocol: dict[str, Any]) -> None:
@@ -830,25 +872,13 @@ def _print_estimate(lat: dict[str, Any], fpga: dict[str, Any], protocol: dict[st
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import optuna
-
-    from harness.errors import StudyError
     from harness.files import check_writable_dir
     from harness.report import write_report
-    from harness.storage import default_storage, hide_password, open_storage
 
     if (args.device or args.weights) and not args.remeasure:
         raise UsageError("--device and --weights of 'harness report' go with --remeasure")
     check_writable_dir(args.out)
-    storage_url = args.storage or default_storage(args.out)
-    storage = open_storage(storage_url, must_exist=True)
-    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    name = args.study or (names[0] if len(names) == 1 else None)
-    if name not in names:
-        raise StudyError(f"study {shorten(name or '(none given)')} not in "
-                         f"{hide_password(storage_url, storage_url)}; valid: "
-                         f"{', '.join(names) or 'none'}")
-    study = optuna.load_study(study_name=name, storage=storage)
+    study = _load_stored_study(args.out, args.storage, args.study)
     if args.remeasure:
         from harness.remeasure import remeasure_stored_study
 
@@ -857,6 +887,59 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = write_report(study, args.out)
     print(report)
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.checkpoint import load_checkpoint
+    from harness.export import (
+        check_destination,
+        load_export_source,
+        source_from_trial,
+        write_export,
+    )
+
+    if (args.search_out is None) == (args.config is None):
+        raise UsageError("export needs either SEARCH_OUT with --trial N, or --config FILE")
+    if args.search_out is not None and args.trial is None:
+        raise UsageError("export SEARCH_OUT needs --trial N (the trial number in its report)")
+    if args.config is not None and (args.trial is not None or args.supernet or args.storage
+                                    or args.study):
+        raise UsageError("--trial, --supernet, --storage and --study go with SEARCH_OUT, not "
+                         "--config")
+    check_destination(args.out, args.force)
+    checkpoint = load_checkpoint(args.weights) if args.weights else None
+    if args.config is not None:
+        source = load_export_source(args.config)
+        if checkpoint is not None:
+            config = checkpoint.fit(source.config)
+            source = dataclasses.replace(source, config=config, weights=checkpoint.tensors, weights_origin={
+                "kind": "pretrained", "path": str(checkpoint.path), "sha256": checkpoint.sha256})
+    else:
+        study = _load_stored_study(args.search_out, args.storage, args.study)
+        source = source_from_trial(study, args.trial, checkpoint, args.supernet)
+    print(write_export(source, args.out, args.force))
+    return 0
+
+
+def _load_stored_study(out: Path, storage_arg: str | None, study_arg: str | None) -> Any:
+    """The study of a search's output directory (or of ``--storage``), by name or the only one.
+
+    Raises:
+        StudyError: no such study (the names that exist are listed)."""
+    import optuna
+
+    from harness.errors import StudyError
+    from harness.storage import default_storage, hide_password, open_storage
+
+    storage_url = storage_arg or default_storage(out)
+    storage = open_storage(storage_url, must_exist=True)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    name = study_arg or (names[0] if len(names) == 1 else None)
+    if name not in names:
+        raise StudyError(f"study {shorten(name or '(none given)')} not in "
+                         f"{hide_password(storage_url, storage_url)}; valid: "
+                         f"{', '.join(names) or 'none'}")
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
@@ -1195,7 +1278,13 @@ def cmd_bench_knobs(args: argparse.Namespace) -> int:
     from harness.environment import capture_environment
     from harness.errors import DeviceError
     from harness.files import check_writable_dir, write_atomically
-    from harness.knob_bench import DEFAULT_SETTINGS, KnobRow, bench_knobs, parse_knob
+    from harness.knob_bench import (
+        DEFAULT_SETTINGS,
+        KnobRow,
+        bench_knobs,
+        parse_knob,
+        runtime_settings,
+    )
     from harness.models import preset_config
 
     for option, values in (("--rounds", [args.rounds]), ("--iters", [args.iters]),
@@ -1212,11 +1301,12 @@ def cmd_bench_knobs(args: argparse.Namespace) -> int:
                              f"got {len(archs)}")
         checkpoint = load_checkpoint(args.weights)
         archs = {name: checkpoint.fit(config) for name, config in archs.items()}
-    settings = [parse_knob(text) for text in args.knob] if args.knob else list(DEFAULT_SETTINGS)
     device = get_device(args.device)
     if not isinstance(device, MeasuredDevice):
         raise DeviceError(f"bench-knobs times real calls; device {shorten(device.name)} of kind "
                           f"{device.kind!r} estimates latency (use 'harness measure' with --set)")
+    settings = ([parse_knob(text) for text in args.knob] if args.knob else
+                [*DEFAULT_SETTINGS, *runtime_settings(device)])
 
     def on_row(done: int, total: int, row: KnobRow) -> None:
         if not args.quiet:

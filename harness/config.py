@@ -27,6 +27,13 @@ GRID_ATTENTION = ("window", "pooled")
 MERGE_SCHEDULES = ("constant", "decreasing")
 WEIGHT_SPARSITIES = ("dense", "2:4", "block")
 PRECISIONS = ("fp32", "int8", "bf16", "fp16")
+# How the model is run: PyTorch eager, torch.compile (inductor), or exported to ONNX Runtime
+# (``harness.runtimes``). The compile modes are torch.compile's own.
+RUNTIMES = ("eager", "compile", "onnxruntime")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# Keys added after configurations were first stored: they enter ``CandidateConfig.key`` only when
+# set to something other than their default, so the keys of earlier configurations stay valid.
+HASHED_WHEN_SET = ("runtime", "compile_mode")
 
 # Size limits of single keys: far above every published ViT, far below what exhausts a host's
 # memory. A larger value is a typo (depth=10000) that would take minutes and many GB to build.
@@ -123,6 +130,8 @@ KEY_SPECS: dict[str, KeySpec] = {
     "sparsity_block": KeySpec(_positive_int, "a positive integer (block side)"),
     "block_sparsity": KeySpec(_fraction, "a number in [0, 1) (fraction of blocks zeroed)", float),
     "precision": KeySpec(_one_of(PRECISIONS), "one of " + ", ".join(PRECISIONS)),
+    "runtime": KeySpec(_one_of(RUNTIMES), "one of " + ", ".join(RUNTIMES)),
+    "compile_mode": KeySpec(_one_of(COMPILE_MODES), "one of " + ", ".join(COMPILE_MODES)),
 }
 VALID_KEYS = ", ".join(KEY_SPECS)
 
@@ -186,6 +195,8 @@ class CandidateConfig:
     * ``weight_sparsity``: ``2:4`` or ``block`` (``block_sparsity`` of the ``sparsity_block``²
       blocks of each block Linear zeroed by magnitude).
     * ``precision``: fp32, int8 (dynamic quantisation of Linear layers), bf16 or fp16.
+    * ``runtime``: ``eager`` PyTorch, ``compile`` (torch.compile in ``compile_mode``) or
+      ``onnxruntime`` (exported to ONNX); the same logits, checked on every preparation.
     """
 
     embed_dim: int = 192
@@ -208,6 +219,8 @@ class CandidateConfig:
     sparsity_block: int = 32
     block_sparsity: float = 0.5
     precision: str = "fp32"
+    runtime: str = "eager"
+    compile_mode: str = "default"
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -352,7 +365,9 @@ class CandidateConfig:
 
     def key(self) -> str:
         """A short stable identifier: the hash of the canonical JSON of the configuration."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        values = {key: value for key, value in self.to_dict().items()
+                  if key not in HASHED_WHEN_SET or value != getattr(CandidateConfig, key)}
+        canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
@@ -416,6 +431,7 @@ SWITCHES: dict[str, Switch] = {
                              "set weight_sparsity=block"),
     "block_sparsity": Switch("weight_sparsity", lambda v: v == "block",
                              "set weight_sparsity=block"),
+    "compile_mode": Switch("runtime", lambda v: v == "compile", "set runtime=compile"),
 }
 
 

@@ -23,11 +23,13 @@ import torch
 
 from harness.config import CandidateConfig, check_keys_take_effect, parse_set_options
 from harness.cost import check_buildable, estimate_cost
-from harness.devices.base import KnobSupport, MeasuredDevice, inference_context
+from harness.devices.base import KnobSupport, MeasuredDevice
 from harness.devices.lock import exclusive_timing
 from harness.errors import ConfigError, shorten
 from harness.knobs import BASELINE
+from harness.layers import inference_context
 from harness.models import build_model
+from harness.runtimes import get_runtime
 from harness.stats import median_ci
 from harness.timing import MeasurementProtocol, warm_up
 
@@ -37,13 +39,14 @@ INPUT_SEED = 0
 # The switches that turn every knob off: the dense fp32 reference of an architecture.
 KNOBS_OFF: dict[str, Any] = {
     "keep_rate": 1.0, "merge_r": 0, "attention": "global", "weight_sparsity": "dense",
-    "precision": "fp32",
+    "precision": "fp32", "runtime": "eager",
 }
 # Keys a knob setting may set: the switches and the settings of the knobs they turn on. Other keys
 # change the architecture, so the dense reference would no longer be the same network.
 KNOB_KEYS = (
     "keep_rate", "keep_layers", "fuse_tokens", "merge_r", "merge_schedule", "attention",
     "window_size", "kv_pool", "weight_sparsity", "sparsity_block", "block_sparsity", "precision",
+    "runtime", "compile_mode",
 )
 # Commas outside brackets separate assignments, so list values such as keep_layers=[4,7,10] stay whole.
 _TOP_LEVEL_COMMA = re.compile(r",(?![^\[]*\])")
@@ -70,6 +73,19 @@ DEFAULT_SETTINGS: tuple[KnobSetting, ...] = (
     KnobSetting("precision=int8", {"precision": "int8"}),
     KnobSetting("precision=bf16", {"precision": "bf16"}),
 )
+# Runtime rows: the same fp32 model run by another runtime, against eager. Default rows only for
+# the runtimes the device lists and this host has installed (``runtime_settings``).
+RUNTIME_SETTINGS: tuple[KnobSetting, ...] = (
+    KnobSetting("runtime=compile", {"runtime": "compile"}),
+    KnobSetting("runtime=onnxruntime", {"runtime": "onnxruntime"}),
+)
+
+
+def runtime_settings(device: MeasuredDevice) -> list[KnobSetting]:
+    """The runtime rows ``device`` can run here."""
+    return [setting for setting in RUNTIME_SETTINGS
+            if setting.values["runtime"] in device.profile.runtimes
+            and get_runtime(setting.values["runtime"]).availability()[0]]
 
 
 def parse_knob(text: str) -> KnobSetting:
@@ -169,12 +185,14 @@ Prepared = tuple[torch.nn.Module, torch.Tensor]
 
 def _prepare(device: MeasuredDevice, config: CandidateConfig, batch_size: int,
              weights: dict[str, torch.Tensor] | None = None) -> Prepared:
-    """The model and inputs of ``config`` as the device runs them; same seeds for every model,
-    or a pretrained checkpoint's ``weights``."""
+    """The model and inputs of ``config`` as the device runs them, in its runtime (checked
+    against eager); same seeds for every model, or a pretrained checkpoint's ``weights``."""
     generator = torch.Generator().manual_seed(INPUT_SEED)
     inputs = torch.randn(batch_size, 3, config.img_size, config.img_size, generator=generator)
     model = build_model(config, seed=MODEL_SEED, shared_weights=weights)
-    return device.prepare(model, inputs, config)
+    model, inputs = device.prepare(model, inputs, config)
+    model, _ = device.deploy(model, inputs, config, device.profile.protocol)
+    return model, inputs
 
 
 def _time_calls(device: MeasuredDevice, prepared: Prepared, iters: int) -> list[float]:
@@ -219,10 +237,13 @@ def time_interleaved(
     return PairedTiming(dense_ms, knob_ms, ratios, all(w.steady for w in warm))
 
 
-def _how(support: list[KnobSupport]) -> str:
-    """How the device runs the knobs the setting turns on (the fp32/dense baselines left out)."""
-    active = [s for s in support if BASELINE.get(s.knob) != s.value]
-    return "; ".join(f"{s.knob}: {s.how}" for s in active) or "no knob is on: the dense model"
+def _how(support: list[KnobSupport], config: CandidateConfig) -> str:
+    """How the device runs the knobs the setting turns on (the fp32/dense baselines left out),
+    and the runtime when it is not eager."""
+    active = [f"{s.knob}: {s.how}" for s in support if BASELINE.get(s.knob) != s.value]
+    if config.runtime != "eager":
+        active.append(f"runtime: {config.runtime}, logits checked against eager")
+    return "; ".join(active) or "no knob is on: the dense model"
 
 
 def _row(device: MeasuredDevice, arch: str, batch_size: int, setting: KnobSetting,
@@ -237,7 +258,7 @@ def _row(device: MeasuredDevice, arch: str, batch_size: int, setting: KnobSettin
         dense_latency_ms=statistics.median(timing.dense_ms),
         speedup=statistics.median(timing.round_speedups),
         speedup_ci95=median_ci(timing.round_speedups), round_speedups=timing.round_speedups,
-        accelerated=all(s.accelerated for s in support), how=_how(support),
+        accelerated=all(s.accelerated for s in support), how=_how(support, knob),
         warmup_steady=timing.warmup_steady,
         knobs=[s.to_dict() for s in support],
     )
@@ -278,6 +299,9 @@ def bench_knobs(
     applied to the architecture), per batch size; ``on_row(done, total, row)`` after each row.
     ``weights``: a pretrained checkpoint of the (single) architecture, else seeded weights."""
     configs = _knob_configs(archs, settings)
+    for _, knob_configs in configs.values():
+        for knob_config in knob_configs:
+            device.check_runtime(knob_config)
     protocol = device.profile.protocol
     device.configure(protocol)
     total = len(archs) * len(batch_sizes) * len(settings)

@@ -322,6 +322,7 @@ def remeasure_front(
         config = CandidateConfig.from_dict(trial.user_attrs["config"])
         model, prepared = device.prepare(build_model(config, shared_weights=weights),
                                          inputs[config.img_size], config)
+        model, _ = device.deploy(model, prepared, config, protocol)
         candidates.append(_Candidate(trial, model, prepared, []))
     say(f"re-measuring {len(chosen)} candidates ({len(front)} on the front, the others "
         f"within their CI of it) in {rounds} interleaved rounds, each candidate timed "

@@ -36,9 +36,10 @@ from harness.checkpoint import Checkpoint
 from harness.config import CandidateConfig
 from harness.cost import Cost, estimate_cost
 from harness.devices import BaseDevice
-from harness.errors import BudgetError, ConfigError, StudyError, shorten
+from harness.errors import BudgetError, ConfigError, DeviceError, StudyError, shorten
 from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
+from harness.runtimes import RuntimeRefused, get_runtime
 from harness.space import SearchSpace
 from harness.storage import (
     default_storage,
@@ -553,6 +554,22 @@ def restrict_to_device(
     if pinned:
         space = space.with_choices(pinned)
     return space, notes
+
+
+def check_runtimes(space: SearchSpace, device: BaseDevice) -> None:
+    """Refuse a runtime of the space that the device does not list or that is not installed,
+    before anything is built. A combination a runtime cannot carry (onnxruntime with int8) is
+    left to the trials: each such candidate fails with the reason, and the study goes on."""
+    dim = space.dimensions.get("runtime")
+    for runtime in dim.choices if dim else ("eager",):
+        if runtime not in device.profile.runtimes:
+            raise DeviceError(f"space {shorten(space.name)}: device {shorten(device.name)} does "
+                              f"not run runtime {runtime} (its profile lists: "
+                              f"{', '.join(device.profile.runtimes)})")
+        installed, reason = get_runtime(runtime).availability()
+        if not installed:
+            raise RuntimeRefused(f"space {shorten(space.name)}: runtime {runtime}: {reason} "
+                                 f"({get_runtime(runtime).install_hint})")
 
 
 def check_budgets_reachable(space: SearchSpace, budgets: list[Budget]) -> None:

@@ -14,9 +14,14 @@ from harness.config import CandidateConfig
 from harness.cost import count_cost_fvcore, estimate_cost
 from harness.devices import cpu as cpu_module
 from harness.devices import get_device
-from harness.devices.base import inference_context
 from harness.errors import ConfigError
-from harness.layers import Attention, PooledAttention, WindowAttention, merge_tokens
+from harness.layers import (
+    Attention,
+    PooledAttention,
+    WindowAttention,
+    inference_context,
+    merge_tokens,
+)
 from harness.models import build_model, preset_config
 from harness.space import parse_space
 from harness.study import restrict_to_device

@@ -76,7 +76,7 @@ TRAINED_KEYS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "head_dim", "kee
                 "keep_layers", "fuse_tokens", "merge_r", "merge_schedule", "attention",
                 "window_size", "kv_pool")
 # What training ignores: applied to the inherited weights when a candidate is scored.
-_SCORED_ONLY = {"precision": "fp32", "weight_sparsity": "dense"}
+_SCORED_ONLY = {"precision": "fp32", "weight_sparsity": "dense", "runtime": "eager"}
 _BUDGET = re.compile(r"(?P<amount>\d+)(?P<unit>steps|s)")
 _SEED = re.compile(r"seed(?P<seed>\d+)")
 RECORD_KIND = "harness-supernet"
@@ -284,7 +284,7 @@ def train_supernet(spec: SupernetSpec, dataset: Dataset,
     step, trained_s, log = 0, 0.0, []
     checkpoint = folder / "checkpoint.pt"
     if checkpoint.exists():
-        state = _load(checkpoint)
+        state = load_file(checkpoint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, trained_s, log = state["step"], state["trained_s"], state["log"]
@@ -369,7 +369,7 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     write_atomically(path, buffer.getvalue())
 
 
-def _load(path: Path) -> dict[str, Any]:
+def load_file(path: Path) -> dict[str, Any]:
     try:
         return torch.load(io.BytesIO(read_bytes(path, "supernet file", max_bytes=2**34)),
                           weights_only=True)
@@ -395,11 +395,10 @@ def score_split(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def score(config: CandidateConfig, dataset: Dataset, supernet: dict[str, torch.Tensor],
-          images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Top-1 and mean cross-entropy of ``config`` with the weights it inherits, as it is
-    measured: weight sparsity by magnitude on the inherited weights, then its precision; with
-    which images it got right (``spread.pack_correct``), for paired comparisons."""
+def subnetwork(config: CandidateConfig, dataset: Dataset, supernet: dict[str, torch.Tensor]
+               ) -> tuple[CandidateConfig, VisionTransformer]:
+    """``config`` at the dataset's shape (``training_config``) and its fp32 model with the
+    weights it inherits from ``supernet``, weight sparsity applied by magnitude."""
     config = training_config(config, dataset)
     model = _skeleton(config)
     model.load_state_dict({name: tensor.detach().clone() for name, tensor in
@@ -408,6 +407,15 @@ def score(config: CandidateConfig, dataset: Dataset, supernet: dict[str, torch.T
     if config.weight_sparsity != "dense":
         sparsify_linears(model.blocks, config.weight_sparsity, config.sparsity_block,
                          config.block_sparsity)
+    return config, model
+
+
+def score(config: CandidateConfig, dataset: Dataset, supernet: dict[str, torch.Tensor],
+          images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Top-1 and mean cross-entropy of ``config`` with the weights it inherits, as it is
+    measured: weight sparsity by magnitude on the inherited weights, then its precision; with
+    which images it got right (``spread.pack_correct``), for paired comparisons."""
+    config, model = subnetwork(config, dataset, supernet)
     model, sample = convert_precision(model, images[:1], config.precision)
     correct, loss = [], 0.0
     for start in range(0, len(labels), EVAL_BATCH):
@@ -454,7 +462,7 @@ def load_or_train(spec: SupernetSpec, dataset: Dataset,
                         f"{record.heldout['smallest_top1']:.3f}")
         record = SupernetRecord.from_json(read_text(record_path, "supernet record"),
                                           str(record_path))
-        return record, _load(spec.folder / "weights.pt")
+        return record, load_file(spec.folder / "weights.pt")
 
 
 def _training_notes(spec: SupernetSpec) -> list[str]:

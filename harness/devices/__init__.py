@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config import check_value
+from harness.config import RUNTIMES, check_value
 from harness.devices.base import DEVICE_KINDS, BaseDevice, DeviceProfile, register_device_kind
 from harness.devices.cpu import CpuDevice
 from harness.devices.cuda import CudaDevice
@@ -22,7 +22,7 @@ SCHEMA_VERSION = 1
 PROFILES_PACKAGE = "harness.device_profiles"
 _PROTOCOL_FIELDS = {f.name: f.type for f in dataclasses.fields(MeasurementProtocol)}
 PROFILE_KEYS = ("schema_version", "name", "kind", "description", "measurement", "accelerates",
-                "hardware", "engine")
+                "runtimes", "hardware", "engine")
 
 
 def bundled_device_names() -> list[str]:
@@ -56,6 +56,7 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         protocol=_parse_protocol(document.get("measurement") or {}, source, DEVICE_KINDS[kind]),
         source=source,
         accelerates=_parse_accelerates(document.get("accelerates") or {}, source),
+        runtimes=_parse_runtimes(document.get("runtimes", ["eager"]), source),
         hardware=_parse_hardware(document.get("hardware") or {}, source),
         engine=DEVICE_KINDS[kind].parse_engine(document, source),
     )
@@ -78,6 +79,18 @@ def _parse_accelerates(values: Any, source: str) -> dict[str, tuple[str, ...]]:
                 raise DeviceError(f"{where}.{error}") from None
         accelerates[knob] = tuple(listed)
     return accelerates
+
+
+def _parse_runtimes(values: Any, source: str) -> tuple[str, ...]:
+    where = f"{source}: runtimes"
+    if not isinstance(values, list) or "eager" not in values:
+        raise DeviceError(f"{where}: expected a list of runtimes that includes eager (the "
+                          f"reference of the others); valid: {', '.join(RUNTIMES)}")
+    for value in values:
+        if value not in RUNTIMES:
+            raise DeviceError(f"{where}: unknown runtime {shorten(value)}; valid: "
+                              f"{', '.join(RUNTIMES)}")
+    return tuple(values)
 
 
 def _parse_protocol(values: Any, source: str, kind: type[BaseDevice]) -> MeasurementProtocol:

@@ -20,7 +20,6 @@ import abc
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -38,8 +37,9 @@ from harness.devices.probe import (
 )
 from harness.errors import DeviceError, shorten
 from harness.knobs import BASELINE, KERNEL_KNOBS, active_knobs
-from harness.layers import SPARSE_KERNELS, use_sparse_kernels
+from harness.layers import SPARSE_KERNELS, inference_context, use_sparse_kernels
 from harness.precision import convert_precision
+from harness.runtimes import RuntimeRecord, check_runnable, deploy
 from harness.stats import summarize
 from harness.timing import (
     LatencyMeasurement,
@@ -58,6 +58,8 @@ class DeviceProfile:
     source: str
     # Kernel knob → the values this device runs faster than the baseline (fp32, dense).
     accelerates: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # How this device can run a model (``harness.runtimes``); eager always.
+    runtimes: tuple[str, ...] = ("eager",)
     # Datasheet figures and the rules that recognise the hardware (validated by ``harness.devices.parse_profile``).
     hardware: dict[str, Any] = field(default_factory=dict)
     # The accelerator model of kinds that estimate (fpga-hls); empty for measured devices.
@@ -173,6 +175,19 @@ class BaseDevice(abc.ABC):
             support.append(KnobSupport(knob.knob, knob.value, knob.detail, accelerated, how))
         return support
 
+    def check_runtime(self, config: CandidateConfig) -> None:
+        """Refuse a runtime the profile does not list, or one that is not installed or cannot
+        run ``config``: one line, naming what is valid or what to install.
+
+        Raises:
+            DeviceError: the profile does not list it.
+            RuntimeRefused: not installed, or a knob it cannot carry."""
+        if config.runtime not in self.profile.runtimes:
+            raise DeviceError(f"device {shorten(self.name)} does not run runtime "
+                              f"{config.runtime} (its profile lists: "
+                              f"{', '.join(self.profile.runtimes)})")
+        check_runnable(config, self.kind)
+
     def latency_model(self) -> str | None:
         """What latency comes from when it is estimated, not measured; None for measured devices."""
         return None
@@ -221,6 +236,19 @@ class MeasuredDevice(BaseDevice):
                               f"{torch.__version__} has no such kernel here "
                               f"({str(error).splitlines()[0]})") from None
         return model, inputs
+
+    def deploy(self, model: torch.nn.Module, inputs: torch.Tensor, config: CandidateConfig,
+               protocol: MeasurementProtocol) -> tuple[torch.nn.Module, RuntimeRecord]:
+        """The prepared ``model`` as ``config.runtime`` runs it on this device, checked against
+        eager (``harness.runtimes.deploy``), with the threads the protocol gives the device.
+
+        Raises:
+            DeviceError: the runtime is not listed, cannot run ``config``, failed to build the
+                model, or computes other logits (``ParityError``, with the figures).
+            RuntimeRefused: the runtime is not installed or cannot carry a knob."""
+        self.check_runtime(config)
+        self.configure(protocol)
+        return deploy(model, inputs, config, self.kind, self.measuring_threads(protocol))
 
     def measure_energy(
         self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
@@ -280,6 +308,8 @@ class MeasuredDevice(BaseDevice):
         start = time.perf_counter()
         model, inputs = self.prepare(model, inputs, config)
         phase_s["prepare"] = time.perf_counter() - start
+        model, runtime = self.deploy(model, inputs, config, protocol)
+        phase_s["runtime_prepare"] = runtime.prepare_s
         with exclusive_timing(self.name):
             start = time.perf_counter()
             timed = self.measure_on_quiet_host(model, inputs, protocol)
@@ -289,7 +319,7 @@ class MeasuredDevice(BaseDevice):
                       EnergyMeasurement.unavailable("energy measurement turned off (--no-energy)"))
             phase_s["energy"] = time.perf_counter() - start
         return {**timed.record(protocol, torch.get_num_threads()), "energy": energy.to_dict(),
-                "phase_s": phase_s}
+                "runtime": runtime.to_dict(), "phase_s": phase_s}
 
     def calibrated_probe(self, protocol: MeasurementProtocol) -> CalibratedProbe:
         """The reference probe as ``protocol`` wants it, with its quiet calibration (taken now
@@ -411,14 +441,6 @@ class TimedOnHost:
             "latency_protocol": {**protocol.to_dict(), "threads": threads,
                                  **kept.protocol_record()},
         }
-
-
-def inference_context(model: torch.nn.Module) -> AbstractContextManager[Any]:
-    """``torch.inference_mode()``, except for a model with sparse-format weights: torch 2.13's BSR
-    matmul fails under it ("Cannot set version_counter for inference tensor"), so ``no_grad``."""
-    if any(p.layout != torch.strided for p in model.parameters()):
-        return torch.no_grad()
-    return torch.inference_mode()
 
 
 DEVICE_KINDS: dict[str, type[BaseDevice]] = {}

@@ -14,10 +14,10 @@ import torch
 from harness.devices.base import (
     EnergyMeasurement,
     MeasuredDevice,
-    inference_context,
     register_device_kind,
 )
 from harness.devices.rapl import POWERCAP_ROOT, measure_package_energy, probe_rapl
+from harness.layers import inference_context
 from harness.timing import MeasurementProtocol
 
 # Kernel knobs that run faster than fp32 only with one of these CPU instruction-set flags: int8

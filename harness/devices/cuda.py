@@ -32,11 +32,11 @@ from harness.config import CandidateConfig
 from harness.devices.base import (
     EnergyMeasurement,
     MeasuredDevice,
-    inference_context,
     register_device_kind,
 )
 from harness.devices.nvml import Nvml, open_nvml
 from harness.errors import DeviceError, shorten
+from harness.layers import inference_context
 from harness.stats import MIN_SAMPLES_FOR_PERCENTILE, median_ci
 from harness.timing import (
     LatencyMeasurement,

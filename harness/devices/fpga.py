@@ -139,6 +139,7 @@ class FpgaHlsDevice(BaseDevice):
 
     def evaluate(self, config: CandidateConfig, model: torch.nn.Module, inputs: torch.Tensor,
                  protocol: MeasurementProtocol) -> dict[str, Any]:
+        self.check_runtime(config)
         start = time.perf_counter()
         result = self.estimate(config, protocol.batch_size)
         ms = result.latency_ms

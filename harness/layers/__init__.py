@@ -3,6 +3,7 @@
 from harness.layers.attention import Attention, PooledAttention, WindowAttention
 from harness.layers.sparsity import (
     SPARSE_KERNELS,
+    inference_context,
     sparsify_linears,
     use_sparse_kernels,
     weight_density,
@@ -18,6 +19,7 @@ __all__ = [
     "TokenMerging",
     "TokenPruning",
     "WindowAttention",
+    "inference_context",
     "merge_tokens",
     "prune_tokens",
     "sparsify_linears",

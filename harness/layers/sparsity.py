@@ -10,6 +10,8 @@ in a sparse format (``use_sparse_kernels``).
 from __future__ import annotations
 
 import warnings
+from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,4 +86,13 @@ def weight_density(layer: nn.Linear) -> float:
     return float(torch.count_nonzero(layer.weight)) / layer.weight.numel()
 
 
-__all__ = ["block_mask", "sparsify_linears", "two_four_mask", "weight_density", "zeroed_blocks"]
+def inference_context(model: torch.nn.Module) -> AbstractContextManager[Any]:
+    """``torch.inference_mode()``, except for a model with sparse-format weights: torch 2.13's BSR
+    matmul fails under it ("Cannot set version_counter for inference tensor"), so ``no_grad``."""
+    if any(p.layout != torch.strided for p in model.parameters()):
+        return torch.no_grad()
+    return torch.inference_mode()
+
+
+__all__ = ["block_mask", "inference_context", "sparsify_linears", "two_four_mask",
+           "weight_density", "zeroed_blocks"]

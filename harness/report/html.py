@@ -213,7 +213,7 @@ def _pareto_table(data: ReportData) -> str:
               if len(data.pareto) > 1 and all(t["config"][k] == data.pareto[0]["config"][k]
                                               for t in data.pareto)}
     columns = [k for k in ARCH_COLUMNS if k not in shared]
-    header = ["trial", *columns, "knobs", "GMACs", "effective GMACs", "params (M)",
+    header = ["trial", *columns, "knobs", "runtime", "GMACs", "effective GMACs", "params (M)",
               "latency median (ms)", "p90 (ms)", "95% CI / band (ms)", "n", "energy (J/call)",
               "accuracy estimate"]
     rows = []
@@ -221,7 +221,7 @@ def _pareto_table(data: ReportData) -> str:
         latency = t["latency_ms"]
         rows.append([
             t["number"], *(_format_knob(t["config"][k]) for k in columns),
-            _knobs_cell(t.get("knobs", [])), f"{t['gmacs']:.3f}",
+            _knobs_cell(t.get("knobs", [])), _runtime_cell(t), f"{t['gmacs']:.3f}",
             f"{t.get('effective_gmacs', t['gmacs']):.3f}", f"{t['params_m']:.2f}",
             f"{latency['median']:.3f}" + (" THROTTLED" if t.get("throttled") else "")
             + (" (estimated)" if _is_estimate(latency) else ""),
@@ -298,6 +298,16 @@ def _knobs_cell(knobs: list[dict[str, Any]]) -> str:
     parts = [f"{k['knob']}: {k['detail']}" + ("" if k["accelerated"] else " (NOT accelerated)")
              for k in knobs if not (k["knob"] == "precision" and k["value"] == "fp32")]
     return "; ".join(parts) or "none (fp32)"
+
+
+def _runtime_cell(trial: dict[str, Any]) -> str:
+    """How the point was run: eager (trials stored before runtimes existed ran eager), or the
+    runtime with its preparation time and its parity with eager."""
+    runtime = trial.get("runtime")
+    if not runtime or runtime["parity"] is None:
+        return trial["config"].get("runtime", "eager")
+    return (f"{runtime['runtime']} (prepared {runtime['prepare_s']:.1f} s; max |Δ logit| vs "
+            f"eager {runtime['parity']['max_abs_diff']:.1g})")
 
 
 def _knob_support(data: ReportData) -> str:

@@ -191,6 +191,8 @@ def run_suite(suite: Suite, device: MeasuredDevice, out_dir: Path,
             raise BenchError(f"suite {shorten(suite.name)} has no entry {shorten(missing[0])}; "
                              f"entries: {', '.join(sorted(known))}")
         chosen = [e for e in suite.entries if e.name in entries]
+    for entry in chosen:  # a runtime that is missing or cannot run an entry fails before timing
+        device.check_runtime(entry.config)
     environment = capture_environment(device)
     commit = environment["git_commit"] or "unknown"
     folder = named_child(out_dir / environment["machine_fingerprint"][:12] / commit[:12],

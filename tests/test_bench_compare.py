@@ -419,6 +419,17 @@ def test_bench_cli_refuses_an_empty_suite_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_bench_refuses_a_runtime_the_device_does_not_run_before_timing(tmp_path,
+                                                                        fast_device_file, capsys):
+    (tmp_path / "tiny.yaml").write_text(TINY_SUITE.replace("set: {merge_r: 2}",
+                                                           "set: {runtime: compile}"))
+    assert main(["bench", "--suite", str(tmp_path / "tiny.yaml"), "--device",
+                 str(fast_device_file), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "does not run runtime compile (its profile lists: eager)" in err
+    assert err.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
 def test_bench_says_at_once_that_a_run_on_a_busy_host_is_not_comparable(
         tmp_path, fast_device_file, capsys, monkeypatch):
     import harness.bench

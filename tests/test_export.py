@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 from test_study import _settings
 
 from harness.cli import main
@@ -137,3 +138,25 @@ def test_export_of_a_search_trial_carries_what_was_measured(tiny_space_file, fas
 def test_export_needs_one_source(tmp_path, capsys):
     assert main(["export", "--out", str(tmp_path / "e")]) == 2
     assert "either SEARCH_OUT with --trial N, or --config FILE" in capsys.readouterr().err
+
+
+def test_export_with_the_supernet_weights_a_trial_inherits(tiny_space_file, fast_device_file,
+                                                          tmp_path):
+    from harness.accuracy import get_estimator
+
+    settings = _settings(tiny_space_file, fast_device_file, tmp_path, n_trials=1,
+                         estimator=get_estimator("supernet:digits@4steps"))
+    study = run_search(settings)
+    out = tmp_path / "export"
+    assert main(["export", str(settings.out_dir), "--trial", "0", "--supernet",
+                 "--out", str(out)]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    weights = card["weights"]
+    assert weights["kind"] == "supernet" and weights["steps"] == 4 and weights["dataset"] == "digits"
+    assert weights["key"] == study.trials[0].user_attrs["accuracy"]["supernet"]["key"]
+    # the network its accuracy was measured on: the supernet's data shape, its architecture
+    searched = study.trials[0].user_attrs["config"]
+    assert card["config"]["num_classes"] == 10 and card["config"]["depth"] == searched["depth"]
+    tensors = load_file(out / "model.safetensors")
+    assert tensors["head.weight"].shape[0] == 10
+    assert card["onnx"]["parity"]["passed"]

@@ -13,6 +13,7 @@ from test_study import _settings
 
 from harness.cli import main
 from harness.config import CandidateConfig
+from harness.report import write_report
 from harness.runtimes import onnx as onnx_runtime
 from harness.study import run_search
 
@@ -133,6 +134,19 @@ def test_export_of_a_search_trial_carries_what_was_measured(tiny_space_file, fas
                  "--out", str(tmp_path / "y")]) == 2
     assert "not a supernet" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    # one entry of pareto.json exports with its measured figures (and says it has no weights)
+    write_report(study, tmp_path / "report")
+    entry = json.loads((tmp_path / "report" / "pareto.json").read_text())[0]
+    (tmp_path / "entry.json").write_text(json.dumps(entry))
+    assert main(["export", "--config", str(tmp_path / "entry.json"), "--out",
+                 str(tmp_path / "z")]) == 0
+    card = json.loads((tmp_path / "z" / "model_card.json").read_text())
+    assert card["measured"]["latency_ms"] == entry["latency_ms"]
+    assert card["origin"]["trial"] == entry["trial"] and "no weights" in card["weights"]["why"]
+    (tmp_path / "front.json").write_text(json.dumps([entry]))
+    assert main(["export", "--config", str(tmp_path / "front.json"), "--out",
+                 str(tmp_path / "w")]) == 2
+    assert "export one with 'harness export SEARCH_OUT --trial N'" in capsys.readouterr().err
 
 
 def test_export_needs_one_source(tmp_path, capsys):

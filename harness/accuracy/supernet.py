@@ -394,7 +394,6 @@ def score_split(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return dataset.test_images[index], labels[index]
 
 
-@torch.no_grad()
 def subnetwork(config: CandidateConfig, dataset: Dataset, supernet: dict[str, torch.Tensor]
                ) -> tuple[CandidateConfig, VisionTransformer]:
     """``config`` at the dataset's shape (``training_config``) and its fp32 model with the
@@ -410,6 +409,7 @@ def subnetwork(config: CandidateConfig, dataset: Dataset, supernet: dict[str, to
     return config, model
 
 
+@torch.no_grad()
 def score(config: CandidateConfig, dataset: Dataset, supernet: dict[str, torch.Tensor],
           images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     """Top-1 and mean cross-entropy of ``config`` with the weights it inherits, as it is

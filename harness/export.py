@@ -32,7 +32,7 @@ from harness.environment import git_commit
 from harness.errors import ConfigError, FileError, shorten
 from harness.files import make_dir
 from harness.models import build_model
-from harness.runtimes.base import PARITY_BOUNDS, check_parity, parity_inputs
+from harness.runtimes.base import PARITY_BOUNDS, check_parity, first_line, parity_inputs
 from harness.runtimes.onnx import INSTALL_HINT, export_onnx, export_refusal, missing_packages
 
 CARD_SCHEMA_VERSION = 1
@@ -83,14 +83,15 @@ def write_export(source: ExportSource, out_dir: Path, force: bool = False) -> Pa
                              f"installed ({INSTALL_HINT})")
     make_dir(out_dir.parent, "export directory's parent")
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the export private
     try:
         try:
             _write_files(source, staging)
         except Exception as error:  # noqa: BLE001 - torch.export and the ONNX exporter raise many types
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ConfigError(f"configuration {source.config.key()} could not be exported: "
-                              f"{type(error).__name__}: {first[:300]}; nothing was written to "
-                              f"{out_dir}") from None
+                              f"{first_line(error)}; nothing was written to {out_dir}") from None
         _move_into_place(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

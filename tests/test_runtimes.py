@@ -255,6 +255,22 @@ def test_knob_bench_times_a_runtime_against_eager(runtime_device_file):
     assert row.gmacs == row.dense_gmacs  # the same model, run another way
 
 
+def test_a_failed_preparation_is_one_line_without_terminal_colours(monkeypatch):
+    class _Broken(Runtime):
+        name = "compile"
+
+        def build(self, model, inputs, config, threads):
+            raise RuntimeError("\x1b[96mstep 2/3\x1b[0m of exporting failed\nmore detail")
+
+    monkeypatch.setitem(RUNTIME_CLASSES, "compile", _Broken)
+    config = TINY.replace(runtime="compile")
+    model, images = _eager_logits(config)
+    with pytest.raises(DeviceError) as raised:
+        deploy(model, images, config, "cpu", threads=1)
+    assert str(raised.value) == ("runtime compile could not prepare the model: RuntimeError: "
+                                 "step 2/3 of exporting failed")
+
+
 def test_compile_refuses_cuda_graph_mode_on_a_cpu():
     with pytest.raises(RuntimeRefused, match="reduce-overhead records CUDA graphs"):
         check_runnable(TINY.replace(runtime="compile", compile_mode="reduce-overhead"), "cpu")

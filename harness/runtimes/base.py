@@ -12,6 +12,7 @@ from the measurement, as ``prepare_s``.
 from __future__ import annotations
 
 import abc
+import re
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -127,6 +128,15 @@ def check_runnable(config: CandidateConfig, device_kind: str) -> None:
         raise RuntimeRefused(f"runtime {runtime.name} cannot run this configuration: {refused}")
 
 
+_TERMINAL_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message``, without the terminal colours exporters add."""
+    text = _TERMINAL_COLOURS.sub("", str(error)).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300]}" if text else type(error).__name__
+
+
 def parity_inputs(inputs: torch.Tensor) -> list[torch.Tensor]:
     """``PARITY_BATCHES`` fixed batches shaped, typed and placed like ``inputs``."""
     generator = torch.Generator().manual_seed(PARITY_SEED)
@@ -169,9 +179,8 @@ def deploy(model: nn.Module, inputs: torch.Tensor, config: CandidateConfig, devi
         built, detail = runtime.build(model, inputs, config, threads)
         parity = check_parity(model, built, parity_inputs(inputs), config.precision)
     except Exception as error:  # noqa: BLE001 - exporters, compilers and ORT raise their own types
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise DeviceError(f"runtime {runtime.name} could not prepare the model: "
-                          f"{type(error).__name__}: {first[:300]}") from None
+                          f"{first_line(error)}") from None
     if not parity.passed:
         raise ParityError(f"runtime {runtime.name} does not compute what eager computes: "
                           f"{parity.describe()}")

@@ -36,6 +36,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 import optuna
+import torch
 from scipy import stats
 
 import harness
@@ -326,6 +327,13 @@ def rank_check(space: SearchSpace, estimators: list[BaseAccuracyEstimator],
     if kept and on_progress:
         on_progress(f"resuming: {len(kept)} of {n} architectures were scored by an earlier run "
                     f"of this check ({progress.path})")
+    stale = _rescore_stale(kept, configs, scored, inherited)
+    if stale:
+        progress.rewrite(kept)
+        if on_progress:
+            on_progress(f"re-scored {', '.join(stale)} on the {len(kept)} kept architectures: "
+                        "the estimator now loaded (a supernet trained again) is not the one that "
+                        "scored them; the reference's scores are kept")
     points = []
     for index, config in enumerate(configs, start=1):
         if index <= len(kept):
@@ -394,7 +402,7 @@ class PointsProgress:
             if len(kept) == len(config_keys) or point.get("config_key") != config_keys[len(kept)]:
                 break
             kept.append(point)
-        write_atomically(self.path, "".join(json.dumps(point) + "\n" for point in kept))
+        self.rewrite(kept)
         return kept
 
     def append(self, point: dict[str, Any]) -> None:
@@ -404,16 +412,39 @@ class PointsProgress:
             stream.flush()
             os.fsync(stream.fileno())
 
+    def rewrite(self, points: list[dict[str, Any]]) -> None:
+        write_atomically(self.path, "".join(json.dumps(point) + "\n" for point in points))
+
     def finish(self) -> None:
         self.path.unlink(missing_ok=True)
 
 
 def _scored(estimator: BaseAccuracyEstimator, model: VisionTransformer,
             config: CandidateConfig) -> dict[str, Any]:
-    """What ``estimator`` records of ``config`` (its score as ``value``), and the seconds it took."""
+    """What ``estimator`` records of ``config`` (its score as ``value``), the seconds it took,
+    and its fingerprint where its scores have one."""
     start = time.perf_counter()
     record = estimator.record(model, config)
-    return {**record, "seconds": time.perf_counter() - start}
+    fingerprint = estimator.fingerprint()
+    return {**record, "seconds": time.perf_counter() - start,
+            **({"fingerprint": fingerprint} if fingerprint else {})}
+
+
+def _rescore_stale(kept: list[dict[str, Any]], configs: list[CandidateConfig],
+                   estimators: list[BaseAccuracyEstimator],
+                   inherited: dict[str, torch.Tensor] | None) -> list[str]:
+    """Score the kept points again with every estimator whose fingerprint is not the one that
+    scored them (in place); the specs re-scored. Cheap: only fingerprinted estimators (a
+    supernet scores in about a second), never the reference's training."""
+    stale = [estimator for estimator in estimators if estimator.fingerprint() is not None and any(
+        point["scores"][estimator.spec].get("fingerprint") != estimator.fingerprint()
+        for point in kept)]
+    for point, config in zip(kept, configs):
+        if stale:
+            model = build_model(config, shared_weights=inherited)
+            for estimator in stale:
+                point["scores"][estimator.spec] = _scored(estimator, model, config)
+    return [estimator.spec for estimator in stale]
 
 
 def _correlation_with_ci(x: np.ndarray, y: np.ndarray, method: str,

@@ -236,6 +236,34 @@ def test_a_stopped_check_resumes_from_the_architectures_it_had_scored(tiny_space
     assert other.calls == 5 and progress.exists()
 
 
+class _Fingerprinted(_StopsAt):
+    """An estimator whose scores depend on weights it loads (as a supernet's): ``digest``."""
+
+    def __init__(self, digest, stop_at=None):
+        super().__init__(stop_at)
+        self.digest = digest
+
+    def fingerprint(self):
+        return self.digest
+
+
+def test_a_resumed_check_rescores_what_another_estimator_state_scored(tiny_space_file):
+    space = load_space(str(tiny_space_file))
+    reference = get_estimator("proxy:params")
+    with pytest.raises(KeyboardInterrupt):
+        rank_check(space, [_Fingerprinted("weights-1", stop_at=4)], reference, n=6)
+    same, retrained = _Fingerprinted("weights-1"), _Fingerprinted("weights-2")
+    messages = []
+    check = rank_check(space, [retrained], reference, n=6, on_progress=messages.append)
+    assert retrained.calls == 6  # the 3 kept points again, then the 3 new ones
+    assert messages[1].startswith("re-scored proxy:dss on the 3 kept architectures")
+    assert {p["scores"]["proxy:dss"]["fingerprint"] for p in check.points} == {"weights-2"}
+    with pytest.raises(KeyboardInterrupt):
+        rank_check(space, [_Fingerprinted("weights-1", stop_at=4)], reference, n=6)
+    rank_check(space, [same], reference, n=6)
+    assert same.calls == 3  # the same weights: nothing re-scored
+
+
 def test_the_cli_measures_a_noise_ceiling_by_default_for_a_training_reference(
         tiny_space_file, capsys):
     assert main(["rank-check", "--space", str(tiny_space_file), "--accuracy", "proxy:dss",

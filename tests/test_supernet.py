@@ -3,6 +3,7 @@ training, its cache and the estimator. Tiny space and scikit-learn's digits: sec
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -44,6 +45,10 @@ def digits():
 @pytest.fixture
 def space():
     return parse_space(TOKEN_SPACE, "tiny.yaml")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _weights(spec: SupernetSpec) -> dict[str, torch.Tensor]:
@@ -229,7 +234,9 @@ def test_supernet_train_and_measure_from_the_command_line(tmp_path, capsys):
     assert "pass --space NAME" in capsys.readouterr().err
     assert main([*args, "--space", str(space)]) == 0
     accuracy = json.loads(capsys.readouterr().out)["accuracy"]
-    assert accuracy["supernet"] == {"key": record["key"], "dataset": "digits", "steps": 3, "seed": 0}
+    weights = Path(record["folder"], "weights.pt")
+    assert accuracy["supernet"] == {"key": record["key"], "dataset": "digits", "steps": 3,
+                                    "seed": 0, "weights_sha256": _sha256(weights)}
     assert accuracy["estimator"] == "supernet:digits@3steps"
     assert main(["supernet", "train", "--steps", "0"]) == 2
     assert "--steps must be positive" in capsys.readouterr().err
@@ -271,8 +278,8 @@ def test_a_search_report_and_pareto_json_say_where_each_accuracy_comes_from(
     trained = json.loads((out / "trials.json").read_text())["metadata"]["accuracy_source"]
     key = trained["supernet"]["key"]
     assert front and all(entry["accuracy"]["estimator"] == "supernet:digits@3steps" and
-                         entry["accuracy"]["supernet"] == {"key": key, "dataset": "digits",
-                                                           "steps": 3, "seed": 0} and
+                         entry["accuracy"]["supernet"]["key"] == key and
+                         len(entry["accuracy"]["supernet"]["weights_sha256"]) == 64 and
                          "accuracy_rank_checks" in entry for entry in front)
     page = (out / "report.html").read_text()
     assert f"Supernet <code>{key}</code>" in page and "scored as measured" in page

@@ -63,6 +63,12 @@ class BaseAccuracyEstimator(abc.ABC):
         """Get ready to score candidates of ``space``, before the first one (a supernet is
         trained or loaded here); ``on_progress`` receives one-line progress messages."""
 
+    def fingerprint(self) -> str | None:
+        """What the scores depend on besides the candidate and the seed, as a digest (a
+        supernet's weights); None when nothing else. A stored score with another fingerprint
+        is out of date."""
+        return None
+
     def with_seed(self, seed: int) -> BaseAccuracyEstimator:
         """The same estimator with another random seed, to see how much its scores owe to the seed
         (rank-check's noise ceiling). Only for estimators whose ``seed`` is not None."""

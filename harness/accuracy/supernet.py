@@ -545,6 +545,13 @@ class SupernetEstimator(BaseAccuracyEstimator):
                 "command resumes from it")
             raise
         self.spec_of = spec
+        with open(spec.folder / "weights.pt", "rb") as stream:
+            self._weights_sha256 = hashlib.file_digest(stream, "sha256").hexdigest()
+
+    def fingerprint(self) -> str | None:
+        """The sha256 of the supernet's weights file: training is deterministic for a seed only
+        at a fixed thread count, so two trainings of one key may differ."""
+        return getattr(self, "_weights_sha256", None)
 
     def with_seed(self, seed: int) -> SupernetEstimator:
         """The same estimator on a supernet trained with another seed."""
@@ -563,7 +570,8 @@ class SupernetEstimator(BaseAccuracyEstimator):
         trained = self.record_of
         return {**result, "heldout_images": len(self.labels),
                 "supernet": {"key": trained.key, "dataset": trained.dataset,
-                             "steps": trained.steps, "seed": trained.seed}}
+                             "steps": trained.steps, "seed": trained.seed,
+                             "weights_sha256": self.fingerprint()}}
 
     def metadata(self) -> dict[str, Any]:
         return {**super().metadata(),

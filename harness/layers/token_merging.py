@@ -41,13 +41,22 @@ def merge_tokens(
         merged_a = ranked[:, :r]
         partner = best_partner.unsqueeze(-1).gather(1, merged_a)
 
+    # Whole token rows are gathered and added by flat row index (index_select, index_add): one
+    # index per row rather than one per element, which exported runtimes copy row by row.
+    batch = x.shape[0]
+    rows_a = torch.arange(batch, device=x.device).unsqueeze(1) * ((x.shape[1] + 1) // 2)
+    rows_b = torch.arange(batch, device=x.device).unsqueeze(1) * (x.shape[1] // 2)
+    kept_rows = (kept_a.squeeze(-1) + rows_a).flatten()
+    merged_rows = (merged_a.squeeze(-1) + rows_a).flatten()
+    partner_rows = (partner.squeeze(-1) + rows_b).flatten()
+
     def merge(values: torch.Tensor) -> torch.Tensor:
-        set_a, set_b = values[:, ::2], values[:, 1::2]
         channels = values.shape[-1]
-        unmerged = set_a.gather(1, kept_a.expand(-1, -1, channels))
-        sources = set_a.gather(1, merged_a.expand(-1, -1, channels))
-        set_b = set_b.scatter_reduce(1, partner.expand(-1, -1, channels), sources, reduce="sum")
-        return torch.cat([unmerged, set_b], dim=1)
+        set_a = values[:, ::2].reshape(-1, channels)
+        set_b = values[:, 1::2].reshape(-1, channels)
+        unmerged = set_a.index_select(0, kept_rows).reshape(batch, -1, channels)
+        set_b = set_b.index_add(0, partner_rows, set_a.index_select(0, merged_rows))
+        return torch.cat([unmerged, set_b.reshape(batch, -1, channels)], dim=1)
 
     merged = merge(x * size)
     new_size = merge(size)

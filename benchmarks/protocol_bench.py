@@ -66,13 +66,13 @@ def main() -> None:
             runs[label] = device.measure_latency(model, inputs, protocols[label])
             seconds[label].append(time.perf_counter() - started)
             widths[label].append(half_width(runs[label].summary))
-        s, l = runs["short"].summary, runs["long"].summary
-        within = l.ci95[0] <= s.median <= l.ci95[1]
+        short, long_run = runs["short"].summary, runs["long"].summary
+        within = long_run.ci95[0] <= short.median <= long_run.ci95[1]
         inside += within
-        gaps.append(abs(s.median - l.median) / l.median)
-        print(f"[{index + 1}/{args.n}] {config.key()}: short {s.median:.2f} ms "
-              f"±{widths['short'][-1]:.1%} (n={s.n}, {seconds['short'][-1]:.1f} s), long "
-              f"{l.median:.2f} ms ±{widths['long'][-1]:.1%} (n={l.n}, "
+        gaps.append(abs(short.median - long_run.median) / long_run.median)
+        print(f"[{index + 1}/{args.n}] {config.key()}: short {short.median:.2f} ms "
+              f"±{widths['short'][-1]:.1%} (n={short.n}, {seconds['short'][-1]:.1f} s), long "
+              f"{long_run.median:.2f} ms ±{widths['long'][-1]:.1%} (n={long_run.n}, "
               f"{seconds['long'][-1]:.1f} s); short median inside long CI: "
               f"{'yes' if within else 'no'}")
     for label in protocols:

@@ -114,14 +114,7 @@ def _entries(item: Any, defaults: dict[str, Any], where: str, base: Path,
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise BenchError(f"{where}.name: expected a name of letters, digits and . _ + -, "
                          f"got {shorten(name)}")
-    batch_size, threshold = values.get("batch_size", 1), values.get("threshold_pct",
-                                                                     DEFAULT_THRESHOLD_PCT)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise BenchError(f"{where}.batch_size: expected a positive integer, got "
-                         f"{shorten(batch_size)}")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold <= 0:
-        raise BenchError(f"{where}.threshold_pct: expected a positive number, got "
-                         f"{shorten(threshold)}")
+    batch_size, threshold = _entry_numbers(values, where)
     sources = [key for key in ("arch", "config", "pareto") if key in item]
     if len(sources) != 1:
         raise BenchError(f"{where}: give exactly one of arch, config, pareto")
@@ -148,6 +141,19 @@ def _entries(item: Any, defaults: dict[str, Any], where: str, base: Path,
     except (ConfigError, FileError, OSError, ValueError) as error:
         raise BenchError(f"{where}: {error}") from None
     return entries
+
+
+def _entry_numbers(values: dict[str, Any], where: str) -> tuple[int, float]:
+    """An entry's batch size and regression threshold (percent), checked."""
+    batch_size, threshold = values.get("batch_size", 1), values.get("threshold_pct",
+                                                                     DEFAULT_THRESHOLD_PCT)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise BenchError(f"{where}.batch_size: expected a positive integer, got "
+                         f"{shorten(batch_size)}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold <= 0:
+        raise BenchError(f"{where}.threshold_pct: expected a positive number, got "
+                         f"{shorten(threshold)}")
+    return batch_size, threshold
 
 
 def _configs(item: dict[str, Any], source: str, base: Path,

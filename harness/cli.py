@@ -525,7 +525,6 @@ def _protocol(device: Any, args: argparse.Namespace) -> Any:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from harness.accuracy import get_estimator
     from harness.budget import parse_budgets
     from harness.checkpoint import fit_space, load_checkpoint
     from harness.config import parse_set_options
@@ -535,17 +534,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     from harness.local_workers import run_local_workers
     from harness.progress import Progress
     from harness.rank_check import known_rank_checks
-    from harness.report import write_report
     from harness.space import load_space
-    from harness.storage import default_storage
     from harness.study import (
-        SAMPLERS,
         SearchInterrupted,
         SearchSettings,
         check_budgets_reachable,
         check_device_fits,
         check_runtimes,
-        pareto_trials,
         restrict_to_device,
         run_search,
     )
@@ -553,17 +548,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     is_worker = args.command == "worker"
     workers = getattr(args, "workers", 1)
     local_worker = getattr(args, "local_worker", False)
-    if is_worker and args.trials is None and args.timeout is None:
-        raise UsageError("a worker needs --trials N or --timeout S (or both)")
-    for option, value in (("--trials", args.trials), ("--timeout", getattr(args, "timeout", 0))):
-        if value is not None and value <= 0 and (is_worker or option == "--trials"):
-            raise UsageError(f"{option} must be positive, got {value}")
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
-    if args.sampler not in SAMPLERS:
-        raise UsageError(f"unknown sampler {shorten(args.sampler)}; valid: {', '.join(SAMPLERS)}")
-    if args.seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+    _check_search_options(args, is_worker, workers)
     loaded_space = space = load_space(args.space)
     if args.set:
         space = space.with_fixed(parse_set_options(args.set))
@@ -571,16 +556,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     check_budgets_reachable(space, budgets)
     checkpoint = load_checkpoint(args.weights) if args.weights else None
     if checkpoint is not None:
-        if not args.data or args.accuracy:
-            raise UsageError("--weights searches the checkpoint's knobs by its accuracy on your "
-                             "validation images: give --data imagefolder:PATH (or "
-                             "filelist:FILE), and no --accuracy")
         loaded_space = space = fit_space(checkpoint, space)
-        estimator = _pretrained_estimator(args, checkpoint, space.largest_config().img_size)
-    elif args.data:
-        raise UsageError("--data scores a pretrained checkpoint: give its --weights PATH too")
-    else:
-        estimator = get_estimator(args.accuracy or DEFAULT_ESTIMATOR)
+    estimator = _search_estimator(args, checkpoint, space)
     device = get_device(args.device)
     if workers > 1 and device.times_on_this_host:
         raise UsageError(
@@ -650,6 +627,51 @@ def cmd_search(args: argparse.Namespace) -> int:
             study = run_search(settings, on_trial=progress.on_trial, on_start=on_start)
     except SearchInterrupted as stop:
         interrupted, study = True, stop.study
+    return _finish_search(args, settings, study, progress, interrupted, is_worker)
+
+
+def _check_search_options(args: argparse.Namespace, is_worker: bool, workers: int) -> None:
+    """The numbers and names of ``search``/``worker`` that need no file: one line if wrong."""
+    from harness.study import SAMPLERS
+
+    if is_worker and args.trials is None and args.timeout is None:
+        raise UsageError("a worker needs --trials N or --timeout S (or both)")
+    for option, value in (("--trials", args.trials), ("--timeout", getattr(args, "timeout", 0))):
+        if value is not None and value <= 0 and (is_worker or option == "--trials"):
+            raise UsageError(f"{option} must be positive, got {value}")
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if args.sampler not in SAMPLERS:
+        raise UsageError(f"unknown sampler {shorten(args.sampler)}; valid: {', '.join(SAMPLERS)}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {args.seed}")
+
+
+def _search_estimator(args: argparse.Namespace, checkpoint: Any, space: Any) -> Any:
+    """The search's accuracy estimator: the checkpoint's top-1 on the user's images
+    (``--weights`` with ``--data``), or ``--accuracy`` (default ``DEFAULT_ESTIMATOR``)."""
+    from harness.accuracy import get_estimator
+
+    if checkpoint is not None:
+        if not args.data or args.accuracy:
+            raise UsageError("--weights searches the checkpoint's knobs by its accuracy on your "
+                             "validation images: give --data imagefolder:PATH (or "
+                             "filelist:FILE), and no --accuracy")
+        return _pretrained_estimator(args, checkpoint, space.largest_config().img_size)
+    if args.data:
+        raise UsageError("--data scores a pretrained checkpoint: give its --weights PATH too")
+    return get_estimator(args.accuracy or DEFAULT_ESTIMATOR)
+
+
+def _finish_search(args: argparse.Namespace, settings: Any, study: Any, progress: Any,
+                   interrupted: bool, is_worker: bool) -> int:
+    """Re-measure the front (unless interrupted or asked not to), write the report and say
+    where it is; 130 after an interruption."""
+    from harness.report import write_report
+    from harness.results import pareto_trials
+    from harness.storage import default_storage
+
+    device, out_dir, study_name = settings.device, settings.out_dir, settings.study_name
     remeasured = None
     if not (interrupted or is_worker or args.no_remeasure) and device.times_on_this_host:
         from harness.remeasure import remeasure_front
@@ -725,7 +747,8 @@ def _pretrained_estimator(args: argparse.Namespace, checkpoint: Any, img_size: i
 def cmd_measure(args: argparse.Namespace) -> int:
     from harness.accuracy import get_estimator
     from harness.checkpoint import load_checkpoint
-    from harness.cost import count_cost_fvcore, estimate_cost
+    from harness.cost import estimate_cost
+    from harness.cost_fvcore import count_cost_fvcore
     from harness.devices import get_device
     from harness.environment import capture_environment
     from harness.models import build_model
@@ -1163,17 +1186,7 @@ def cmd_rank_check(args: argparse.Namespace) -> int:
     from harness.rank_check import SAMPLINGS, rank_check, save_rank_check
     from harness.space import load_space
 
-    if args.n < 3:
-        raise UsageError(f"--n must be at least 3 for a rank correlation, got {args.n}")
-    if args.sampling not in SAMPLINGS:
-        raise UsageError(f"unknown --sampling {shorten(args.sampling)}; valid: "
-                         f"{', '.join(SAMPLINGS)}")
-    if args.ceiling_n is not None and (args.ceiling_n < 0 or 0 < args.ceiling_n < 3):
-        raise UsageError(f"--ceiling-n must be 0 (no noise ceiling) or at least 3 for a rank "
-                         f"correlation, got {args.ceiling_n}")
-    if args.ceiling_n is not None and args.ceiling_n > args.n:
-        raise UsageError(f"--ceiling-n {args.ceiling_n} is larger than --n {args.n}: the noise "
-                         "ceiling is measured on the first K of the N architectures")
+    _check_rank_check_counts(args, SAMPLINGS)
     if args.out:
         check_writable_dir(args.out)
     space = load_space(args.space)
@@ -1215,6 +1228,20 @@ def cmd_rank_check(args: argparse.Namespace) -> int:
         print(check.table())
         print(f"written: {', '.join(map(str, written))}")
     return 0
+
+
+def _check_rank_check_counts(args: argparse.Namespace, samplings: tuple[str, ...]) -> None:
+    if args.n < 3:
+        raise UsageError(f"--n must be at least 3 for a rank correlation, got {args.n}")
+    if args.sampling not in samplings:
+        raise UsageError(f"unknown --sampling {shorten(args.sampling)}; valid: "
+                         f"{', '.join(samplings)}")
+    if args.ceiling_n is not None and (args.ceiling_n < 0 or 0 < args.ceiling_n < 3):
+        raise UsageError(f"--ceiling-n must be 0 (no noise ceiling) or at least 3 for a rank "
+                         f"correlation, got {args.ceiling_n}")
+    if args.ceiling_n is not None and args.ceiling_n > args.n:
+        raise UsageError(f"--ceiling-n {args.ceiling_n} is larger than --n {args.n}: the noise "
+                         "ceiling is measured on the first K of the N architectures")
 
 
 def cmd_history(args: argparse.Namespace) -> int:

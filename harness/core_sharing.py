@@ -20,8 +20,6 @@ import sys
 import time
 from collections.abc import Iterator
 
-import torch
-
 from harness.devices.contention import HostMonitor, logical_cores
 from harness.devices.lock import wait_while_others_time
 
@@ -30,16 +28,21 @@ LOCK_CHECK_EVERY_S = 0.5
 
 
 class CoreSharing:
-    """The state of one ``sharing_cores()`` block."""
+    """The state of one ``sharing_cores()`` block. torch is imported at the first step of
+    untimed work, so commands without any (``harness report``) never load it."""
 
     def __init__(self) -> None:
-        self.most_threads = torch.get_num_threads()
+        self.most_threads: int | None = None  # torch's thread count before the first resize
         self.monitor = HostMonitor(threads=0)
         self.last_lock_check = time.monotonic()
         self.waited_s = 0.0
         self.resizes: list[int] = []
 
     def tick(self) -> None:
+        import torch
+
+        if self.most_threads is None:
+            self.most_threads = torch.get_num_threads()
         now = time.monotonic()
         if now - self.last_lock_check >= LOCK_CHECK_EVERY_S:
             self.waited_s += wait_while_others_time(on_wait=_say_waiting)
@@ -72,7 +75,10 @@ def sharing_cores(enabled: bool = True) -> Iterator[CoreSharing | None]:
     try:
         yield _active
     finally:
-        torch.set_num_threads(_active.most_threads)
+        if _active.most_threads is not None:
+            import torch
+
+            torch.set_num_threads(_active.most_threads)
         _active = None
 
 

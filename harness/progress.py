@@ -9,7 +9,8 @@ from typing import Any, TextIO
 from optuna.trial import TrialState
 
 from harness.knobs import BASELINE
-from harness.study import counts_as_measured, is_contended, measured_count, pareto_trials
+from harness.results import is_contended, pareto_trials
+from harness.study import counts_as_measured, measured_count
 
 
 class Progress:

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 import harness
@@ -39,6 +38,7 @@ from harness.devices import BaseDevice
 from harness.errors import BudgetError, ConfigError, DeviceError, StudyError, shorten
 from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
+from harness.results import RESULT_SCHEMA_VERSION
 from harness.runtimes import RuntimeRefused, get_runtime
 from harness.space import SearchSpace
 from harness.storage import (
@@ -53,7 +53,6 @@ from harness.timing import MeasurementProtocol
 
 DIRECTIONS = ("minimize", "maximize")
 OBJECTIVE_NAMES = ("latency_ms", "accuracy")
-RESULT_SCHEMA_VERSION = 1
 INPUT_SEED = 0
 MAX_REJECTED_IN_A_ROW = 2000
 METADATA_WAIT_S = 30  # for the process that created the study to store its metadata
@@ -658,53 +657,3 @@ def estimate_accuracy(model: torch.nn.Module, config: CandidateConfig,
     Each estimator says what it sees: proxies and short training score the fp32 model (masks
     and token reduction, not precision); a supernet scores the candidate as it is measured."""
     return {**estimator.record(model, config, report), "estimator": estimator.spec}
-
-
-# Every timing a trial kept, stored with it but left out of reports: thousands of numbers
-SAMPLE_KEYS = ("latency_samples_ms", "probe_samples_ms", "retaken_samples_ms")
-
-
-def trial_record(trial: FrozenTrial) -> dict[str, Any]:
-    """A trial as a plain dictionary for reports."""
-    attrs = trial.user_attrs
-    return {
-        "number": trial.number,
-        "state": trial.state.name,
-        "feasible": all(v <= 0 for v in trial.constraints.values()),
-        "constraints": dict(trial.constraints),
-        **{k: v for k, v in attrs.items() if k not in SAMPLE_KEYS},
-    }
-
-
-def is_contended(user_attrs: dict[str, Any]) -> bool:
-    """Whether a trial's latency was measured on a busy host (``harness.devices.contention``)."""
-    return bool((user_attrs.get("contention") or {}).get("contended"))
-
-
-def eligible_for_front(trial: FrozenTrial, include_contended: bool = False) -> bool:
-    """Whether a trial may be on the Pareto front: complete, within every budget and, unless
-    ``include_contended``, measured on a quiet host."""
-    return (trial.state == TrialState.COMPLETE
-            and all(v <= 0 for v in trial.constraints.values())
-            and (include_contended or not is_contended(trial.user_attrs)))
-
-
-def pareto_trials(study: optuna.Study, trials: list[FrozenTrial],
-                  include_contended: bool = False) -> list[FrozenTrial]:
-    """The feasible Pareto-optimal trials among ``trials``, fastest first; trials measured on
-    a busy host are left out unless ``include_contended``: their latency is not the candidate's.
-
-    Computed on the caller's snapshot rather than by ``study.best_trials``, which reads the
-    storage again: with other processes writing, a trial still running in the snapshot could
-    otherwise be on the front without its results."""
-    signs = [1.0 if direction == StudyDirection.MINIMIZE else -1.0
-             for direction in study.directions]
-    feasible = [t for t in trials if eligible_for_front(t, include_contended)]
-    losses = [[sign * value for sign, value in zip(signs, t.values)] for t in feasible]
-
-    def dominated(loss: list[float]) -> bool:
-        return any(all(a <= b for a, b in zip(other, loss)) and other != loss
-                   for other in losses)
-
-    front = [t for t, loss in zip(feasible, losses) if not dominated(loss)]
-    return sorted(front, key=lambda t: t.values[0])

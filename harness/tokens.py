@@ -1,4 +1,5 @@
-"""Token arithmetic of token reduction, shared by the configuration, the model and the cost model.
+"""Arithmetic of the knobs, shared by the configuration, the model and the cost model: the
+tokens that pruning and merging leave, and the blocks that block sparsity zeroes.
 
 Pure Python (no torch) so that the analytic cost of a candidate needs nothing but its config.
 """
@@ -40,3 +41,8 @@ def merge_schedule(r: int, depth: int, schedule: str) -> list[int]:
     first, last = int(r * 1.5), 2 * r - int(r * 1.5)
     step = (last - first) / (depth - 1)
     return [int(first + step * layer) for layer in range(depth)]
+
+
+def zeroed_blocks(total: int, sparsity: float) -> int:
+    """How many of ``total`` blocks a block-sparsity fraction zeroes (the cost model uses this)."""
+    return int(total * sparsity + 0.5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.config import BlockTokens, CandidateConfig
-from harness.layers import zeroed_blocks
+from harness.tokens import zeroed_blocks
 
 LAYER_NORM_MACS_PER_ELEMENT = 5  # fvcore's norm_flop_counter with affine parameters
 OPERATOR_KINDS = ("matmul", "layernorm", "softmax", "gelu", "pool")

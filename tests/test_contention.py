@@ -27,7 +27,8 @@ from harness.devices.contention import (
 )
 from harness.devices.probe import calibration_path, load_calibration
 from harness.report import write_report
-from harness.study import is_contended, pareto_trials, run_search
+from harness.results import is_contended, pareto_trials
+from harness.study import run_search
 
 
 @pytest.fixture

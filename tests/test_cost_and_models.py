@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.config import CandidateConfig
-from harness.cost import count_cost_fvcore, estimate_cost
+from harness.cost import estimate_cost
+from harness.cost_fvcore import count_cost_fvcore
 from harness.layers import prune_tokens
 from harness.models import PRESETS, build_model, preset_config
 from harness.space import load_space

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from harness.cli import main
 from harness.config import CandidateConfig
-from harness.cost import count_cost_fvcore, estimate_cost
+from harness.cost import estimate_cost
+from harness.cost_fvcore import count_cost_fvcore
 from harness.devices import cpu as cpu_module
 from harness.devices import get_device
 from harness.errors import ConfigError

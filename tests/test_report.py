@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 from harness.cli import main
@@ -99,6 +101,17 @@ def test_report_command_rebuilds_from_storage(tiny_space_file, fast_device_file,
     assert main(["report", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out / "report.html")
     assert (out / "report.html").is_file() and json.loads((out / "pareto.json").read_text())
+    # a report reads stored results only: it never loads torch, the models or the devices
+    pareto = (out / "pareto.json").read_text()
+    (out / "report.html").unlink()
+    script = ("import sys; from harness.cli import main; "
+              f"code = main(['report', {str(out)!r}]); "
+              "loaded = [m for m in ('torch', 'harness.models', 'harness.devices.base') "
+              "if m in sys.modules]; sys.exit(f'loaded {loaded}' if loaded else code)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (out / "report.html").is_file() and (out / "pareto.json").read_text() == pareto
 
 
 def test_report_of_a_missing_study_is_one_line_exit_2(tmp_path, capsys):
@@ -224,7 +237,7 @@ def test_the_front_comes_from_one_snapshot_of_the_trials():
     from the report's own snapshot, so a trial it holds as running is never on it."""
     import optuna
 
-    from harness.study import pareto_trials
+    from harness.results import pareto_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["minimize", "maximize"])

@@ -9,12 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.checkpoint import Checkpoint
+from harness.models import build_model, preset_config
+
 timm = pytest.importorskip(
     "timm", reason="timm is not installed (not in the test extras: its torchvision dependency "
                    "pulls a multi-GB CUDA build of torch); test_checkpoint.py checks timm's layout")
-
-from harness.checkpoint import Checkpoint
-from harness.models import build_model, preset_config
 
 
 @pytest.mark.parametrize("timm_name, ours", [("deit_tiny_patch16_224", "deit_tiny"),

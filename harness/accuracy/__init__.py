@@ -1,31 +1,19 @@
 """Accuracy estimators, the search's accuracy objective: ``supernet:DATASET``, ``proxy:NAME``,
-``train:DATASET``, ``table:FILE`` (see ``base.py``)."""
+``train:DATASET``, ``table:FILE`` (see ``base.py``; every kind registers in ``estimators.py``).
+
+The names of ``estimators`` load on first use, with torch, so that code which only reads
+results (``harness report``, ``spread.py``) imports none of it."""
 
 from __future__ import annotations
 
-from harness.accuracy.base import (
-    BaseAccuracyEstimator,
-    ReportIntermediate,
-    get_estimator,
-    register_estimator_kind,
-    valid_estimators,
-)
-from harness.accuracy.proxies import PROXIES, DssIndicator, Proxy, register_proxy
-from harness.accuracy.supernet import SupernetEstimator
-from harness.accuracy.table import TableEstimator
-from harness.accuracy.training import TrainingEstimator
+import importlib
+from typing import Any
 
-__all__ = [
-    "PROXIES",
-    "BaseAccuracyEstimator",
-    "DssIndicator",
-    "Proxy",
-    "ReportIntermediate",
-    "SupernetEstimator",
-    "TableEstimator",
-    "TrainingEstimator",
-    "get_estimator",
-    "register_estimator_kind",
-    "register_proxy",
-    "valid_estimators",
-]
+
+def __getattr__(name: str) -> Any:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    try:
+        return getattr(importlib.import_module("harness.accuracy.estimators"), name)
+    except AttributeError:
+        raise AttributeError(f"module 'harness.accuracy' has no attribute {name!r}") from None

@@ -7,7 +7,6 @@ from harness.layers.sparsity import (
     sparsify_linears,
     use_sparse_kernels,
     weight_density,
-    zeroed_blocks,
 )
 from harness.layers.token_merging import TokenMerging, merge_tokens
 from harness.layers.token_pruning import TokenPruning, prune_tokens
@@ -25,5 +24,4 @@ __all__ = [
     "sparsify_linears",
     "use_sparse_kernels",
     "weight_density",
-    "zeroed_blocks",
 ]

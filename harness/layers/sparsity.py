@@ -16,10 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-def zeroed_blocks(total: int, sparsity: float) -> int:
-    """How many of ``total`` blocks a block-sparsity fraction zeroes (the cost model uses this)."""
-    return int(total * sparsity + 0.5)
+from harness.tokens import zeroed_blocks
 
 
 def two_four_mask(weight: torch.Tensor) -> torch.Tensor:
@@ -95,4 +92,4 @@ def inference_context(model: torch.nn.Module) -> AbstractContextManager[Any]:
 
 
 __all__ = ["block_mask", "inference_context", "sparsify_linears", "two_four_mask",
-           "weight_density", "zeroed_blocks"]
+           "weight_density"]

@@ -10,17 +10,15 @@ from optuna.trial import TrialState
 
 from harness.accuracy.spread import AccuracySpread, accuracy_spread
 from harness.pareto import Bounds, hypervolume_history, to_losses
-from harness.remeasure import (
+from harness.results import (
     REMEASURE_ATTR,
+    RESULT_SCHEMA_VERSION,
     RemeasuredFront,
     RemeasuredPoint,
-    stored_remeasurement,
-)
-from harness.study import (
-    RESULT_SCHEMA_VERSION,
     eligible_for_front,
     is_contended,
     pareto_trials,
+    stored_remeasurement,
     trial_record,
 )
 

@@ -1,0 +1,100 @@
+"""The house's layers, read from the imports of every module (at any depth: lazy imports inside
+functions count too). Data flows one way: configuration → cost → model → device → study →
+report; an arrow back up is a failure here, naming the module and the import."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "harness"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, top level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+MODULES = {_module_name(path): _imports(path) for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _modules(*prefixes: str) -> list[str]:
+    return [name for name in MODULES
+            if any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)]
+
+
+def _violations(importers: list[str], forbidden: tuple[str, ...],
+                allowed: tuple[str, ...] = ()) -> list[str]:
+    """``importer imports target`` for each import of a forbidden module (or its children)."""
+    bad = []
+    for importer in importers:
+        for target in sorted(MODULES[importer]):
+            hit = any(target == f or target.startswith(f + ".") for f in forbidden)
+            ok = any(target == a or target.startswith(a + ".") for a in allowed)
+            if hit and not ok:
+                bad.append(f"{importer} imports {target}")
+    return bad
+
+
+# What sits above the model: everything that measures, searches, benchmarks or reports.
+ABOVE_MODELS = ("harness.devices", "harness.runtimes", "harness.study", "harness.remeasure",
+                "harness.results", "harness.report", "harness.bench", "harness.knob_bench",
+                "harness.compare", "harness.history", "harness.accuracy", "harness.rank_check",
+                "harness.cli", "harness.export", "harness.progress", "harness.local_workers",
+                "harness.storage", "harness.environment", "harness.fpga")
+SEARCH = ("harness.study", "harness.remeasure", "harness.progress", "harness.local_workers",
+          "harness.storage")
+BENCH = ("harness.bench", "harness.knob_bench", "harness.compare", "harness.compare_stats",
+         "harness.history", "harness.revisions")
+REPORT = ("harness.report",)
+
+
+def test_every_rule_sees_the_modules_it_is_about():
+    # a rule over no module cannot fail: each group must exist
+    for group in (("harness.models", "harness.layers"), ("harness.cost", "harness.workload"),
+                  ("harness.devices",), REPORT, SEARCH, BENCH):
+        assert _modules(*group), group
+
+
+def test_models_and_layers_import_nothing_above_them():
+    assert _violations(_modules("harness.models", "harness.layers"), ABOVE_MODELS) == []
+
+
+def test_the_analytic_cost_imports_no_torch_and_no_model():
+    assert _violations(_modules("harness.cost", "harness.workload", "harness.tokens",
+                                "harness.config"),
+                       ("torch", "harness.models", "harness.layers", "fvcore")) == []
+
+
+def test_devices_never_import_search_bench_or_report():
+    assert _violations(_modules("harness.devices"), (*SEARCH, *BENCH, *REPORT)) == []
+
+
+def test_the_report_imports_no_torch_and_no_model():
+    assert _violations(_modules(*REPORT, "harness.results"),
+                       ("torch", "harness.models", "harness.layers", "harness.study",
+                        "harness.remeasure", "harness.runtimes", "harness.devices.base")) == []
+
+
+@pytest.mark.parametrize("rule", ["models", "devices"])
+def test_a_violation_is_named(rule, monkeypatch):
+    # the check itself fails on an arrow back up
+    importer = "harness.models" if rule == "models" else "harness.devices.cpu"
+    monkeypatch.setitem(MODULES, importer, MODULES[importer] | {"harness.study"})
+    found = (_violations([importer], ABOVE_MODELS) if rule == "models"
+             else _violations([importer], SEARCH))
+    assert found == [f"{importer} imports harness.study"]

@@ -290,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--results", type=Path, default=Path("bench-results") / "compare",
                          help="with --base-rev: where the results go (default "
                          "bench-results/compare/{base,head})")
-    compare.add_argument("--format", default="markdown", choices=("markdown", "html", "json"),
-                         help="output format (default markdown, for a PR comment)")
+    compare.add_argument("--format", default="markdown", metavar="FORMAT",
+                         help="markdown (default, for a PR comment), html or json")
     compare.add_argument("--threshold", type=float, metavar="PCT",
                          help="threshold for every entry instead of each entry's own")
     compare.add_argument("--out", type=Path, help="write the output to this file too")
@@ -1124,9 +1124,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.bench import load_results
-    from harness.compare import compare_results, render
+    from harness.compare import compare_results
     from harness.files import check_writable_file, write_atomically
+    from harness.report.compare import FORMATS, render
 
+    if args.format not in FORMATS:
+        raise UsageError(f"unknown --format {shorten(args.format)}; valid: {', '.join(FORMATS)}")
     if args.threshold is not None and args.threshold <= 0:
         raise UsageError(f"--threshold must be positive, got {args.threshold}")
     if args.out:
@@ -1246,7 +1249,7 @@ def _check_rank_check_counts(args: argparse.Namespace, samplings: tuple[str, ...
 
 def cmd_history(args: argparse.Namespace) -> int:
     from harness.files import check_writable_file
-    from harness.history import render_history
+    from harness.report.history import render_history
 
     check_writable_file(args.out)
     print(render_history(args.results, args.out, args.annotations))

@@ -1,4 +1,5 @@
-"""Benchmark history: how each suite entry's latency moved over commits, as one HTML page.
+"""Benchmark history: how each suite entry's latency moved over commits (rendered as one HTML
+page by ``harness.report.history``).
 
 ``harness bench`` writes one JSON result per (machine, commit, suite entry, run). Comparing two
 results says whether one commit is slower than another; the history says *when* latency stepped,
@@ -9,10 +10,7 @@ states the method and its parameters, so a reader can judge what a marked step m
 
 from __future__ import annotations
 
-import base64
 import datetime
-import html
-import io
 import itertools
 import json
 import math
@@ -21,17 +19,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from harness.bench import RESULT_KIND, RESULT_SCHEMA_VERSION
 from harness.errors import HarnessError, shorten
-from harness.files import read_text, write_atomically
+from harness.files import read_text
 from harness.yaml_files import parse_yaml
 
 UNKNOWN_COMMIT = "unknown"
@@ -43,17 +37,6 @@ SERIES_KEYS = ["suite", "entry", "device", "machine_fingerprint"]
 MIN_SEGMENT_POINTS = 3
 CHANGE_ALPHA = 0.05
 MIN_RELATIVE_STEP = 0.02  # steps smaller than run-to-run noise on most hosts are not worth marking
-
-SHORT_COMMIT = 10
-MAX_TICK_LABELS = 20
-
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
-th,td{border:1px solid #ccc;padding:.2em .5em;text-align:left} th{background:#f3f3f3}
-img{max-width:100%} .note{color:#555;font-size:.9em} code{background:#f5f5f5;padding:0 .2em}
-"""
-
 
 class HistoryError(HarnessError):
     """The results directory or the annotations file cannot be used for a history."""
@@ -259,14 +242,14 @@ def _corrected_p(
     return float(p) * (high - low - 2 * min_size + 1)
 
 
-def _segments(count: int, starts: list[int]) -> list[tuple[int, int]]:
+def segments(count: int, starts: list[int]) -> list[tuple[int, int]]:
     """(start, stop) of each segment of ``count`` points cut at the change points ``starts``."""
     return list(itertools.pairwise([0, *starts, count]))
 
 
-def _relative_steps(medians: np.ndarray, starts: list[int]) -> list[float]:
+def relative_steps(medians: np.ndarray, starts: list[int]) -> list[float]:
     """Each change point's step: the median of the segment it starts over the one before, - 1."""
-    levels = [float(np.median(medians[a:b])) for a, b in _segments(len(medians), starts)]
+    levels = [float(np.median(medians[a:b])) for a, b in segments(len(medians), starts)]
     return [after / before - 1 for before, after in itertools.pairwise(levels)]
 
 
@@ -327,169 +310,3 @@ def _annotation_date(value: Any, where: str) -> datetime.date:
         except ValueError:
             pass
     raise HistoryError(f"{where}: date must be YYYY-MM-DD, got {shorten(value)}")
-
-
-def render_history(results_dir: Path, out_path: Path, annotations: Path | None = None) -> Path:
-    """Write the history of every (suite, entry, device, machine) under ``results_dir`` to
-    ``out_path`` as one self-contained HTML page; return ``out_path``."""
-    notes = load_annotations(annotations) if annotations is not None else []
-    results, skipped = load_results(results_dir)
-    series = results.groupby(SERIES_KEYS, sort=True)
-    sections = [
-        "<h1>Benchmark history</h1>",
-        (f"<p>{len(results)} result file(s) in {series.ngroups} series from "
-         f"<code>{_e(results_dir)}</code>. One series per suite entry, device and machine "
-         "fingerprint: latencies of different machines are not comparable.</p>"),
-        _method_note(),
-        *(_series_section(key, rows, notes) for key, rows in series),
-    ]
-    if notes:
-        sections += ["<h2>Annotations</h2>", _table(
-            ["commit or date", "entry", "text"],
-            [[note["commit"] or note["date"], note["entry"] or "all", note["text"]]
-             for note in notes],
-        )]
-    if skipped:
-        sections += ["<h2>Skipped files</h2>", _table(
-            ["file", "reason"], [[path.relative_to(results_dir), reason] for path, reason in skipped]
-        )]
-    page = (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>Benchmark history</title><style>{STYLE}</style></head>"
-        f"<body>{''.join(sections)}</body></html>\n"
-    )
-    write_atomically(out_path, page)
-    return out_path
-
-
-def _method_note() -> str:
-    return (
-        "<p class='note'>Change points (red lines, “change” column): binary segmentation with "
-        "Mann-Whitney U, Bonferroni-corrected, on one median per commit. Binary segmentation "
-        "proposes splits (least sum of absolute deviations from the segment medians, "
-        f"≥ {MIN_SEGMENT_POINTS} commits on each side, median step ≥ {MIN_RELATIVE_STEP:.0%}); "
-        "each is kept if the two-sided Mann-Whitney U test between the segments on either side "
-        f"gives p × (number of splits that window allows) &lt; {CHANGE_ALPHA}, the weakest "
-        "failing one being dropped first and the rest re-placed between their neighbours (Bai "
-        "1997). Δ% is the step between the medians of neighbouring segments (dashed). Several "
-        "runs of one commit form one point: the median of their medians, their smallest to "
-        "largest 95% CI bound, their summed sample count. Date: the commit date, or the run's "
-        "date where the commit date is unknown.</p>"
-    )
-
-
-def _series_section(key: tuple[str, ...], rows: pd.DataFrame, notes: list[dict[str, Any]]) -> str:
-    suite, entry, device, fingerprint = key
-    points = _commit_points(rows)
-    medians = points["median"].to_numpy()
-    starts = change_points(medians)
-    steps = dict(zip(starts, _relative_steps(medians, starts)))
-    marks = _annotation_marks(points, entry, notes)
-    hosts = ", ".join(sorted(set(rows["host"]) - {""})) or "unknown host"
-    table = _table(
-        ["#", "commit", "date", "median (ms)", "95% CI (ms)", "n", "runs", "change", "note"],
-        [[index, point.commit[:SHORT_COMMIT], point.time.strftime("%Y-%m-%d %H:%M"),
-          f"{point.median:.4g}", _interval(point.ci_low, point.ci_high), point.n, point.runs,
-          f"step {steps[index]:+.1%}" if index in steps else "",
-          "; ".join(text for row, _, text in marks if row == index)]
-         for index, point in enumerate(points.itertuples())],
-    )
-    return (
-        f"<h2>{_e(suite)} / {_e(entry)} on {_e(device)}</h2>"
-        f"<p class='note'>machine <code>{_e(fingerprint[:12])}</code> ({_e(hosts)})</p>"
-        + _img(_plot(points, starts, steps, marks)) + table
-    )
-
-
-def _commit_points(rows: pd.DataFrame) -> pd.DataFrame:
-    """One point per commit, in time order; each run of an unknown commit stays its own point,
-    since those runs may well be of different code."""
-    identity = rows["commit"].where(rows["commit"] != UNKNOWN_COMMIT, rows["path"].astype(str))
-    # rows are in time order, so first appearance (sort=False) keeps the points in time order too
-    return rows.groupby(identity.rename("point"), sort=False).agg(
-        commit=("commit", "first"), time=("time", "first"), median=("median", "median"),
-        ci_low=("ci_low", "min"), ci_high=("ci_high", "max"), n=("n", "sum"),
-        runs=("path", "size"),
-    ).reset_index(drop=True)
-
-
-def _annotation_marks(
-    points: pd.DataFrame, entry: str, notes: list[dict[str, Any]]
-) -> list[tuple[int, float, str]]:
-    """(table row, plot x, text) of each annotation that applies to this series: a commit note at
-    its commit's point, a date note just before the first point dated on or after it (only within
-    the series' date span, so old events do not crowd every plot's left edge)."""
-    commits = [commit.lower() for commit in points["commit"]]
-    days = [time.date() for time in points["time"]]
-    marks = []
-    for note in notes:
-        if note["entry"] not in (None, entry):
-            continue
-        if note["commit"]:
-            marks += [(row, float(row), note["text"]) for row, commit in enumerate(commits)
-                      if commit.startswith(note["commit"])]
-        elif days[0] <= note["date"] <= days[-1]:
-            row = next(row for row, day in enumerate(days) if day >= note["date"])
-            marks.append((row, row - 0.5, note["text"]))
-    return marks
-
-
-def _plot(
-    points: pd.DataFrame,
-    starts: list[int],
-    steps: dict[int, float],
-    marks: list[tuple[int, float, str]],
-) -> bytes:
-    x = np.arange(len(points))
-    medians = points["median"].to_numpy()
-    level = np.concatenate([np.full(b - a, np.median(medians[a:b]))
-                            for a, b in _segments(len(points), starts)])
-    figure, axes = plt.subplots(figsize=(9, 3.2))
-    axes.fill_between(x, points["ci_low"], points["ci_high"], alpha=0.25, label="95% CI")
-    axes.plot(x, medians, marker="o", markersize=3, label="median")
-    axes.plot(x, level, drawstyle="steps-mid", linestyle="--", linewidth=1, color="tab:orange",
-              label="segment median")
-    for start in starts:
-        axes.axvline(start - 0.5, color="tab:red", linewidth=1)
-        axes.annotate(f"{steps[start]:+.1%}", (start - 0.5, 1.0), xycoords=("data", "axes fraction"),
-                      xytext=(2, -2), textcoords="offset points", va="top", fontsize=8,
-                      color="tab:red")
-    for _, position, text in marks:
-        axes.axvline(position, color="grey", linestyle=":", linewidth=1)
-        axes.annotate(text, (position, 0.03), xycoords=("data", "axes fraction"), rotation=90,
-                      ha="right", va="bottom", fontsize=7, color="dimgrey")
-    stride = max(1, math.ceil(len(points) / MAX_TICK_LABELS))
-    axes.set_xticks(x[::stride], [c[:7] for c in points["commit"]][::stride], rotation=60,
-                    fontsize=7)
-    axes.set_xlabel("commit, oldest to newest")
-    axes.set_ylabel("latency (ms)")
-    axes.legend(fontsize=7, loc="upper left")
-    return _png(figure)
-
-
-def _png(figure: plt.Figure) -> bytes:
-    buffer = io.BytesIO()
-    # No "Software" metadata: it carries matplotlib's URL, and the page makes no external reference
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def _img(png: bytes) -> str:
-    return f"<img alt='history plot' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-
-
-def _interval(low: float, high: float) -> str:
-    return "–" if math.isnan(low) or math.isnan(high) else f"[{low:.4g}, {high:.4g}]"
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(name)}</th>" for name in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{_e(value)}</td>" for value in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value))

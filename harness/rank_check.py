@@ -18,10 +18,7 @@ quote the measured τ of their estimator.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
-import io
 import json
 import math
 import os
@@ -33,7 +30,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import optuna
 import torch
@@ -49,9 +45,6 @@ from harness.files import data_home, read_text, safe_name, write_atomically
 from harness.models import VisionTransformer, build_model
 from harness.space import Dimension, SearchSpace
 from harness.study import shared_weights
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 # 2: one record per run (every estimator, the baselines, the noise ceiling, the duration and the
 # command); 1 held one estimator against the reference, and is migrated when read.
@@ -491,7 +484,9 @@ def save_rank_check(check: RankCheck, out_dir: Path | None) -> list[Path]:
     written = [kept]
     if out_dir is not None:
         write_atomically(out_dir / "rank_check.json", document)
-        write_atomically(out_dir / "rank_check.html", render_html(check))
+        from harness.report.rank_check import render_rank_check
+
+        write_atomically(out_dir / "rank_check.html", render_rank_check(check))
         written += [out_dir / "rank_check.json", out_dir / "rank_check.html"]
     return written
 
@@ -529,65 +524,3 @@ def known_rank_checks(space: str, estimator: str) -> list[RankCheck]:
         if check.row(estimator) is not None:
             newest[check.reference] = check
     return list(newest.values())
-
-
-def _scatter_plots(check: RankCheck) -> str:
-    """One scatter plot per line of the table, each estimator's scores against the reference's,
-    as a PNG data URL."""
-    lines = check.table_rows()
-    columns = min(3, len(lines))
-    rows = math.ceil(len(lines) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows),
-                                squeeze=False)
-    reference = [point["scores"][check.reference]["value"] for point in check.points]
-    for axis, (_, row) in zip(axes.flat, lines):
-        if row is check.noise_ceiling:
-            x = [point["reference_second_seed"]["value"] for point in check.points[:row.n]]
-        else:
-            x = [point["scores"][row.estimator]["value"] for point in check.points]
-        axis.scatter(x, reference[:len(x)], s=16)
-        axis.set_xlabel(row.estimator, fontsize=8)
-        axis.set_ylabel(check.reference, fontsize=8)
-        axis.set_title(f"τ = {row.kendall_tau:.3f}, ρ = {row.spearman_rho:.3f}, n = {row.n}",
-                       fontsize=9)
-        axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[len(lines):]:
-        axis.set_visible(False)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def render_html(check: RankCheck) -> str:
-    """A self-contained page: the table, a scatter plot per line of it, and every point's scores
-    (and a training reference's steps)."""
-    e = html.escape
-    table = "".join(
-        f"<tr><td><code>{e(row.estimator)}</code>{f' ({e(note)})' if note else ''}</td>"
-        f"<td>{e(row.tau_text())}</td><td>{e(row.rho_text())}</td><td>{row.n}</td></tr>"
-        for note, row in check.table_rows())
-    specs = [row.estimator for row in check.rows]
-    head = "".join(f"<th>{e(spec)}</th>" for spec in [*specs, check.reference])
-    points = []
-    for point in check.points:
-        reference = point["scores"][check.reference]
-        second = point.get("reference_second_seed")
-        cells = [f"{point['scores'][spec]['value']:.5g}" for spec in [*specs, check.reference]]
-        cells += [str(reference.get("steps", "")), f"{second['value']:.5g}" if second else ""]
-        gmacs = f"{point['gmacs']:.4g}" if "gmacs" in point else ""
-        points.append(f"<tr><td>{e(point['config_key'])}</td><td>{gmacs}</td>"
-                      + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
-    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Rank check"
-            "</title><style>body{font-family:system-ui,sans-serif;margin:2em}table{border-"
-            "collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.2em .5em}"
-            "</style></head>"
-            f"<body><h1>{e(check.heading())}</h1>"
-            "<table><tr><th>estimator</th><th>Kendall τ [95% CI]</th><th>Spearman ρ [95% CI]"
-            f"</th><th>n</th></tr>{table}</table>"
-            f"<p>95% CIs: percentile bootstrap over the architectures ({BOOTSTRAP_RESAMPLES} "
-            f"resamples, seed {check.seed}). {e(check.footing())}</p>"
-            f"<img alt='scatter plots' src='{_scatter_plots(check)}'>"
-            f"<table><tr><th>config</th><th>GMACs</th>{head}<th>reference steps</th>"
-            f"<th>reference, second seed</th></tr>{''.join(points)}</table></body></html>")

@@ -20,10 +20,10 @@ from harness.compare import (
     RAW_SAMPLES_UNTESTED,
     REPLICATES_MISSING,
     compare_results,
-    to_markdown,
 )
 from harness.compare_stats import compare_entries, replicates_needed
 from harness.devices import get_device
+from harness.report.compare import to_markdown
 
 ENVIRONMENT = {"host": "runner", "machine_fingerprint": "f" * 16, "torch": "2.13.0",
                "cpu": {"model": "EPYC"}, "git_commit": "a" * 40}

@@ -15,13 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.history import (
-    HistoryError,
-    change_points,
-    load_annotations,
-    load_results,
-    render_history,
-)
+from harness.history import HistoryError, change_points, load_annotations, load_results
+from harness.report.history import render_history
 
 SEEDS = range(20)
 BASE_DATE = datetime(2026, 11, 1, 10, 0, tzinfo=timezone.utc)

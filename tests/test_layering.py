@@ -98,3 +98,16 @@ def test_a_violation_is_named(rule, monkeypatch):
     found = (_violations([importer], ABOVE_MODELS) if rule == "models"
              else _violations([importer], SEARCH))
     assert found == [f"{importer} imports harness.study"]
+
+
+def test_every_page_is_built_in_report_without_pyplot():
+    """One page style (report/page.py) and figures without pyplot's global state or a backend
+    chosen at import."""
+    pages, pyplot = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if "<!DOCTYPE html" in text:
+            pages.append(_module_name(path))
+        if "matplotlib.pyplot" in text or "matplotlib.use(" in text:
+            pyplot.append(_module_name(path))
+    assert pages == ["harness.report.page"] and pyplot == []

@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from harness.report.data import ReportData
+from harness.report.page import (
+    escape,
+    flatten,
+    img,
+    key_values,
+    new_figure,
+    page,
+    png,
+    table,
+)
 from harness.results import MAX_CANDIDATES
-
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.85em}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top}
-th{background:#f3f3f3} td{white-space:nowrap}
-td.wrap{white-space:normal;overflow-wrap:anywhere;min-width:9em} td.text,th.text{text-align:left}
-img{max-width:100%} .scroll{overflow-x:auto} .note{color:#555;font-size:.9em} code{background:#f5f5f5;padding:0 .2em}
-"""
 
 ARCH_COLUMNS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "img_size")
 
@@ -32,10 +25,10 @@ ARCH_COLUMNS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "i
 def render_html(data: ReportData) -> str:
     meta = data.metadata
     sections = [
-        f"<h1>ViT search: {_e(data.study_name)}</h1>",
+        f"<h1>ViT search: {escape(data.study_name)}</h1>",
         _summary(data),
         "<h2>Pareto front</h2>",
-        _img(_pareto_figure(data)),
+        img(_pareto_figure(data)),
         ("<p class='note'>Latency: " + ("estimate with the calibration's fit-error band"
                                         if _estimate_source(data) else "median with its 95% CI")
          + ". Colour: GMACs. Grey crosses: over the latency budget. Candidates over a "
@@ -56,11 +49,11 @@ def render_html(data: ReportData) -> str:
         _failed_table(data),
         _contended_table(data),
         "<h2>Hypervolume over trials</h2>",
-        _img(_hypervolume_figure(data)) if data.hypervolume else "<p>No feasible trial yet.</p>",
+        img(_hypervolume_figure(data)) if data.hypervolume else "<p>No feasible trial yet.</p>",
         ("<p class='note'>Objectives scaled to [0, 1] by the range of the feasible trials of this "
         "study, reference point (1.1, 1.1); comparable within this report only.</p>"),
         "<h2>Search settings</h2>",
-        _key_values({
+        key_values({
             "space": f"{meta.get('space', {}).get('name')} ({meta.get('space', {}).get('source')})",
             "device": meta.get("device"),
             "budgets": ", ".join(meta.get("budgets", [])) or "none",
@@ -70,39 +63,19 @@ def render_html(data: ReportData) -> str:
         }),
         _space_table(meta.get("space", {})),
         "<h2>Environment</h2>",
-        _key_values(_flatten(meta.get("environment", {}))),
+        key_values(flatten(meta.get("environment", {}))),
         "<h2>How each number was obtained</h2>",
         _methods(meta, data),
         "<h2>All trials</h2>",
         _all_trials_table(data),
     ]
-    body = "\n".join(sections)
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{_e(data.study_name)} — ViT search report</title><style>{STYLE}</style></head>"
-        f"<body>{body}</body></html>"
-    )
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _img(png: bytes) -> str:
-    return f"<img alt='plot' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
-
-
-def _png(figure: plt.Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+    return page(f"{data.study_name} — ViT search report", "\n".join(sections))
 
 
 def _summary(data: ReportData) -> str:
     counts = data.counts
     spread = data.accuracy_spread
-    return _key_values({
+    return key_values({
         "trials": len(data.trials),
         "measured (complete)": counts.get("COMPLETE", 0),
         "rejected before measurement (budget or FPGA resources)": counts.get("REJECTED_BY_BUDGET", 0),
@@ -123,7 +96,8 @@ def _remeasured_summary(data: ReportData) -> str:
 
 
 def _pareto_figure(data: ReportData) -> bytes:
-    figure, axes = plt.subplots(figsize=(8, 5))
+    figure = new_figure(figsize=(8, 5))
+    axes = figure.subplots()
     contended = data.contended
     measured = [t for t in data.measured if t not in contended]
     feasible = [t for t in measured if t["feasible"]]
@@ -161,7 +135,7 @@ def _pareto_figure(data: ReportData) -> bytes:
     axes.grid(alpha=0.3)
     if feasible or infeasible or contended:
         axes.legend(loc="lower right")
-    return _png(figure)
+    return png(figure)
 
 
 def _delta_section(data: ReportData) -> list[str]:
@@ -169,7 +143,8 @@ def _delta_section(data: ReportData) -> list[str]:
     scored = [t for t in data.measured if "delta_top1" in (t.get("accuracy") or {})]
     if not scored:
         return []
-    figure, axes = plt.subplots(figsize=(8, 4))
+    figure = new_figure(figsize=(8, 4))
+    axes = figure.subplots()
     xs = [t["latency_ms"]["median"] for t in scored]
     ys = [t["accuracy"]["delta_top1"] * 100 for t in scored]
     low = [y - t["accuracy"]["ci95"][0] * 100 for y, t in zip(ys, scored)]
@@ -180,21 +155,22 @@ def _delta_section(data: ReportData) -> list[str]:
     axes.set_ylabel("Δ top-1 against the checkpoint (points)")
     axes.grid(alpha=0.3)
     weights = scored[0]["accuracy"]["weights"]
-    return ["<h2>Latency against the change of top-1</h2>", _img(_png(figure)),
-            (f"<p class='note'>Checkpoint {_e(weights['path'])} (sha256 "
-            f"<code>{_e(weights['sha256'])}</code>, {weights['params_m']:.2f} M parameters, "
+    return ["<h2>Latency against the change of top-1</h2>", img(png(figure)),
+            (f"<p class='note'>Checkpoint {escape(weights['path'])} (sha256 "
+            f"<code>{escape(weights['sha256'])}</code>, {weights['params_m']:.2f} M parameters, "
             f"{weights['num_classes']} classes). Bars: paired 95% CI of the change (McNemar), "
             "both scored on the same images. EViT pruning and magnitude sparsity are applied "
             "without fine-tuning: their losses are pessimistic.</p>")]
 
 
 def _hypervolume_figure(data: ReportData) -> bytes:
-    figure, axes = plt.subplots(figsize=(8, 3))
+    figure = new_figure(figsize=(8, 3))
+    axes = figure.subplots()
     axes.plot(range(len(data.hypervolume)), data.hypervolume, drawstyle="steps-post")
     axes.set_xlabel("trial")
     axes.set_ylabel("hypervolume (scaled)")
     axes.grid(alpha=0.3)
-    return _png(figure)
+    return png(figure)
 
 
 def _format_knob(value: Any) -> str:
@@ -231,11 +207,11 @@ def _pareto_table(data: ReportData) -> str:
             latency["n"], _energy_cell(t.get("energy")), f"{t['accuracy']['value']:.4f}",
         ])
     note = ("<p>Every configuration below has " + ", ".join(
-        f"{k} {_e(_format_knob(v))}" for k, v in shared.items()) + ".</p>") if shared else ""
+        f"{k} {escape(_format_knob(v))}" for k, v in shared.items()) + ".</p>") if shared else ""
     lists = [1 + i for i, k in enumerate(columns)
              if any(isinstance(t["config"][k], list) for t in data.pareto)]
     wrapped = [*lists, 1 + len(columns)]  # per-block lists and the knobs
-    return note + f"<div class='scroll'>{_table(header, rows, css_id='pareto', wrap=wrapped)}</div>"
+    return note + f"<div class='scroll'>{table(header, rows, css_id='pareto', wrap=wrapped)}</div>"
 
 
 def _is_estimate(latency: dict[str, Any]) -> bool:
@@ -277,11 +253,11 @@ def _fpga_table(data: ReportData) -> str:
         return ""
     notes = sorted({note for t in data.pareto for note in (t.get("fpga") or {}).get("notes", [])})
     return ("<h2>Estimated FPGA resources</h2>"
-            f"<p>Latency, power and resources {_e(_estimate_source(data))}. Candidates that do "
+            f"<p>Latency, power and resources {escape(_estimate_source(data))}. Candidates that do "
             "not fit the part were rejected before being built.</p>"
-            + _table(["trial", "DSP", "LUT", "FF", "memory (BRAM_18K)", "images/s",
+            + table(["trial", "DSP", "LUT", "FF", "memory (BRAM_18K)", "images/s",
                       "waiting on weights", "busy ms by operator"], rows, wrap=(7,))
-            + "".join(f"<p class='note'>{_e(note)}</p>" for note in notes))
+            + "".join(f"<p class='note'>{escape(note)}</p>" for note in notes))
 
 
 def _energy_cell(energy: dict[str, Any] | None) -> str:
@@ -312,14 +288,14 @@ def _runtime_cell(trial: dict[str, Any]) -> str:
 
 def _knob_support(data: ReportData) -> str:
     notes = data.metadata.get("capability_notes", [])
-    items = "".join(f"<li>{_e(note)}</li>" for note in notes)
+    items = "".join(f"<li>{escape(note)}</li>" for note in notes)
     intro = (f"<p>Search space restricted to what the device accelerates:</p><ul>{items}</ul>"
              if notes else "")
     rows = [[k["knob"], k["value"], "yes" if k["accelerated"] else "no", k["how"]]
             for k in data.knob_support]
-    table = _table(["knob", "value", "accelerated", "how"], rows, wrap=(3,)) if rows else (
+    knobs = table(["knob", "value", "accelerated", "how"], rows, wrap=(3,)) if rows else (
         "<p>No measured trial used a knob.</p>")
-    return intro + table + (
+    return intro + knobs + (
         "<p class='note'>Token pruning, merging and attention variants do less work through the "
         "same dense kernels, so their measured latency is their real effect. Sparsity and "
         "precision need kernels: where a device lacks them, masks are still applied (the "
@@ -332,7 +308,7 @@ def _failed_table(data: ReportData) -> str:
         return ""
     rows = [[t["number"], t.get("error", ""), json.dumps(t.get("config", {}), separators=(",", ":"))]
             for t in failed]
-    return "<h2>Failed trials</h2>" + _table(
+    return "<h2>Failed trials</h2>" + table(
         ["trial", "error", "config"], rows, css_id="failed", wrap=(1, 2)
     )
 
@@ -364,25 +340,25 @@ def _remeasured_section(data: ReportData) -> str:
     left_out = (f" {len(remeasured.left_out)} more candidates within their CI of the front were "
                 f"left out (at most {MAX_CANDIDATES} are re-measured): trials "
                 f"{', '.join(map(str, remeasured.left_out))}." if remeasured.left_out else "")
-    unused = (f"<p><b>Not used</b>: {_e(data.remeasured_unused)}. The front above is the "
+    unused = (f"<p><b>Not used</b>: {escape(data.remeasured_unused)}. The front above is the "
               "search's.</p>" if data.remeasured_unused else "")
     return ("<h2>Re-measured front</h2>" + unused
             + f"<p class='note'>When the search ended, the {len(remeasured.points)} candidates "
             "that could be on the front (the front, and each point that would not be dominated "
             "at the lower bound of its latency CI) were built once and timed again side by side "
-            f"on {_e(remeasured.device)} ({_e(remeasured.measured_at)}, "
+            f"on {escape(remeasured.device)} ({escape(remeasured.measured_at)}, "
             f"{remeasured.duration_s:.0f} s): {remeasured.rounds} interleaved rounds (ABC ABC "
             f"...), each candidate timed {remeasured.round_s:.2f} s per round with the reference "
-            f"probe ({_e(remeasured.probe)}) between its timing blocks, latency "
-            f"{_e(remeasured.drift_status)} per round by the probe. Re-measured median: the "
+            f"probe ({escape(remeasured.probe)}) between its timing blocks, latency "
+            f"{escape(remeasured.drift_status)} per round by the probe. Re-measured median: the "
             "median of the round medians; its 95% CI and P(dominated) come from a bootstrap "
             f"over rounds ({remeasured.resamples} resamples), the rounds resampled jointly for "
             "every candidate because they share the host's drift; accuracy is held fixed at the "
             "search's estimate. The final front is the non-dominated points on the re-measured "
-            f"medians. Probe overhead: {share} of the timing. Host: {_e(host)}.{_e(left_out)} "
+            f"medians. Probe overhead: {share} of the timing. Host: {escape(host)}.{escape(left_out)} "
             "Every trial keeps its original samples; the rounds' samples are in the study's "
             "<code>remeasured_front</code> record.</p>"
-            + _table(["trial", "first median [95% CI] (ms)", "re-measured median [95% CI] (ms)",
+            + table(["trial", "first median [95% CI] (ms)", "re-measured median [95% CI] (ms)",
                       "P(dominated)", "on first front", "on final front"], rows,
                      css_id="remeasured"))
 
@@ -405,7 +381,7 @@ def _contended_table(data: ReportData) -> str:
     return ("<h2>Measured on a busy host</h2><p class='note'>Other work on the host slowed these "
             "measurements; each was retaken after waiting for the host to settle, and it never "
             "did. They are kept, with their samples, but left out of the front.</p>"
-            + _table(["trial", "latency median (ms)", "takes", "evidence", "busiest processes"],
+            + table(["trial", "latency median (ms)", "takes", "evidence", "busiest processes"],
                      rows, css_id="contended", wrap=(3, 4)))
 
 
@@ -426,15 +402,15 @@ def _all_trials_table(data: ReportData) -> str:
             t.get("rejected") or t.get("pruned") or t.get("error") or "",
             json.dumps(t.get("config", {}), separators=(",", ":")),
         ])
-    table = _table(header, rows, wrap=(8, 9))
-    return f"<details><summary>{len(rows)} trials</summary>{table}</details>"
+    return (f"<details><summary>{len(rows)} trials</summary>"
+            f"{table(header, rows, wrap=(8, 9))}</details>")
 
 
 def _space_table(space: dict[str, Any]) -> str:
     rows = [[key, ", ".join(_format_knob(c) for c in dim["choices"]),
              "per block" if dim["per_layer"] else ""]
             for key, dim in space.get("params", {}).items()]
-    return _table(["key", "choices", ""], rows)
+    return table(["key", "choices", ""], rows)
 
 
 def _energy_method(data: ReportData) -> str:
@@ -445,7 +421,7 @@ def _energy_method(data: ReportData) -> str:
     sources = sorted({f"{e['status']} from {e['source']} ({e['reason']})" for e in energies
                       if e["status"] != "unavailable"})
     missing = sorted({e["reason"] for e in energies if e["status"] == "unavailable"})
-    parts = [f"{_e(s)}" for s in sources] + [f"unavailable: {_e(r)}" for r in missing]
+    parts = [f"{escape(s)}" for s in sources] + [f"unavailable: {escape(r)}" for r in missing]
     return ("<b>Energy</b> per call (one batch), with the median's 95% CI over energy windows and "
             "idle power reported apart; no figure is ever guessed: " + "; ".join(parts) + ".")
 
@@ -453,14 +429,14 @@ def _energy_method(data: ReportData) -> str:
 def _latency_method(meta: dict[str, Any], data: ReportData, protocol: str) -> str:
     estimated = _estimate_source(data)
     if estimated:
-        return ("<b>Latency</b>: NOT measured: " + _e(estimated) + ", by the FPGA cost model "
-                f"of device {_e(meta.get('device'))} (per-operator cycles of the HLS kernels, "
+        return ("<b>Latency</b>: NOT measured: " + escape(estimated) + ", by the FPGA cost model "
+                f"of device {escape(meta.get('device'))} (per-operator cycles of the HLS kernels, "
                 "composed by the profile's engine template, bounded by off-chip bandwidth). "
                 "The band shown is the calibration's fit error, not a sampling interval.")
     return ("<b>Latency</b>: real executions of the built PyTorch model on the device "
-            f"({_e(meta.get('device'))}); warm-up, then timed iterations until the 95% CI of the "
+            f"({escape(meta.get('device'))}); warm-up, then timed iterations until the 95% CI of the "
             "median (binomial order statistics) is within the target or the time cap is hit. "
-            f"Protocol: <code>{_e(protocol)}</code> (threads null: one per physical core; each "
+            f"Protocol: <code>{escape(protocol)}</code> (threads null: one per physical core; each "
             "trial records the count it used). Each trial stores its raw samples. "
             + _drift_sentence(data) + " Before and after each measurement the host is checked for "
             "other work (other processes' CPU time, CPU steal, the probe against its quiet time); "
@@ -478,7 +454,7 @@ def _drift_sentence(data: ReportData) -> str:
     share = f"; its time was {100 * shares[len(shares) // 2]:.1f}% of the timing (median)" \
         if shares else ""
     return (f"Latencies shown are drift-corrected ({len(corrected)} of {len(drifts)} trials): a "
-            f"reference probe ({_e(corrected[0]['probe'])}) timed between the timing blocks scales "
+            f"reference probe ({escape(corrected[0]['probe'])}) timed between the timing blocks scales "
             "each raw median by the probe's calibrated quiet time over its time in the window, so "
             f"candidates measured minutes apart compare as if side by side{share}. Each trial "
             "keeps its raw latency (latency_raw_ms).")
@@ -488,16 +464,16 @@ def _accuracy_method(meta: dict[str, Any]) -> str:
     checks = meta.get("estimator_rank_checks") or []
     # one item per reference: each quote holds its own "; "-separated ceiling and baselines
     ranking = ("Its measured ranking quality on this space (<code>harness rank-check</code>):<ul>"
-               + "".join(f"<li>{_e(check)}</li>" for check in checks) + "</ul>"
+               + "".join(f"<li>{escape(check)}</li>" for check in checks) + "</ul>"
                if checks else "Its ranking quality on this space has not been measured (run "
-               f"<code>harness rank-check --space {_e(meta.get('space', {}).get('name'))} "
-               f"--accuracy {_e(meta.get('estimator'))}</code>).")
+               f"<code>harness rank-check --space {escape(meta.get('space', {}).get('name'))} "
+               f"--accuracy {escape(meta.get('estimator'))}</code>).")
     source = meta.get("accuracy_source") or {}
     scored = ("scored as measured: token reduction, sparsity and precision applied"
               if source.get("scores_as_measured") else "computed on the fp32 model (it sees "
               "token reduction and sparsity masks, not the effect of lower precision)")
-    return (f"<b>Accuracy estimate</b> ({_e(meta.get('estimator'))}): "
-            f"{_e(meta.get('estimator_description', ''))}; {scored}. "
+    return (f"<b>Accuracy estimate</b> ({escape(meta.get('estimator'))}): "
+            f"{escape(meta.get('estimator_description', ''))}; {scored}. "
             f"{_supernet_origin(source.get('supernet'))}{ranking}")
 
 
@@ -505,10 +481,10 @@ def _supernet_origin(supernet: dict[str, Any] | None) -> str:
     if not supernet:
         return ""
     minutes, seconds = divmod(round(supernet["trained_s"]), 60)
-    return (f"Supernet <code>{_e(supernet['key'])}</code>: the space's largest configuration "
+    return (f"Supernet <code>{escape(supernet['key'])}</code>: the space's largest configuration "
             f"({supernet['params_m']:.2f} M parameters at the data's size) trained on "
-            f"{_e(supernet['dataset_title'])} for {supernet['steps']} steps (seed "
-            f"{supernet['seed']}, {minutes}:{seconds:02d}, harness {_e(supernet['harness_version'])}"
+            f"{escape(supernet['dataset_title'])} for {supernet['steps']} steps (seed "
+            f"{supernet['seed']}, {minutes}:{seconds:02d}, harness {escape(supernet['harness_version'])}"
             f"); held-out top-1 of its largest sub-network {supernet['heldout']['largest_top1']:.3f}"
             f", of its smallest {supernet['heldout']['smallest_top1']:.3f}. ")
 
@@ -531,39 +507,3 @@ def _methods(meta: dict[str, Any], data: ReportData) -> str:
          "marked THROTTLED next to its latency; 'unknown' where the device cannot tell."),
     ]
     return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _key_values(values: dict[str, Any]) -> str:
-    rows = [[key, value] for key, value in values.items()]
-    return _table(["", ""], rows, text=True, wrap=(1,))
-
-
-def _table(
-    header: list[str],
-    rows: list[list[Any]],
-    css_id: str = "",
-    text: bool = False,
-    wrap: Sequence[int] = (),
-) -> str:
-    """An HTML table; ``wrap`` lists the columns whose long values may break across lines."""
-
-    def cell(index: int, value: Any) -> str:
-        classes = " ".join(c for c, on in (("text", text), ("wrap", index in wrap)) if on)
-        return f"<td class='{classes}'>{_e(value)}</td>" if classes else f"<td>{_e(value)}</td>"
-
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(cell(i, value) for i, value in enumerate(row)) + "</tr>" for row in rows
-    )
-    ident = f" id='{css_id}'" if css_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -1367,7 +1367,10 @@ def main(argv: list[str] | None = None) -> int:
         args.argv = argv  # ``search --workers K`` starts K processes with the same arguments
         import optuna
 
+        from harness.notices import show_notices_on_stderr
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        show_notices_on_stderr()
         from harness.core_sharing import sharing_cores
 
         with sharing_cores(enabled=not getattr(args, "no_contention_check", False)):

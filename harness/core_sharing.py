@@ -16,12 +16,12 @@ Timed measurements set their own thread count (the device profile's) and are not
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Iterator
 
 from harness.devices.contention import HostMonitor, logical_cores
 from harness.devices.lock import wait_while_others_time
+from harness.notices import notice
 
 RESIZE_EVERY_S = 2.0
 LOCK_CHECK_EVERY_S = 0.5
@@ -89,5 +89,4 @@ def share_cores() -> None:
 
 
 def _say_waiting(what: str) -> None:
-    print(f"harness: pausing training and scoring while {what} (measurements get a quiet host)",
-          file=sys.stderr, flush=True)
+    notice(f"pausing training and scoring while {what} (measurements get a quiet host)")

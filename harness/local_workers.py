@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from harness.errors import StudyError
+from harness.notices import notice
 from harness.storage import recover_orphans, retries_waiting
 from harness.study import (
     SearchInterrupted,
@@ -90,10 +91,9 @@ def run_local_workers(
             raise StudyError(f"{len(failed)} of {count} local workers failed "
                              f"({'; '.join(failed)}); finished trials are kept: run the same "
                              "command to resume")
-        print(f"harness: note: {len(failed)} of {count} local workers failed "
-              f"({'; '.join(failed)}); the others finished the study, re-running once any "
-              "trial a failed one left unfinished",
-              file=sys.stderr)
+        notice(f"note: {len(failed)} of {count} local workers failed ({'; '.join(failed)}); "
+               "the others finished the study, re-running once any trial a failed one left "
+               "unfinished")
     return study
 
 

@@ -111,3 +111,18 @@ def test_every_page_is_built_in_report_without_pyplot():
         if "matplotlib.pyplot" in text or "matplotlib.use(" in text:
             pyplot.append(_module_name(path))
     assert pages == ["harness.report.page"] and pyplot == []
+
+
+# What may print: the CLI, its progress display, the handler that shows library notices on the
+# CLI's stderr, and the competing-load child process's handshake line to its parent.
+PRINTERS = {"harness.cli", "harness.progress", "harness.notices",
+            "harness.devices.competing_load"}
+
+
+def test_nothing_below_the_cli_prints():
+    printing = {_module_name(path) for path in sorted(PACKAGE.rglob("*.py"))
+                if any(isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                       and node.func.id == "print"
+                       for node in ast.walk(ast.parse(path.read_text())))}
+    assert printing <= PRINTERS, sorted(printing - PRINTERS)
+    assert "harness.cli" in printing  # the check sees prints where they are

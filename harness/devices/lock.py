@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import os
 import stat
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from harness.errors import DeviceError, shorten
 from harness.files import safe_name
+from harness.notices import notice
 
 
 def lock_dir() -> Path:
@@ -53,9 +53,8 @@ def exclusive_timing(device: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = handle.read().strip() or "another process"
-            print(f"harness: waiting for device {shorten(device)}: process {holder} on this host "
-                  "is timing it (measurements on one device never overlap)", file=sys.stderr,
-                  flush=True)
+            notice(f"waiting for device {shorten(device)}: process {holder} on this host is "
+                   "timing it (measurements on one device never overlap)")
             fcntl.flock(handle, fcntl.LOCK_EX)
         handle.seek(0)
         handle.truncate()

@@ -30,7 +30,7 @@ from harness.errors import ConfigError, FileError, HarnessError, shorten
 from harness.files import check_readable_file, named_child, read_text, write_atomically
 from harness.models import build_model, preset_config
 from harness.timing import MeasurementProtocol
-from harness.yaml_files import bundled_names, parse_yaml, read_named_or_path, string_field
+from harness.yaml_files import parse_yaml, read_named_or_path, string_field
 
 SUITES_PACKAGE = "harness.bench_suites"
 SUITE_SCHEMA_VERSION = 1
@@ -62,10 +62,6 @@ class Suite:
     measurement: dict[str, Any]  # overrides of the device profile's protocol
     entries: list[SuiteEntry]
     source: str
-
-
-def bundled_suite_names() -> list[str]:
-    return bundled_names(SUITES_PACKAGE)
 
 
 def load_suite(name_or_path: str) -> Suite:

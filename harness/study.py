@@ -129,12 +129,14 @@ class TrialSeededSampler(optuna.samplers.BaseSampler):
             self._sampler.reseed_rng()
 
 
-class BudgetRejected(Exception):
-    """The analytic cost of a candidate is over a MAC or parameter budget."""
+class RejectedBeforeMeasurement(Exception):
+    """A candidate is over a MAC or parameter budget, or does not fit the device's resources (an
+    FPGA part): known from its configuration, before anything is built."""
 
 
 class AccuracyPruned(Exception):
-    """A candidate's intermediate accuracy is below the median of finished candidates'."""
+    """A candidate's intermediate accuracy is below the 25th percentile of finished
+    candidates' at the same step (``percentile_stopping``)."""
 
 
 class SearchInterrupted(Exception):
@@ -409,7 +411,7 @@ def _run_one_trial(
         interrupts.raise_if_requested()
         with heartbeat(study, trial):
             values, state = evaluate(trial, settings, inputs, shared_weights), TrialState.COMPLETE
-    except BudgetRejected:
+    except RejectedBeforeMeasurement:
         state = TrialState.PRUNED
     except AccuracyPruned as reason:
         state, attrs = TrialState.PRUNED, {"pruned": str(reason)}
@@ -476,7 +478,7 @@ def evaluate(
             trial.set_constraint(key, violations.get(key, 0.0))
         reason = ", ".join(over)
         trial.set_user_attr("rejected", f"rejected before measurement: {reason}")
-        raise BudgetRejected(reason)
+        raise RejectedBeforeMeasurement(reason)
 
     result = measure_candidate(config, settings.device, settings.estimator, settings.protocol,
                                inputs.get(config.img_size), shared_weights,

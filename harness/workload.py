@@ -13,7 +13,6 @@ from harness.config import BlockTokens, CandidateConfig
 from harness.tokens import zeroed_blocks
 
 LAYER_NORM_MACS_PER_ELEMENT = 5  # fvcore's norm_flop_counter with affine parameters
-OPERATOR_KINDS = ("matmul", "layernorm", "softmax", "gelu", "pool")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Training-free proxies: ``proxy:NAME`` scores the real built model in one or two passes.
 
-Proxies register with ``@register_proxy``. The default estimator of a search is TF-TAS's
-DSS-indicator; ``params`` and ``gmacs`` are the baselines zero-cost proxy papers compare with, and
+Proxies register with ``@register_proxy``. ``dss`` is TF-TAS's DSS-indicator (a search's
+default is the supernet, ``supernet:mnist``); ``params`` and ``gmacs`` are the baselines zero-cost proxy papers compare with, and
 ``naswot``, ``synflow`` and ``gradnorm`` the zero-cost proxies TF-TAS and ZiCo compare against.
 
 The data-based proxies (``naswot``, ``gradnorm``) feed Gaussian images from a fixed-seed generator:

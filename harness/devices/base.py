@@ -66,9 +66,6 @@ class DeviceProfile:
     engine: dict[str, Any] = field(default_factory=dict)
 
 
-ENERGY_STATUSES = ("measured", "estimated", "unavailable")
-
-
 @dataclass(frozen=True)
 class EnergyMeasurement:
     """Energy per inference and where it came from; a figure is never reported without its

@@ -17,6 +17,7 @@ from harness.devices.base import (
     register_device_kind,
 )
 from harness.devices.rapl import POWERCAP_ROOT, measure_package_energy, probe_rapl
+from harness.devices.sysfs import read_sysfs
 from harness.layers import inference_context
 from harness.timing import MeasurementProtocol
 
@@ -63,23 +64,16 @@ def cpu_model_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _read_sysfs(path: str | Path) -> str | None:
-    try:
-        return Path(path).read_text().strip()
-    except OSError:
-        return None
-
-
 CPU_SYSFS = Path("/sys/devices/system/cpu")
 
 
 def turbo_enabled(root: Path = CPU_SYSFS) -> bool | None:
     """Whether the CPU may boost above its base clock: ``cpufreq/boost`` (acpi-cpufreq,
     amd-pstate) or intel_pstate's ``no_turbo``; None when neither is readable (VMs)."""
-    boost = _read_sysfs(root / "cpufreq" / "boost")
+    boost = read_sysfs(root / "cpufreq" / "boost")
     if boost in ("0", "1"):
         return boost == "1"
-    no_turbo = _read_sysfs(root / "intel_pstate" / "no_turbo")
+    no_turbo = read_sysfs(root / "intel_pstate" / "no_turbo")
     if no_turbo in ("0", "1"):
         return no_turbo == "0"
     return None
@@ -130,7 +124,7 @@ class CpuDevice(MeasuredDevice):
             "physical_cores": psutil.cpu_count(logical=False),
             "logical_cores": psutil.cpu_count(),
             "torch_threads": torch.get_num_threads(),
-            "governor": _read_sysfs(CPU_SYSFS / "cpu0" / "cpufreq" / "scaling_governor"),
+            "governor": read_sysfs(CPU_SYSFS / "cpu0" / "cpufreq" / "scaling_governor"),
             "turbo": turbo_enabled(),
             "affinity": cpu_affinity(),
             "cpu_freq_mhz": cpu_frequency_mhz(),

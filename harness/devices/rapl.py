@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.devices.base import EnergyMeasurement
+from harness.devices.sysfs import read_sysfs
 from harness.stats import median_ci
 from harness.timing import MeasurementProtocol
 
@@ -79,7 +80,7 @@ def probe_rapl(root: Path = POWERCAP_ROOT) -> RaplPackages:
     if not candidates:
         return RaplPackages((), f"no RAPL powercap interface (no {root}/intel-rapl:N zone): not "
                                 "exposed in this VM/kernel, or the rapl driver is not loaded")
-    names = {path: _read_text(path / "name") or "unnamed" for path in candidates}
+    names = {path: read_sysfs(path / "name") or "unnamed" for path in candidates}
     packages = [path for path in candidates if names[path].startswith("package")]
     if not packages:
         found = ", ".join(f"{path.name} ({names[path]})" for path in candidates)
@@ -112,13 +113,6 @@ def _open_zone(path: Path, name: str) -> tuple[RaplZone | None, str]:
     except ValueError as error:
         return None, f"unexpected contents in RAPL zone {path}: {error}"
     return RaplZone(name, path, max_range), ""
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return None
 
 
 @dataclass(frozen=True)

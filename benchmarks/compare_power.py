@@ -1,4 +1,4 @@
-"""False alarms and power of ``harness.compare_stats`` on synthetic latencies.
+"""False alarms and power of ``harness.bench.compare_stats`` on synthetic latencies.
 
 Samples are lognormal with a 2% coefficient of variation, 30 per side, median 10 ms; each trial
 draws fresh samples from one seeded generator per row (the seed column).
@@ -26,7 +26,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from harness.compare_stats import EntryComparison, compare_entries
+from harness.bench.compare_stats import EntryComparison, compare_entries
 
 CV = 0.02
 SAMPLES = 30

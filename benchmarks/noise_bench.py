@@ -163,7 +163,7 @@ def part_contention(workdir: Path) -> None:
 # ``harness bench`` with every model it builds slowed: a busy-wait of ARGV[1] seconds after each call
 SLOWED_BENCH = """
 import sys, time
-import harness.bench as bench
+import harness.bench.suites as bench
 from harness.cli import main
 
 extra_s, build = float(sys.argv[1]), bench.build_model

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.bench.knob_bench import runtime_settings
 from harness.config import CandidateConfig
 from harness.cost import estimate_cost
 from harness.devices import get_device
 from harness.devices.base import MeasuredDevice
 from harness.devices.lock import exclusive_timing
-from harness.knob_bench import runtime_settings
 from harness.layers import inference_context
 from harness.models import build_model, preset_config
 from harness.stats import median_ci

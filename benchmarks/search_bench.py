@@ -40,10 +40,10 @@ from harness.devices.base import TimedOnHost
 from harness.devices.cpu import CpuDevice
 from harness.environment import capture_environment
 from harness.models import VisionTransformer
-from harness.pareto import REFERENCE, Bounds, hypervolume_history, to_losses
-from harness.results import trial_record
+from harness.search.pareto import REFERENCE, Bounds, hypervolume_history, to_losses
+from harness.search.results import trial_record
+from harness.search.study import SearchSettings, TrialOutcome, run_search
 from harness.space import load_space
-from harness.study import SearchSettings, TrialOutcome, run_search
 from harness.timing import MeasurementProtocol
 
 SPACE = "vit_tiny"

@@ -21,9 +21,9 @@ from pathlib import Path
 import timm
 import torch
 
+from harness.bench.knob_bench import time_interleaved
 from harness.checkpoint import Checkpoint
 from harness.devices import get_device
-from harness.knob_bench import time_interleaved
 from harness.models import build_model, preset_config
 
 PAIRS = (("deit_tiny", "deit_tiny_patch16_224"), ("deit_small", "deit_small_patch16_224"))

@@ -31,8 +31,8 @@ import optuna
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.storage import open_storage, recover_orphans, retries_waiting
-from harness.study import DIRECTIONS, measured_count
+from harness.search.storage import open_storage, recover_orphans, retries_waiting
+from harness.search.study import DIRECTIONS, measured_count
 
 SPACE, DEVICE, ESTIMATOR = "vit_tiny", "zcu102", "proxy:params"
 WORKER_COUNTS = (1, 2, 4)

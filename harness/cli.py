@@ -531,11 +531,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     from harness.devices import get_device
     from harness.environment import capture_environment
     from harness.files import check_writable_dir, named_child, renamed_note
-    from harness.local_workers import run_local_workers
-    from harness.progress import Progress
     from harness.rank_check import known_rank_checks
-    from harness.space import load_space
-    from harness.study import (
+    from harness.search.local_workers import run_local_workers
+    from harness.search.progress import Progress
+    from harness.search.study import (
         SearchInterrupted,
         SearchSettings,
         check_budgets_reachable,
@@ -544,6 +543,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         restrict_to_device,
         run_search,
     )
+    from harness.space import load_space
 
     is_worker = args.command == "worker"
     workers = getattr(args, "workers", 1)
@@ -632,7 +632,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _check_search_options(args: argparse.Namespace, is_worker: bool, workers: int) -> None:
     """The numbers and names of ``search``/``worker`` that need no file: one line if wrong."""
-    from harness.study import SAMPLERS
+    from harness.search.study import SAMPLERS
 
     if is_worker and args.trials is None and args.timeout is None:
         raise UsageError("a worker needs --trials N or --timeout S (or both)")
@@ -668,13 +668,13 @@ def _finish_search(args: argparse.Namespace, settings: Any, study: Any, progress
     """Re-measure the front (unless interrupted or asked not to), write the report and say
     where it is; 130 after an interruption."""
     from harness.report import write_report
-    from harness.results import pareto_trials
-    from harness.storage import default_storage
+    from harness.search.results import pareto_trials
+    from harness.search.storage import default_storage
 
     device, out_dir, study_name = settings.device, settings.out_dir, settings.study_name
     remeasured = None
     if not (interrupted or is_worker or args.no_remeasure) and device.times_on_this_host:
-        from harness.remeasure import remeasure_front
+        from harness.search.remeasure import remeasure_front
 
         try:
             remeasured = remeasure_front(study, device, settings.protocol, settings.space,
@@ -752,8 +752,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from harness.devices import get_device
     from harness.environment import capture_environment
     from harness.models import build_model
+    from harness.search.study import estimate_accuracy, measure_candidate
     from harness.space import load_space
-    from harness.study import estimate_accuracy, measure_candidate
 
     config = _config_from_args(args)
     checkpoint = load_checkpoint(args.weights) if args.weights else None
@@ -903,7 +903,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     check_writable_dir(args.out)
     study = _load_stored_study(args.out, args.storage, args.study)
     if args.remeasure:
-        from harness.remeasure import remeasure_stored_study
+        from harness.search.remeasure import remeasure_stored_study
 
         _say_remeasured(remeasure_stored_study(study, args.device, args.weights, on_progress=say),
                         quiet=False)
@@ -952,7 +952,7 @@ def _load_stored_study(out: Path, storage_arg: str | None, study_arg: str | None
     import optuna
 
     from harness.errors import StudyError
-    from harness.storage import default_storage, hide_password, open_storage
+    from harness.search.storage import default_storage, hide_password, open_storage
 
     storage_url = storage_arg or default_storage(out)
     storage = open_storage(storage_url, must_exist=True)
@@ -966,8 +966,8 @@ def _load_stored_study(out: Path, storage_arg: str | None, study_arg: str | None
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from harness.journal import repair_journal
-    from harness.storage import journal_file
+    from harness.search.journal import repair_journal
+    from harness.search.storage import journal_file
 
     print(repair_journal(journal_file(args.storage)).summary())
     return 0
@@ -1079,7 +1079,7 @@ def cmd_hls_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench import busy_host_note, is_contended, load_suite, run_suite
+    from harness.bench.suites import busy_host_note, is_contended, load_suite, run_suite
     from harness.devices import get_device
     from harness.devices.base import MeasuredDevice
     from harness.errors import DeviceError
@@ -1123,8 +1123,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.bench import load_results
-    from harness.compare import compare_results
+    from harness.bench.compare import compare_results
+    from harness.bench.suites import load_results
     from harness.files import check_writable_file, write_atomically
     from harness.report.compare import FORMATS, render
 
@@ -1161,9 +1161,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _bench_revisions(args: argparse.Namespace) -> tuple[Path, Path]:
-    from harness.bench import load_suite
-    from harness.compare_stats import replicates_needed
-    from harness.revisions import bench_interleaved
+    from harness.bench.compare_stats import replicates_needed
+    from harness.bench.revisions import bench_interleaved
+    from harness.bench.suites import load_suite
 
     # each revision runs in its own directory: paths must not depend on ours
     suite, device = (str(Path(name).resolve()) if Path(name).exists() else name
@@ -1302,19 +1302,19 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_knobs(args: argparse.Namespace) -> int:
-    from harness.checkpoint import load_checkpoint
-    from harness.devices import get_device
-    from harness.devices.base import MeasuredDevice
-    from harness.environment import capture_environment
-    from harness.errors import DeviceError
-    from harness.files import check_writable_dir, write_atomically
-    from harness.knob_bench import (
+    from harness.bench.knob_bench import (
         DEFAULT_SETTINGS,
         KnobRow,
         bench_knobs,
         parse_knob,
         runtime_settings,
     )
+    from harness.checkpoint import load_checkpoint
+    from harness.devices import get_device
+    from harness.devices.base import MeasuredDevice
+    from harness.environment import capture_environment
+    from harness.errors import DeviceError
+    from harness.files import check_writable_dir, write_atomically
     from harness.models import preset_config
 
     for option, values in (("--rounds", [args.rounds]), ("--iters", [args.iters]),

@@ -350,8 +350,8 @@ def source_from_trial(study: Any, number: int, checkpoint: Any = None,
             measured, origin)
     if from_supernet:
         return _supernet_source(config, metadata, measured, origin)
+    from harness.search.study import shared_weights
     from harness.space import space_from_dict
-    from harness.study import shared_weights
 
     return ExportSource(config, shared_weights(space_from_dict(metadata["space"])),
                         random_weights_origin(

@@ -43,8 +43,8 @@ from harness.cost import estimate_cost
 from harness.errors import ConfigError, FileError
 from harness.files import data_home, read_text, safe_name, write_atomically
 from harness.models import VisionTransformer, build_model
+from harness.search.study import shared_weights
 from harness.space import Dimension, SearchSpace
-from harness.study import shared_weights
 
 # 2: one record per run (every estimator, the baselines, the noise ceiling, the duration and the
 # command); 1 held one estimator against the reference, and is migrated when read.

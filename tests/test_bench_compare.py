@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.bench import BenchError, load_results, load_suite, run_suite
-from harness.cli import main
-from harness.compare import (
+from harness.bench.compare import (
     CORRECTED_MEDIANS,
     CORRECTED_SAMPLES_UNTESTED,
     RAW_MEDIANS,
@@ -21,7 +19,9 @@ from harness.compare import (
     REPLICATES_MISSING,
     compare_results,
 )
-from harness.compare_stats import compare_entries, replicates_needed
+from harness.bench.compare_stats import compare_entries, replicates_needed
+from harness.bench.suites import BenchError, load_results, load_suite, run_suite
+from harness.cli import main
 from harness.devices import get_device
 from harness.report.compare import to_markdown
 
@@ -432,7 +432,7 @@ def test_bench_refuses_a_runtime_the_device_does_not_run_before_timing(tmp_path,
 
 def test_bench_says_at_once_that_a_run_on_a_busy_host_is_not_comparable(
         tmp_path, fast_device_file, capsys, monkeypatch):
-    import harness.bench
+    import harness.bench.suites
 
     (tmp_path / "tiny.yaml").write_text(TINY_SUITE)
     busy = {**result("small", BASE_SAMPLES, contended=True),
@@ -442,7 +442,7 @@ def test_bench_says_at_once_that_a_run_on_a_busy_host_is_not_comparable(
         on_result(suite.entries[0], out_dir / "small.json", busy)
         return [out_dir / "small.json"]
 
-    monkeypatch.setattr(harness.bench, "run_suite", one_busy_run)
+    monkeypatch.setattr(harness.bench.suites, "run_suite", one_busy_run)
     assert main(["bench", "--suite", str(tmp_path / "tiny.yaml"), "--device",
                  str(fast_device_file), "--out", str(tmp_path / "out"), "--entry", "small"]) == 0
     captured = capsys.readouterr()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.compare_stats import (
+from harness.bench.compare_stats import (
     ComparisonError,
     compare_entries,
     hodges_lehmann_ci_pct,

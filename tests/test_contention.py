@@ -27,8 +27,8 @@ from harness.devices.contention import (
 )
 from harness.devices.probe import calibration_path, load_calibration
 from harness.report import write_report
-from harness.results import is_contended, pareto_trials
-from harness.study import run_search
+from harness.search.results import is_contended, pareto_trials
+from harness.search.study import run_search
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from harness.cli import main
 from harness.config import CandidateConfig
 from harness.report import write_report
 from harness.runtimes import onnx as onnx_runtime
-from harness.study import run_search
+from harness.search.study import run_search
 
 pytestmark = pytest.mark.skipif(bool(onnx_runtime.missing_packages()),
                                 reason="harness export writes ONNX: onnxruntime/onnx/onnxscript "

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.history import HistoryError, change_points, load_annotations, load_results
+from harness.bench.history import HistoryError, change_points, load_annotations, load_results
 from harness.report.history import render_history
 
 SEEDS = range(20)

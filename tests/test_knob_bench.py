@@ -7,12 +7,7 @@ import json
 import pytest
 import torch
 
-from harness.cli import main
-from harness.config import CandidateConfig
-from harness.cost import estimate_cost
-from harness.devices import get_device
-from harness.errors import ConfigError
-from harness.knob_bench import (
+from harness.bench.knob_bench import (
     KNOBS_OFF,
     KnobSetting,
     _prepare,
@@ -20,6 +15,11 @@ from harness.knob_bench import (
     parse_knob,
     time_interleaved,
 )
+from harness.cli import main
+from harness.config import CandidateConfig
+from harness.cost import estimate_cost
+from harness.devices import get_device
+from harness.errors import ConfigError
 from harness.timing import MeasurementProtocol
 
 TINY = CandidateConfig(embed_dim=32, depth=2, num_heads=1, head_dim=16, patch_size=8, img_size=32,
@@ -131,7 +131,7 @@ def test_every_timed_call_holds_the_device_timing_lock(device, monkeypatch):
         def forward(self, inputs):
             assert held == [device.name], "timed without the device's timing lock"
 
-    monkeypatch.setattr("harness.knob_bench.exclusive_timing", lock)
+    monkeypatch.setattr("harness.bench.knob_bench.exclusive_timing", lock)
     protocol = MeasurementProtocol(warmup_min_iters=1, warmup_min_s=1e-9, warmup_max_s=1e-9)
     time_interleaved(device, (Probe(), None), (Probe(), None), protocol, rounds=2, iters=2)
     assert held == []

@@ -24,8 +24,8 @@ from harness.layers import (
     merge_tokens,
 )
 from harness.models import build_model, preset_config
+from harness.search.study import restrict_to_device
 from harness.space import parse_space
-from harness.study import restrict_to_device
 
 # ToMe (Bolya et al. 2023, Table 10 / Fig. 4): GMACs for a constant r per block.
 TOME_DEIT_S = {8: 3.4, 13: 2.7, 16: 2.3}

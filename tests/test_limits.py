@@ -12,11 +12,11 @@ import tracemalloc
 import optuna
 import pytest
 
-import harness.bench
-import harness.knob_bench
+import harness.bench.knob_bench
+import harness.bench.suites
 import harness.models
-import harness.study
-from harness.bench import BenchError, load_suite
+import harness.search.study
+from harness.bench.suites import BenchError, load_suite
 from harness.budget import parse_budget
 from harness.cli import MAX_ERROR_CHARS, main
 from harness.config import CandidateConfig, check_keys_take_effect, parse_set_options
@@ -41,7 +41,7 @@ def nothing_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was built")
 
-    for module in (harness.models, harness.study, harness.bench, harness.knob_bench):
+    for module in (harness.models, harness.search.study, harness.bench.suites, harness.bench.knob_bench):
         monkeypatch.setattr(module, "build_model", refuse)
 
 

@@ -25,8 +25,8 @@ from harness.rank_check import (
     save_rank_check,
     stratified_choice,
 )
+from harness.search.study import run_search
 from harness.space import load_space, parse_space
-from harness.study import run_search
 
 
 def test_rank_check_of_an_estimator_against_itself_is_perfect(tiny_space_file):

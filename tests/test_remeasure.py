@@ -12,11 +12,16 @@ from test_study import _settings
 
 from harness.cli import main
 from harness.devices.contention import ContentionEvidence, HostMonitor
-from harness.remeasure import DEFAULT_ROUNDS, bootstrap_front, dominated, remeasure_front
 from harness.report import write_report
-from harness.results import REMEASURE_ATTR, RemeasuredFront, pareto_trials, stored_remeasurement
-from harness.storage import open_storage
-from harness.study import run_search
+from harness.search.remeasure import DEFAULT_ROUNDS, bootstrap_front, dominated, remeasure_front
+from harness.search.results import (
+    REMEASURE_ATTR,
+    RemeasuredFront,
+    pareto_trials,
+    stored_remeasurement,
+)
+from harness.search.storage import open_storage
+from harness.search.study import run_search
 
 
 def _search(space_file: Path, device_file: Path, out: Path, *options: str) -> int:

@@ -126,8 +126,8 @@ def test_failed_trials_are_listed_apart_with_their_error(tiny_space_file, fast_d
     from harness.accuracy import DssIndicator
     from harness.devices import get_device
     from harness.report import write_report
+    from harness.search.study import SearchSettings, run_search
     from harness.space import load_space
-    from harness.study import SearchSettings, run_search
 
     class FailsOnDepth3(DssIndicator):
         def estimate(self, model, config, report=None):
@@ -237,7 +237,7 @@ def test_the_front_comes_from_one_snapshot_of_the_trials():
     from the report's own snapshot, so a trial it holds as running is never on it."""
     import optuna
 
-    from harness.results import pareto_trials
+    from harness.search.results import pareto_trials
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(directions=["minimize", "maximize"])

@@ -11,11 +11,11 @@ import torch
 from optuna.trial import TrialState
 from test_study import _settings
 
+from harness.bench.knob_bench import KnobSetting, bench_knobs
 from harness.cli import main
 from harness.config import RUNTIMES, CandidateConfig, check_keys_take_effect
 from harness.devices import get_device, parse_profile
 from harness.errors import ConfigError, DeviceError
-from harness.knob_bench import KnobSetting, bench_knobs
 from harness.models import build_model
 from harness.report import write_report
 from harness.runtimes import (
@@ -27,7 +27,7 @@ from harness.runtimes import (
     deploy,
 )
 from harness.runtimes import onnx as onnx_runtime
-from harness.study import run_search
+from harness.search.study import run_search
 
 HAS_ONNX = not onnx_runtime.missing_packages()
 needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="onnxruntime/onnx/onnxscript not installed "

@@ -18,11 +18,11 @@ import sqlalchemy.exc
 from conftest import FAST_CPU, TINY_SPACE
 from optuna.trial import TrialState
 
-import harness.storage as storage_module
+import harness.search.storage as storage_module
 from harness.cli import main
 from harness.errors import StudyError
-from harness.journal import journal_lock
-from harness.storage import open_storage
+from harness.search.journal import journal_lock
+from harness.search.storage import open_storage
 
 STUDY = "journal"
 

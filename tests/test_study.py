@@ -11,8 +11,8 @@ from harness.budget import parse_budgets
 from harness.cost import estimate_cost
 from harness.devices import get_device
 from harness.errors import StudyError
+from harness.search.study import Interrupts, SearchSettings, measured_count, run_search
 from harness.space import load_space
-from harness.study import Interrupts, SearchSettings, measured_count, run_search
 
 
 def _settings(space_file: Path, device_file: Path, tmp_path: Path, **overrides) -> SearchSettings:
@@ -124,7 +124,7 @@ def test_an_interrupt_swallowed_mid_trial_still_stops_the_search(tiny_space_file
     import signal
     import time
 
-    from harness.study import SearchInterrupted
+    from harness.search.study import SearchInterrupted
 
     def interrupt_and_swallow(outcome, study):
         # As when SIGINT lands in a finaliser: Python prints the KeyboardInterrupt and drops it.
@@ -184,7 +184,7 @@ def test_a_trial_no_process_claimed_is_failed_and_requeued(tiny_space_file, fast
                                                            tmp_path, monkeypatch):
     """A process killed between asking for a trial and recording its host and pid leaves a
     RUNNING trial without them: once it is older than the grace period it is an orphan."""
-    import harness.storage as storage_module
+    import harness.search.storage as storage_module
 
     study = run_search(_settings(tiny_space_file, fast_device_file, tmp_path, n_trials=2))
     unclaimed = study.ask()  # and the process dies here

@@ -22,7 +22,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from harness.storage import open_storage
+from harness.search.storage import open_storage
 
 # Per-block choices over 6-8 blocks: millions of configurations, so independent workers never
 # propose the same one by chance.
@@ -216,7 +216,7 @@ def test_sqlite_is_refused_for_workers(tmp_path, fast_device_file):
 def test_a_stale_heartbeat_on_postgresql_fails_and_requeues_the_trial(postgres_url, monkeypatch):
     """A worker on another host that stops beating: its trial is failed once the grace period
     passes, and queued again with the same parameters."""
-    import harness.storage as storage_module
+    import harness.search.storage as storage_module
 
     monkeypatch.setattr(storage_module, "HEARTBEAT_INTERVAL_S", 1)
     monkeypatch.setattr(storage_module, "GRACE_PERIOD_S", 1)

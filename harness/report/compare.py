@@ -1,11 +1,11 @@
 """The pages and comments of ``harness compare``: a pull-request comment in Markdown, an HTML
-page, or JSON, from one ``harness.compare.Comparison``."""
+page, or JSON, from one ``harness.bench.compare.Comparison``."""
 
 from __future__ import annotations
 
 import json
 
-from harness.compare import MIN_REPLICATE_RUNS, BusyRun, Comparison, EntryOutcome
+from harness.bench.compare import MIN_REPLICATE_RUNS, BusyRun, Comparison, EntryOutcome
 from harness.report.page import escape, page, table
 
 FORMATS = ("markdown", "html", "json")

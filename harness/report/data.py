@@ -9,8 +9,8 @@ import optuna
 from optuna.trial import TrialState
 
 from harness.accuracy.spread import AccuracySpread, accuracy_spread
-from harness.pareto import Bounds, hypervolume_history, to_losses
-from harness.results import (
+from harness.search.pareto import Bounds, hypervolume_history, to_losses
+from harness.search.results import (
     REMEASURE_ATTR,
     RESULT_SCHEMA_VERSION,
     RemeasuredFront,

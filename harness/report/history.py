@@ -1,5 +1,5 @@
 """The benchmark history page: one section per series, its commits' medians with their CIs, the
-change points found in them (``harness.history.change_points``), and the annotations."""
+change points found in them (``harness.bench.history.change_points``), and the annotations."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.files import write_atomically
-from harness.history import (
+from harness.bench.history import (
     CHANGE_ALPHA,
     MIN_RELATIVE_STEP,
     MIN_SEGMENT_POINTS,
@@ -23,6 +22,7 @@ from harness.history import (
     relative_steps,
     segments,
 )
+from harness.files import write_atomically
 from harness.report.page import escape, img, new_figure, page, png, table
 
 SHORT_COMMIT = 10

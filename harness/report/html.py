@@ -17,7 +17,7 @@ from harness.report.page import (
     png,
     table,
 )
-from harness.results import MAX_CANDIDATES
+from harness.search.results import MAX_CANDIDATES
 
 ARCH_COLUMNS = ("embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "img_size")
 

@@ -1,7 +1,7 @@
 """``harness compare``: base-vs-head comparison of benchmark results, as Markdown, HTML or JSON.
 
-Each side is a set of result files (``harness.bench``). Entries are matched by suite, entry and
-device. The statistics are those of ``harness.compare_stats`` (Mann-Whitney U with Holm's
+Each side is a set of result files (``harness.bench.suites``). Entries are matched by suite, entry and
+device. The statistics are those of ``harness.bench.compare_stats`` (Mann-Whitney U with Holm's
 correction, Hodges-Lehmann interval of the change, each entry's own threshold). What is compared:
 
 * Runs measured on a busy host (``contention.contended``) are not comparable: their latency is
@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
-from harness.bench import contention_reasons, is_contended
-from harness.compare_stats import (
+from harness.bench.compare_stats import (
     ComparisonError,
     EntryComparison,
     compare_entries,
     replicates_needed,
 )
+from harness.bench.suites import contention_reasons, is_contended
 from harness.environment import EnvironmentChange, diff_environments
 
 MIN_REPLICATE_RUNS = 5  # Mann-Whitney's smallest two-sided p with 5 against 5 is 0.008

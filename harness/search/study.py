@@ -38,10 +38,9 @@ from harness.devices import BaseDevice
 from harness.errors import BudgetError, ConfigError, DeviceError, StudyError, shorten
 from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
-from harness.results import RESULT_SCHEMA_VERSION
 from harness.runtimes import RuntimeRefused, get_runtime
-from harness.space import SearchSpace
-from harness.storage import (
+from harness.search.results import RESULT_SCHEMA_VERSION
+from harness.search.storage import (
     default_storage,
     heartbeat,
     is_shared_storage,
@@ -49,6 +48,7 @@ from harness.storage import (
     recover_orphans,
     retries_waiting,
 )
+from harness.space import SearchSpace
 from harness.timing import MeasurementProtocol
 
 DIRECTIONS = ("minimize", "maximize")
@@ -400,7 +400,7 @@ def _run_one_trial(
 ) -> FrozenTrial:
     """Ask, evaluate and tell one trial; every outcome is recorded, an interruption included."""
     with interrupts.deferred(), warnings.catch_warnings():
-        # Optuna warns that heartbeats are meant for Study.optimize: harness.storage.heartbeat
+        # Optuna warns that heartbeats are meant for Study.optimize: harness.search.storage.heartbeat
         # beats for ask-and-tell trials
         warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
         trial = study.ask()

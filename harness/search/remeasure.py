@@ -38,7 +38,7 @@ from harness.devices.lock import exclusive_timing
 from harness.devices.probe import DriftCorrection, ProbeCalibration
 from harness.errors import DeviceError, StudyError, shorten
 from harness.models import build_model
-from harness.results import (
+from harness.search.results import (
     MAX_CANDIDATES,
     REMEASURE_ATTR,
     RemeasuredFront,
@@ -47,8 +47,8 @@ from harness.results import (
     eligible_for_front,
     pareto_trials,
 )
+from harness.search.study import inherited_weights, search_inputs
 from harness.space import SearchSpace, space_from_dict
-from harness.study import inherited_weights, search_inputs
 from harness.timing import MeasurementProtocol
 
 DEFAULT_ROUNDS = 5

@@ -13,7 +13,7 @@ A trial left RUNNING by a dead worker (stale heartbeat, or on the journal a proc
 that no longer exists, or no process recorded as its own at all) is marked FAIL and queued once
 more with the same parameters.
 
-A journal file is checked whole before it is opened (``harness.journal``): a damaged one is
+A journal file is checked whole before it is opened (``harness.search.journal``): a damaged one is
 refused, with the ``harness repair`` command that mends it.
 """
 
@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import HarnessError, StudyError, shorten
 from harness.files import check_readable_file
-from harness.journal import check_journal
+from harness.search.journal import check_journal
 
 STORAGE_FILE = "study.journal"
 HEARTBEAT_INTERVAL_S = 10

@@ -24,8 +24,8 @@ from optuna.trial import FrozenTrial
 
 from harness.errors import StudyError
 from harness.notices import notice
-from harness.storage import recover_orphans, retries_waiting
-from harness.study import (
+from harness.search.storage import recover_orphans, retries_waiting
+from harness.search.study import (
     SearchInterrupted,
     SearchSettings,
     TrialOutcome,

@@ -9,8 +9,8 @@ from typing import Any, TextIO
 from optuna.trial import TrialState
 
 from harness.knobs import BASELINE
-from harness.results import is_contended, pareto_trials
-from harness.study import counts_as_measured, measured_count
+from harness.search.results import is_contended, pareto_trials
+from harness.search.study import counts_as_measured, measured_count
 
 
 class Progress:

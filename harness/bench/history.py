@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.bench import RESULT_KIND, RESULT_SCHEMA_VERSION
+from harness.bench.suites import RESULT_KIND, RESULT_SCHEMA_VERSION
 from harness.errors import HarnessError, shorten
 from harness.files import read_text
 from harness.yaml_files import parse_yaml

@@ -529,9 +529,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from harness.checkpoint import fit_space, load_checkpoint
     from harness.config import parse_set_options
     from harness.devices import get_device
-    from harness.environment import capture_environment
     from harness.files import check_writable_dir, named_child, renamed_note
-    from harness.rank_check import known_rank_checks
     from harness.search.local_workers import run_local_workers
     from harness.search.progress import Progress
     from harness.search.study import (
@@ -582,23 +580,11 @@ def cmd_search(args: argparse.Namespace) -> int:
         study_name=study_name, storage=args.storage, out_dir=out_dir,
         worker_trials=args.trials if is_worker else None,
         timeout_s=args.timeout if is_worker else None, local_workers=workers,
-        weights=checkpoint,
+        weights=checkpoint, capability_notes=capability_notes,
     )
     progress = Progress(args.trials or 0, quiet=args.quiet)
-    environment = capture_environment(device)
-    run_settings = {
-        "sampler": args.sampler, "seed": args.seed, "n_trials": args.trials,
-        "measurement": settings.protocol.to_dict(),
-    }
 
     def on_start(study: Any) -> None:
-        study.set_user_attr("environment", environment)
-        study.set_user_attr("run_settings", run_settings)
-        study.set_user_attr("estimator_description", estimator.description)
-        study.set_user_attr("estimator_rank_checks", [
-            check.quote(estimator.spec) for check in known_rank_checks(space.name,
-                                                                       estimator.spec)])
-        study.set_user_attr("capability_notes", capability_notes)
         for note in filter(None, notes):
             print(f"harness: note: {note}", file=sys.stderr)
         prepare_estimator()

@@ -32,6 +32,19 @@ def _middle_mac_budget(space_file: Path) -> str:
     return f"{sorted(macs)[len(macs) // 2] / 1e3:.3f}kmac"
 
 
+def test_a_search_run_from_python_records_what_its_report_shows(tiny_space_file, fast_device_file,
+                                                                tmp_path):
+    # the environment and run settings come from the library, not from the command line
+    settings = _settings(tiny_space_file, fast_device_file, tmp_path, n_trials=1,
+                         capability_notes=["a note"])
+    attrs = run_search(settings).user_attrs
+    assert attrs["environment"]["host"] and attrs["environment"]["machine_fingerprint"]
+    assert attrs["run_settings"] == {"sampler": "tpe", "seed": 0, "n_trials": 1,
+                                     "measurement": settings.protocol.to_dict()}
+    assert attrs["estimator_description"] == settings.estimator.description
+    assert attrs["capability_notes"] == ["a note"] and attrs["estimator_rank_checks"] == []
+
+
 def test_budget_rejects_before_build_and_front_meets_the_budget(tiny_space_file, fast_device_file, tmp_path):
     budgets = parse_budgets([_middle_mac_budget(tiny_space_file)])
     settings = _settings(tiny_space_file, fast_device_file, tmp_path, budgets=budgets, n_trials=8)

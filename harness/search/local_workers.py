@@ -32,6 +32,7 @@ from harness.search.study import (
     create_or_resume,
     measured_count,
     prepare_estimator,
+    record_run,
 )
 
 POLL_INTERVAL_S = 0.5
@@ -53,6 +54,7 @@ def run_local_workers(
         StudyError: a worker exited with an error; finished trials are kept.
     """
     study = create_or_resume(settings)
+    record_run(study, settings)
     if on_start:
         on_start(study)
     prepare_estimator(study, settings)  # before the workers start: they load what it trained

@@ -170,6 +170,8 @@ class SearchSettings:
     # Pretrained weights every candidate is built with (``--weights``); None: every candidate
     # inherits a slice of the space's largest model, seeded (``shared_weights``).
     weights: Checkpoint | None = None
+    # What was dropped from the space because the device does not accelerate it (``restrict_to_device``).
+    capability_notes: list[str] = field(default_factory=list)
 
     @property
     def is_worker(self) -> bool:
@@ -277,6 +279,7 @@ def run_search(
             on resume) and every finished trial is kept.
     """
     study = create_or_resume(settings)
+    record_run(study, settings)
     if on_start:
         on_start(study)
     prepare_estimator(study, settings)
@@ -288,6 +291,26 @@ def run_search(
     except KeyboardInterrupt:
         raise SearchInterrupted(study) from None
     return study
+
+
+def record_run(study: optuna.Study, settings: SearchSettings) -> None:
+    """What the report says of a run besides its trials: this host's environment, the run's
+    settings, the estimator's description and how well it is known to rank the space, and what
+    the device restricted. Every run writes it, from the CLI or from Python; a resumed study
+    shows its latest run's."""
+    from harness.environment import capture_environment
+    from harness.rank_check import known_rank_checks
+
+    estimator = settings.estimator
+    study.set_user_attr("environment", capture_environment(settings.device))
+    study.set_user_attr("run_settings", {
+        "sampler": settings.sampler, "seed": settings.seed, "n_trials": settings.n_trials or None,
+        "measurement": settings.protocol.to_dict()})
+    study.set_user_attr("estimator_description", estimator.description)
+    study.set_user_attr("estimator_rank_checks", [
+        check.quote(estimator.spec) for check in known_rank_checks(settings.space.name,
+                                                                   estimator.spec)])
+    study.set_user_attr("capability_notes", settings.capability_notes)
 
 
 def prepare_estimator(study: optuna.Study, settings: SearchSettings) -> None:

@@ -10,6 +10,7 @@ what they share.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -101,4 +102,6 @@ def console_main() -> None:
         sys.exit(main())
     except KeyboardInterrupt:  # a second Ctrl-C while the first is being handled
         sys.exit(130)
-
+    except BrokenPipeError:  # the reader left (| head): stop quietly, as Python's docs advise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)

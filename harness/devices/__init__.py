@@ -1,4 +1,4 @@
-"""Devices: profiles from ``devices/*.yaml`` bound to the implementation of their kind
+"""Devices: profiles from ``device_profiles/*.yaml`` bound to the implementation of their kind
 (``profiles.py``: ``get_device``, ``load_profile``, the kinds' registry).
 
 The names of ``profiles`` load on first use, with the implementations and torch, so that code

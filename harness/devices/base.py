@@ -1,6 +1,6 @@
 """The device interface: every target (CPU, CUDA GPU, FPGA estimate) implements ``BaseDevice``.
 
-Implementations register a *kind* with ``@register_device_kind``; profiles in ``devices/*.yaml``
+Implementations register a *kind* with ``@register_device_kind``; profiles in ``device_profiles/*.yaml``
 name a kind and carry the measurement settings. Rules an implementation must keep:
 
 * ``availability()`` never raises: it returns whether the device is here and, if not, why;

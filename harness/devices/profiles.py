@@ -1,4 +1,4 @@
-"""Devices: profiles from ``devices/*.yaml`` bound to the implementation of their kind."""
+"""Devices: profiles from ``device_profiles/*.yaml`` bound to the implementation of their kind."""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FAST_CPU
 from optuna.trial import TrialState
 from test_study import _settings
 
@@ -46,14 +47,9 @@ KNOBS = {
     "2:4": {"weight_sparsity": "2:4"},
     "fp16": {"precision": "fp16"},
 }
-RUNTIME_CPU = """\
-schema_version: 1
-name: runtimecpu
-kind: cpu
-measurement: {batch_size: 1, threads: 1, warmup_min_s: 0.001, warmup_min_iters: 2,
-              min_samples: 10, max_samples: 40, target_ci_rel: 0.05, time_cap_s: 0.05}
-runtimes: [eager, compile, onnxruntime]
-"""
+# The tests' fast CPU profile, running every runtime.
+RUNTIME_CPU = FAST_CPU.replace("name: fastcpu", "name: runtimecpu") + (
+    "runtimes: [eager, compile, onnxruntime]\n")
 
 
 @pytest.fixture

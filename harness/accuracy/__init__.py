@@ -6,14 +6,6 @@ results (``harness report``, ``spread.py``) imports none of it."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from harness.lazy import names_from
 
-
-def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
-        raise AttributeError(name)
-    try:
-        return getattr(importlib.import_module("harness.accuracy.estimators"), name)
-    except AttributeError:
-        raise AttributeError(f"module 'harness.accuracy' has no attribute {name!r}") from None
+__getattr__ = names_from("harness.accuracy", "harness.accuracy.estimators")

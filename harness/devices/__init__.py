@@ -6,14 +6,6 @@ which never measures (``harness report``, the contention and lock modules) impor
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from harness.lazy import names_from
 
-
-def __getattr__(name: str) -> Any:
-    if name.startswith("__"):
-        raise AttributeError(name)
-    try:
-        return getattr(importlib.import_module("harness.devices.profiles"), name)
-    except AttributeError:
-        raise AttributeError(f"module 'harness.devices' has no attribute {name!r}") from None
+__getattr__ = names_from("harness.devices", "harness.devices.profiles")

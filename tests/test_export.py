@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -174,3 +175,25 @@ def test_export_with_the_supernet_weights_a_trial_inherits(tiny_space_file, fast
     tensors = load_file(out / "model.safetensors")
     assert tensors["head.weight"].shape[0] == 10
     assert card["onnx"]["parity"]["passed"]
+
+
+def test_a_checkpoint_exports_with_its_own_weights_and_classes(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from harness.models import build_model
+
+    config = CandidateConfig(**{**TINY, "depth": 1, "num_classes": 7})
+    trained = build_model(config, seed=5)
+    weights = tmp_path / "trained.safetensors"
+    save_file({name: t.contiguous() for name, t in trained.state_dict().items()}, weights)
+    (tmp_path / "arch.yaml").write_text(json.dumps({**TINY, "depth": 1}))
+    out = tmp_path / "export"
+    assert main(["export", "--config", str(tmp_path / "arch.yaml"), "--weights", str(weights),
+                 "--out", str(out)]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["weights"]["kind"] == "pretrained" and card["config"]["num_classes"] == 7
+    assert card["weights"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    exported = load_file(out / "model.safetensors")
+    assert all(torch.equal(exported[name], tensor)
+               for name, tensor in trained.state_dict().items())

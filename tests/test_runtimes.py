@@ -101,6 +101,9 @@ def test_onnxruntime_runs_every_knob_with_parity(knob):
     assert parity.passed and parity.images == 4
     assert parity.max_abs_diff <= (1e-4 if config.precision == "fp32" else 1e-2)
     assert record.prepare_s > 0 and record.detail["providers"] == ["CPUExecutionProvider"]
+    # idle ONNX Runtime threads sleep: spinning ones would slow the probe timed between blocks
+    options = deployed.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with torch.inference_mode():
         assert torch.allclose(deployed(images).float(), model(images).float(), atol=parity.bound)
 
@@ -237,6 +240,29 @@ params:
     assert pareto and all("runtime" in entry for entry in pareto)
     html = (tmp_path / "report" / "report.html").read_text()
     assert "<th>runtime</th>" in html
+
+
+@needs_onnx
+def test_a_fixed_runtime_drops_the_precisions_it_cannot_run(tmp_path, runtime_device_file,
+                                                            capsys):
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("schema_version: 1\nname: prec\nparams:\n" + "".join(
+        f"  {key}: {value}\n" for key, value in TINY.to_dict().items()
+        if key in ("embed_dim", "depth", "num_heads", "head_dim", "mlp_ratio", "patch_size",
+                   "img_size", "num_classes")) + "  precision: [fp32, int8]\n")
+    args = ["search", "--space", str(space_file), "--device", str(runtime_device_file),
+            "--accuracy", "proxy:params", "--set", "runtime=onnxruntime", "--trials", "2",
+            "--no-remeasure", "--quiet", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert ("precision int8 dropped from the space: runtime onnxruntime cannot run it "
+            "(int8 is torch's dynamic quantisation") in err
+    trials = json.loads((tmp_path / "out" / "trials.json").read_text())["trials"]
+    assert {t["state"] for t in trials} == {"COMPLETE"}
+    assert {t["config"]["precision"] for t in trials} == {"fp32"}
+    assert main([*args[:-2], "--out", str(tmp_path / "other"), "--set", "precision=int8"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "runtime onnxruntime cannot run precision int8" in err
 
 
 @needs_onnx

@@ -127,8 +127,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         SearchSettings,
         check_budgets_reachable,
         check_device_fits,
-        check_runtimes,
         restrict_to_device,
+        restrict_to_runtime,
         run_search,
     )
     from harness.space import load_space
@@ -154,7 +154,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             "--workers with an estimated device (e.g. --device zcu102), or one 'harness worker' "
             "per host")
     space, capability_notes = restrict_to_device(space, device, args.keep_unaccelerated)
-    check_runtimes(space, device)
+    space, runtime_notes = restrict_to_runtime(space, device)
+    capability_notes += runtime_notes
     protocol = protocol_from_args(device, args)
     check_device_fits(space, device, protocol.batch_size)
     study_name = args.study or "-".join([space.name, device.name, *(b.text for b in budgets)])

@@ -124,6 +124,11 @@ def session_for(path: Path, device_kind: str, threads: int) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # Idle threads sleep instead of spinning: a spinning pool keeps the cores busy between calls,
+    # which slows the reference probe timed between the blocks (a DeiT-Tiny at 1.8x its quiet
+    # time), and the drift correction would then "correct" by that.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if device_kind == "cuda":
         providers = [p for p in GPU_PROVIDERS if p in ort.get_available_providers()]
         if not providers:

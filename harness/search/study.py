@@ -580,12 +580,16 @@ def restrict_to_device(
     return space, notes
 
 
-def check_runtimes(space: SearchSpace, device: BaseDevice) -> None:
+def restrict_to_runtime(space: SearchSpace, device: BaseDevice
+                        ) -> tuple[SearchSpace, list[str]]:
     """Refuse a runtime of the space that the device does not list or that is not installed,
-    before anything is built. A combination a runtime cannot carry (onnxruntime with int8) is
-    left to the trials: each such candidate fails with the reason, and the study goes on."""
+    before anything is built. With one runtime, the precisions it cannot run are dropped from
+    the space, with a note (a precision the user fixed is refused); with several, a combination
+    one of them cannot carry is left to the trials: each such candidate fails with the reason,
+    and the study goes on."""
     dim = space.dimensions.get("runtime")
-    for runtime in dim.choices if dim else ("eager",):
+    runtimes = dim.choices if dim else ("eager",)
+    for runtime in runtimes:
         if runtime not in device.profile.runtimes:
             raise DeviceError(f"space {shorten(space.name)}: device {shorten(device.name)} does "
                               f"not run runtime {runtime} (its profile lists: "
@@ -594,6 +598,21 @@ def check_runtimes(space: SearchSpace, device: BaseDevice) -> None:
         if not installed:
             raise RuntimeRefused(f"space {shorten(space.name)}: runtime {runtime}: {reason} "
                                  f"({get_runtime(runtime).install_hint})")
+    precision = space.dimensions.get("precision")
+    if len(runtimes) > 1 or precision is None:
+        return space, []
+    runtime = get_runtime(runtimes[0])
+    refused = {value: runtime.refusal(CandidateConfig(precision=value, runtime=runtime.name),
+                                      device.kind) for value in precision.choices}
+    refused = {value: reason for value, reason in refused.items() if reason}
+    kept = tuple(value for value in precision.choices if value not in refused)
+    if refused and (precision.fixed or not kept):
+        value, reason = next(iter(refused.items()))
+        raise RuntimeRefused(f"space {shorten(space.name)}: runtime {runtime.name} cannot run "
+                             f"precision {value}: {reason}")
+    notes = [f"precision {value} dropped from the space: runtime {runtime.name} cannot run it "
+             f"({reason})" for value, reason in refused.items()]
+    return (space.with_choices({"precision": kept}) if refused else space), notes
 
 
 def check_budgets_reachable(space: SearchSpace, budgets: list[Budget]) -> None:

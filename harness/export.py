@@ -40,7 +40,7 @@ RANDOM_SEED = 0  # weights of an export that has neither a checkpoint nor a supe
 CHECK_IMAGES = 4
 # What a measured trial or pareto.json entry contributes to the model card.
 MEASURED_KEYS = ("latency_ms", "latency_raw_ms", "drift", "contention", "energy", "runtime",
-                 "accuracy", "knobs", "throttled")
+                 "accuracy", "knobs", "throttled", "search_latency_ms", "p_dominated")
 
 
 @dataclass(frozen=True)
@@ -334,6 +334,7 @@ def source_from_trial(study: Any, number: int, checkpoint: Any = None,
     config = CandidateConfig.from_dict(trial.user_attrs["config"])
     measured = {key: trial.user_attrs.get(key) for key in MEASURED_KEYS} | {
         "device": metadata.get("device"), "environment": metadata.get("environment")}
+    measured |= _remeasured(study, number, measured["latency_ms"])
     origin = {"study": study.study_name, "trial": number}
     expected = metadata.get("weights_sha256")
     if expected and (checkpoint is None or checkpoint.sha256 != expected):
@@ -358,6 +359,22 @@ def source_from_trial(study: Any, number: int, checkpoint: Any = None,
                             "the seeded weights the search measured latency on; its accuracy "
                             f"came from {metadata.get('estimator')}: pass --supernet for a "
                             "supernet's weights"), measured, origin)
+
+
+def _remeasured(study: Any, number: int, search_latency: dict[str, Any]) -> dict[str, Any]:
+    """The trial's re-measured latency, as its report and ``pareto.json`` give it, where the
+    study's front was re-measured (and the re-measurement is still valid); else nothing."""
+    from harness.search.results import eligible_for_front, stored_remeasurement
+
+    remeasured = stored_remeasurement(study.user_attrs)
+    eligible = [t.number for t in study.get_trials(deepcopy=False) if eligible_for_front(t)]
+    if remeasured is None or remeasured.unused_reason(eligible):
+        return {}
+    point = next((p for p in remeasured.points if p.trial == number), None)
+    if point is None:
+        return {}
+    return {"latency_ms": remeasured.latency_record(point), "search_latency_ms": search_latency,
+            "p_dominated": point.p_dominated}
 
 
 def _supernet_source(config: CandidateConfig, metadata: dict[str, Any],

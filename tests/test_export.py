@@ -197,3 +197,18 @@ def test_a_checkpoint_exports_with_its_own_weights_and_classes(tmp_path):
     exported = load_file(out / "model.safetensors")
     assert all(torch.equal(exported[name], tensor)
                for name, tensor in trained.state_dict().items())
+
+
+def test_a_trial_of_a_remeasured_front_exports_its_remeasured_latency(tiny_space_file,
+                                                                      fast_device_file, tmp_path):
+    out = tmp_path / "search"
+    assert main(["search", "--accuracy", "proxy:dss", "--space", str(tiny_space_file), "--device",
+                 str(fast_device_file), "--trials", "3", "--out", str(out), "--quiet"]) == 0
+    entry = json.loads((out / "pareto.json").read_text())[0]
+    assert main(["export", str(out), "--trial", str(entry["trial"]), "--out",
+                 str(tmp_path / "e")]) == 0
+    measured = json.loads((tmp_path / "e" / "model_card.json").read_text())["measured"]
+    # as pareto.json gives it: re-measured where the front was, with the search's beside it
+    assert measured["latency_ms"] == entry["latency_ms"]
+    if entry["latency_ms"]["status"] == "remeasured":
+        assert measured["search_latency_ms"] == entry["search_latency_ms"]

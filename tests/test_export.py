@@ -150,6 +150,15 @@ def test_export_of_a_search_trial_carries_what_was_measured(tiny_space_file, fas
     assert "export one with 'harness export SEARCH_OUT --trial N'" in capsys.readouterr().err
 
 
+def test_an_unwritable_destination_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "tiny.yaml").write_text(json.dumps(TINY))
+    (tmp_path / "a-file").write_text("")
+    assert main(["export", "--config", str(tmp_path / "tiny.yaml"), "--out",
+                 str(tmp_path / "a-file" / "export")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "export directory" in err
+
+
 def test_export_needs_one_source(tmp_path, capsys):
     assert main(["export", "--out", str(tmp_path / "e")]) == 2
     assert "either SEARCH_OUT with --trial N, or --config FILE" in capsys.readouterr().err

@@ -322,6 +322,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         source_from_trial,
         write_export,
     )
+    from harness.files import check_writable_dir
 
     if (args.search_out is None) == (args.config is None):
         raise UsageError("export needs either SEARCH_OUT with --trial N, or --config FILE")
@@ -332,6 +333,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise UsageError("--trial, --supernet, --storage and --study go with SEARCH_OUT, not "
                          "--config")
     check_destination(args.out, args.force)
+    check_writable_dir(args.out, "export directory")
     checkpoint = load_checkpoint(args.weights) if args.weights else None
     if args.config is not None:
         source = load_export_source(args.config)

@@ -27,7 +27,7 @@ def add_bench_knobs_parser(commands: Any) -> None:
         "architecture, interleaved in rounds (the first model alternating), and report the median "
         "speed-up over rounds with its 95% CI next to the MACs the knob saves.",
     )
-    add_device_option(knobs, f"device profile name or YAML path (default {DEFAULT_DEVICE})")
+    add_device_option(knobs)
     knobs.add_argument("--arch", nargs="+", default=["deit_small", "deit_tiny"], metavar="ARCH",
                        help="presets (default deit_small deit_tiny)")
     knobs.add_argument("--batch-size", nargs="+", type=positive_int, default=[8], metavar="N",
@@ -57,7 +57,7 @@ def add_bench_parser(commands: Any) -> None:
         "with the raw samples, summary, energy and environment. Nothing is overwritten.",
     )
     bench.add_argument("--suite", default="smoke", help="suite name or YAML path (default smoke)")
-    add_device_option(bench, f"device profile name or YAML path (default {DEFAULT_DEVICE})")
+    add_device_option(bench)
     bench.add_argument("--out", type=Path, default=Path("bench-results"),
                        help="results directory (default bench-results)")
     bench.add_argument("--entry", action="append", metavar="NAME",

@@ -40,7 +40,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_device_option(parser: argparse.ArgumentParser, help: str = "device profile name or path",
+def add_device_option(parser: argparse.ArgumentParser,
+                      help: str = f"device profile name or YAML path (default {DEFAULT_DEVICE})",
                       **kwargs: Any) -> None:
     """``--device PROFILE``: a bundled profile's name or a profile file (default the CPU)."""
     parser.add_argument("--device", metavar="PROFILE", help=help,

@@ -42,7 +42,7 @@ def add_hls_parser(commands: Any) -> None:
     )
     hls_import.add_argument("paths", type=Path, nargs="+", metavar="DIR",
                             help="HLS project trees, Vivado run directories or report files")
-    add_device_option(hls_import, "an fpga-hls device profile", default=None, required=True)
+    _add_fpga_device_option(hls_import)
     hls_import.add_argument("--clock-mhz", type=float,
                             help="the clock the Vivado designs ran at (default: the profile's)")
     add_json_option(hls_import, "print a JSON summary")
@@ -53,7 +53,7 @@ def add_hls_parser(commands: Any) -> None:
         "to its imported reports and print every fit with its error (held out when there are "
         "more reports than coefficients).",
     )
-    add_device_option(hls_calibrate, "an fpga-hls device profile", default=None, required=True)
+    _add_fpga_device_option(hls_calibrate)
     add_json_option(hls_calibrate, "print the fit as JSON")
     hls_calibrate.set_defaults(handler=cmd_hls_calibrate)
     hls_synth = hls_commands.add_parser(
@@ -63,7 +63,7 @@ def add_hls_parser(commands: Any) -> None:
         "(whichever is on PATH) and import the reports. Without the tools the projects are "
         "written and the synthesis is skipped, with a message.",
     )
-    add_device_option(hls_synth, "an fpga-hls device profile", default=None, required=True)
+    _add_fpga_device_option(hls_synth)
     add_config_options(hls_synth)
     hls_synth.add_argument("--batch-size", type=positive_int, default=1,
                            help="images per call (default 1)")
@@ -75,6 +75,10 @@ def add_hls_parser(commands: Any) -> None:
     hls_synth.add_argument("--no-import", action="store_true",
                            help="synthesize only; do not import the reports")
     hls_synth.set_defaults(handler=cmd_hls_synth)
+
+
+def _add_fpga_device_option(parser: argparse.ArgumentParser) -> None:
+    add_device_option(parser, "an fpga-hls device profile", default=None, required=True)
 
 
 def cmd_hls_show(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli.common import (
-    DEFAULT_DEVICE,
     DEFAULT_ESTIMATOR,
     DEFAULT_SPACE,
     DEFAULT_TRIALS,
@@ -359,7 +358,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
 def _add_search_arguments(parser: argparse.ArgumentParser, worker: bool) -> None:
     parser.add_argument("--space", default=DEFAULT_SPACE,
                         help=f"bundled space name or path to a YAML file (default {DEFAULT_SPACE})")
-    add_device_option(parser, f"device profile name or YAML path (default {DEFAULT_DEVICE})")
+    add_device_option(parser)
     parser.add_argument("--budget", nargs="+", default=[], metavar="BUDGET",
                         help="hard budgets, e.g. 1gflop 500mflop 1.5gmac 5ms 20mparams "
                         "(FLOPs are MACs, as in ViT papers)")

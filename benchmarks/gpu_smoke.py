@@ -18,10 +18,10 @@ import torch
 
 from harness.config import CandidateConfig
 from harness.devices import bundled_device_names, load_profile
-from harness.devices.base import EnergyMeasurement
 from harness.devices.cuda import CudaDevice, visible_gpus
 from harness.errors import DeviceError
 from harness.models import build_model, preset_config
+from harness.records import EnergyRecord
 from harness.timing import LatencyMeasurement, MeasurementProtocol
 
 ARCH = "deit_tiny"
@@ -51,12 +51,12 @@ def latency_line(label: str, result: LatencyMeasurement) -> str:
             f"{clocks} MHz, temperature {temperature} C")
 
 
-def energy_line(energy: EnergyMeasurement) -> str:
+def energy_line(energy: EnergyRecord) -> str:
     if energy.status == "unavailable":
         return f"  energy unavailable: {energy.reason}"
     low, high = energy.ci95 or (float("nan"), float("nan"))
     idle = f"{energy.idle_power_w:.1f} W" if energy.idle_power_w is not None else "unknown"
-    return (f"  energy {energy.joules_per_inference * 1000:.3f} mJ/call [{low * 1000:.3f}, "
+    return (f"  energy {energy.joules_per_call * 1000:.3f} mJ/call [{low * 1000:.3f}, "
             f"{high * 1000:.3f}] over {energy.windows} windows of {energy.window_s:.2f} s; idle "
             f"{idle} ({energy.status}, {energy.source}: {energy.reason})")
 

@@ -78,17 +78,17 @@ def part_aa() -> None:
     for pair in range(PAIRS):
         first, second = (device.evaluate(config, model, inputs, protocol) for _ in range(2))
         gaps = {}
-        for figure, key in (("corrected", "latency_ms"), ("raw", "latency_raw_ms")):
-            a, b = first[key]["median"], second[key]["median"]
+        for figure, pick in (("corrected", lambda r: r.latency), ("raw", lambda r: r.latency_raw)):
+            a, b = pick(first).median, pick(second).median
             gaps[figure] = abs(a - b) / min(a, b)
             agree[figure] += gaps[figure] <= AGREEMENT
-        shares += [r["drift"]["probe_share"] for r in (first, second)]
-        flagged += sum(r["contention"]["contended"] for r in (first, second))
-        print(f"   pair {pair + 1}: corrected {first['latency_ms']['median']:.3f} / "
-              f"{second['latency_ms']['median']:.3f} ms (gap {gaps['corrected']:.1%}), raw "
-              f"{first['latency_raw_ms']['median']:.3f} / {second['latency_raw_ms']['median']:.3f}"
-              f" ms (gap {gaps['raw']:.1%}); probe factors {first['drift']['factor']:.3f}, "
-              f"{second['drift']['factor']:.3f}")
+        shares += [r.drift.probe_share for r in (first, second)]
+        flagged += sum(r.contended for r in (first, second))
+        print(f"   pair {pair + 1}: corrected {first.latency.median:.3f} / "
+              f"{second.latency.median:.3f} ms (gap {gaps['corrected']:.1%}), raw "
+              f"{first.latency_raw.median:.3f} / {second.latency_raw.median:.3f}"
+              f" ms (gap {gaps['raw']:.1%}); probe factors {first.drift.factor:.3f}, "
+              f"{second.drift.factor:.3f}")
     print(f"   within {AGREEMENT:.0%}: corrected {agree['corrected']}/{PAIRS} (target >= 9), raw "
           f"{agree['raw']}/{PAIRS}; {flagged} of {2 * PAIRS} measurements flagged contended")
     print(f"   probe overhead (probe time / timed time): median {statistics.median(shares):.1%}, "

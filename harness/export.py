@@ -32,10 +32,10 @@ from harness.environment import git_commit
 from harness.errors import ConfigError, FileError, shorten
 from harness.files import make_dir
 from harness.models import build_model
+from harness.records import SCHEMA_VERSION, upgrade_energy_figure
 from harness.runtimes.base import PARITY_BOUNDS, check_parity, first_line, parity_inputs
 from harness.runtimes.onnx import INSTALL_HINT, export_onnx, export_refusal, missing_packages
 
-CARD_SCHEMA_VERSION = 1
 RANDOM_SEED = 0  # weights of an export that has neither a checkpoint nor a supernet
 CHECK_IMAGES = 4
 # What a measured trial or pareto.json entry contributes to the model card.
@@ -156,7 +156,7 @@ def _onnx(model: torch.nn.Module, config: CandidateConfig, images: torch.Tensor,
     parity = check_parity(converted, session, [inputs[i:i + 1] for i in range(len(inputs))]
                           + [inputs], config.precision)
     return {"file": path.name, "precision": config.precision, **detail,
-            "parity": parity.to_dict(), "parity_bound_by_precision": PARITY_BOUNDS}
+            "parity": parity.to_json(), "parity_bound_by_precision": PARITY_BOUNDS}
 
 
 def _sha256(path: Path) -> str:
@@ -169,7 +169,7 @@ def _model_card(source: ExportSource, onnx: dict[str, Any], folder: Path) -> dic
     measured = source.measured
     files = sorted(p.name for p in folder.iterdir())
     return {
-        "schema_version": CARD_SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "harness": {"version": harness.__version__, "commit": git_commit()},
         "origin": source.origin,
@@ -300,6 +300,8 @@ def load_export_source(path: Path) -> ExportSource:
                           "with 'harness export SEARCH_OUT --trial N' (N: its trial number)")
     config, _ = load_config_file(path)
     if isinstance(document, dict) and "config" in document:
+        # pareto.json carries no schema version; the energy step applies to either shape
+        document = upgrade_energy_figure(document)
         measured = {key: document.get(key) for key in MEASURED_KEYS}
         return ExportSource(config, None, random_weights_origin(
             "a pareto.json entry holds no weights; export the trial from its search directory "
@@ -329,10 +331,12 @@ def source_from_trial(study: Any, number: int, checkpoint: Any = None,
         raise StudyError(f"trial {number} of study {shorten(study.study_name)} was not measured; "
                          f"measured trials: {valid}" + (" ..." if len(measured_numbers) > 20
                                                          else ""))
-    trial = study.trials[number]
+    from harness.search.results import trial_records
+
+    trial = trial_records(study, [study.trials[number]])[0]
     metadata = study.user_attrs
-    config = CandidateConfig.from_dict(trial.user_attrs["config"])
-    measured = {key: trial.user_attrs.get(key) for key in MEASURED_KEYS} | {
+    config = CandidateConfig.from_dict(trial.config)
+    measured = {key: trial.stored.get(key) for key in MEASURED_KEYS} | {
         "device": metadata.get("device"), "environment": metadata.get("environment")}
     measured |= _remeasured(study, number, measured["latency_ms"])
     origin = {"study": study.study_name, "trial": number}
@@ -373,7 +377,8 @@ def _remeasured(study: Any, number: int, search_latency: dict[str, Any]) -> dict
     point = next((p for p in remeasured.points if p.trial == number), None)
     if point is None:
         return {}
-    return {"latency_ms": remeasured.latency_record(point), "search_latency_ms": search_latency,
+    return {"latency_ms": remeasured.latency_record(point).to_json(),
+            "search_latency_ms": search_latency,
             "p_dominated": point.p_dominated}
 
 

@@ -23,6 +23,7 @@ from harness.bench.compare_stats import compare_entries, replicates_needed
 from harness.bench.suites import BenchError, load_results, load_suite, run_suite
 from harness.cli import main
 from harness.devices import get_device
+from harness.records import SCHEMA_VERSION, BenchRunRecord
 from harness.report.compare import to_markdown
 
 ENVIRONMENT = {"host": "runner", "machine_fingerprint": "f" * 16, "torch": "2.13.0",
@@ -39,7 +40,10 @@ def result(entry: str, samples: list[float], commit: str = "a" * 40, threshold: 
     ordered = sorted(samples)
     raw_median = ordered[len(ordered) // 2]
     corrected = factor is not None
-    evidence = {"reasons": [BUSY_REASON] if contended else [], "contended": contended,
+    evidence = {"window_s": 2.0, "others_cores": 1.9 if contended else 0.0, "free_cores": 0,
+                "steal_share": 0.0, "probe_slowdown": None, "load_1m": None,
+                "other_device_processes": [], "reasons": [BUSY_REASON] if contended else [],
+                "contended": contended,
                 "busiest": ["python (pid 42) 190% CPU"] if contended else []}
     return {"schema_version": 1, "kind": "harness-bench-result", "suite": "smoke", "entry": entry,
             "device": "cpu", "machine_fingerprint": environment["machine_fingerprint"],
@@ -65,6 +69,11 @@ def older_result(entry: str, samples: list[float], commit: str = "a" * 40) -> di
                            "retaken_samples_ms")}
 
 
+def records(results: list[dict]) -> list[BenchRunRecord]:
+    """``results`` as ``harness compare`` reads them from their files."""
+    return [BenchRunRecord.from_json(values, "test") for values in results]
+
+
 def write(directory: Path, *results: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for index, item in enumerate(results):
@@ -85,7 +94,7 @@ def runs(entry: str, scale: float = 1.0, count: int = REPLICATES, **options) -> 
 def test_markdown_comment_matches_the_expected_text(tmp_path):
     base = [*runs("tiny"), *runs("small")]
     head = [*runs("tiny", 1.10, commit="b" * 40), *runs("small", commit="b" * 40)]
-    assert to_markdown(compare_results(base, head)) == EXPECTED_MARKDOWN
+    assert to_markdown(compare_results(records(base), records(head))) == EXPECTED_MARKDOWN
 
 
 EXPECTED_MARKDOWN = """\
@@ -119,7 +128,7 @@ Environment: identical (hardware, software and settings).
 def test_five_runs_a_side_are_compared_run_by_run():
     base = [result("tiny", [10.0 + run * 0.05 + 0.001 * i for i in range(20)]) for run in range(5)]
     head = [result("tiny", [10.02 + run * 0.05 + 0.001 * i for i in range(20)]) for run in range(5)]
-    [entry] = compare_results(base, head).entries
+    [entry] = compare_results(records(base), records(head)).entries
     assert (entry.n_base, entry.n_head) == (5, 5)  # one replicate per run, not 100 samples
     assert entry.decision == "unchanged" and entry.figures == CORRECTED_MEDIANS
 
@@ -140,7 +149,7 @@ def test_too_few_replicates_for_holm_are_said():
     base = [*runs("tiny", count=5), *runs("small", count=5)]
     head = [*runs("tiny", 1.10, count=5, commit="b" * 40),
             *runs("small", count=5, commit="b" * 40)]
-    comparison = compare_results(base, head)
+    comparison = compare_results(records(base), records(head))
     assert [e.decision for e in comparison.entries] != ["regression"] * 2
     assert comparison.regressions == []  # 5 a side over 2 entries: the smallest p is 0.016
     assert any("With fewer than 6 runs a side, no change of the 2 entries compared can be "
@@ -153,7 +162,7 @@ def test_run_medians_are_compared_raw_when_any_run_lacks_a_correction():
     samples = [[10.0 + run * 0.05 + 0.001 * i for i in range(20)] for run in range(5)]
     base = [older_result("tiny", run_samples) for run_samples in samples]
     head = [result("tiny", run_samples, commit="b" * 40, factor=0.8) for run_samples in samples]
-    [entry] = compare_results(base, head).entries
+    [entry] = compare_results(records(base), records(head)).entries
     assert entry.figures == RAW_MEDIANS and entry.decision == "unchanged"
 
 
@@ -162,7 +171,7 @@ def test_one_run_a_side_is_never_decided_and_shows_drift_corrected_figures():
     # the figures shown, but one run a side cannot rule out drift the probe missed: no decision.
     base = [result("tiny", BASE_SAMPLES, factor=1.0)]
     head = [result("tiny", [1.15 * s for s in BASE_SAMPLES], commit="b" * 40, factor=0.87)]
-    [entry] = compare_results(base, head).entries
+    [entry] = compare_results(records(base), records(head)).entries
     assert entry.figures == CORRECTED_SAMPLES_UNTESTED and entry.decision == REPLICATES_MISSING
     assert abs(entry.delta_pct) < 0.1 and entry.p_adjusted is None
     assert (entry.n_base, entry.n_head, entry.base_runs, entry.head_runs) == (30, 30, 1, 1)
@@ -329,7 +338,7 @@ def test_bench_stores_one_file_per_entry_and_run_and_never_overwrites(tmp_path, 
     second = run_suite(suite, device, tmp_path / "out", entries=["small"])
     assert len(set(first + second)) == 5 and all(p.is_file() for p in first + second)
     stored = json.loads(second[0].read_text())
-    assert second[0].parent.name == "tiny" and stored["schema_version"] == 1
+    assert second[0].parent.name == "tiny" and stored["schema_version"] == SCHEMA_VERSION
     assert stored["entry"] == "small" and len(stored["latency_samples_ms"]) >= 10
     # nothing measured is lost: the raw figure, the correction, the host's evidence, every take
     assert stored["latency_raw_ms"]["n"] == len(stored["latency_samples_ms"])
@@ -383,7 +392,7 @@ def test_a_killed_write_leaves_no_partial_result(tmp_path):
     writer.wait()
     assert not target.exists()  # only the hidden temporary file was being written
     write(target.parent, result("tiny", BASE_SAMPLES))
-    assert [r["entry"] for r in load_results(target.parent)] == ["tiny"]  # temp file ignored
+    assert [r.entry for r in load_results(target.parent)] == ["tiny"]  # temp file ignored
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -439,7 +448,7 @@ def test_bench_says_at_once_that_a_run_on_a_busy_host_is_not_comparable(
             "latency_ms": {"median": 10.1, "ci95": [10.0, 10.2], "n": 30, "drift_corrected": True}}
 
     def one_busy_run(suite, device, out_dir, entries, rounds, on_result):
-        on_result(suite.entries[0], out_dir / "small.json", busy)
+        on_result(suite.entries[0], out_dir / "small.json", BenchRunRecord.from_json(busy, "busy"))
         return [out_dir / "small.json"]
 
     monkeypatch.setattr(harness.bench.suites, "run_suite", one_busy_run)

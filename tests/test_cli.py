@@ -48,11 +48,11 @@ def test_measure_json_with_latency(fast_device_file, capsys):
     assert result["accuracy"]["estimator"] == "proxy:dss"
     energy = result["energy"]
     assert energy["status"] in ("measured", "unavailable") and energy["reason"]
-    assert (energy["joules_per_inference"] is None) == (energy["status"] == "unavailable")
+    assert (energy["joules_per_call"] is None) == (energy["status"] == "unavailable")
     assert "throttled" in result and "conditions" in result
     assert main([*args, "--no-energy"]) == 0
     skipped = json.loads(capsys.readouterr().out)["energy"]
-    assert skipped == {"status": "unavailable", "source": None, "joules_per_inference": None,
+    assert skipped == {"status": "unavailable", "source": None, "joules_per_call": None,
                        "reason": "energy measurement turned off (--no-energy)", "ci95": None,
                        "idle_power_w": None, "windows": 0, "window_s": None}
 

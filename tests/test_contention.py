@@ -52,7 +52,7 @@ def _evaluate(device, protocol):
     model = torch.nn.Sequential(torch.nn.Linear(128, 256), torch.nn.GELU(), torch.nn.Linear(256, 128))
     from harness.config import CandidateConfig
 
-    return device.evaluate(CandidateConfig(), model, torch.randn(8, 128), protocol)
+    return device.evaluate(CandidateConfig(), model, torch.randn(8, 128), protocol).to_json()
 
 
 def test_a_quiet_host_is_not_flagged_and_latency_is_drift_corrected(fast_device_file):

@@ -16,11 +16,9 @@ import torch
 
 from harness.config import CandidateConfig
 from harness.devices import bundled_device_names, cuda, get_device, load_profile, parse_profile
-from harness.devices.base import EnergyMeasurement
 from harness.devices.cuda import (
     ConditionLog,
     CudaDevice,
-    EnergyWindow,
     counter_windows,
     energy_from_windows,
     integrate_power,
@@ -30,8 +28,10 @@ from harness.devices.cuda import (
     sampling_protocol,
     summarize_conditions,
 )
+from harness.devices.energy import EnergyWindow, energy_per_call
 from harness.devices.nvml import Nvml, decode_throttle_reasons, open_nvml
 from harness.errors import DeviceError
+from harness.records import EnergyRecord
 from harness.timing import WARMUP_WINDOW, MeasurementProtocol
 
 GPU_PROFILES = ["a100", "h100", "h200", "l4", "rtx4090", "jetson-orin"]
@@ -326,20 +326,44 @@ def test_condition_log_reads_the_fake_driver():
 # --- energy ----------------------------------------------------------------------------------
 
 
+def test_shared_reduction_is_the_median_of_each_windows_joules_per_call():
+    per_call = [0.15, 0.12, 0.18, 0.10, 0.14, 0.20, 0.11, 0.16, 0.13, 0.19, 0.17]
+    windows = [EnergyWindow(joules=p * (10 + i), calls=10 + i, seconds=1.0 + i / 100)
+               for i, p in enumerate(per_call)]
+    energy = energy_per_call(windows, "test_source", "known windows", 42.0, lambda w: "unused")
+    assert (energy.status, energy.source, energy.reason) == ("measured", "test_source",
+                                                             "known windows")
+    assert energy.joules_per_call == pytest.approx(0.15)
+    # 11 windows: ranks 2 and 10 of the sorted values bound the median at 95% (binomial, p=0.5)
+    assert energy.ci95 == (pytest.approx(0.11), pytest.approx(0.19))
+    assert energy.ci95[0] <= energy.joules_per_call <= energy.ci95[1]
+    assert (energy.windows, energy.window_s, energy.idle_power_w) == (11, pytest.approx(1.05), 42.0)
+    assert EnergyWindow(joules=30.0, calls=0, seconds=2.0).power_w == 15.0
+
+
+def test_shared_reduction_explains_an_empty_window_as_the_source_says():
+    windows = [EnergyWindow(5.0, 10, 1.0), EnergyWindow(0.0, 3, 0.5), EnergyWindow(-1.0, 2, 0.25)]
+    energy = energy_per_call(windows, "test_source", "read", None,
+                             lambda w: f"nothing over {w.seconds} s")
+    assert energy == EnergyRecord.unavailable("nothing over 0.5 s")
+    assert energy_per_call([], "test_source", "read", None, lambda w: "unused") == (
+        EnergyRecord.unavailable("test_source: no energy window was measured"))
+
+
 def test_energy_per_call_is_the_median_over_windows():
     windows = [EnergyWindow(joules=j, calls=100, seconds=2.0) for j in (10.0, 12.0, 11.0)]
     energy = energy_from_windows(windows, "nvml_total_energy", "read", idle_power_w=60.0)
     assert energy.status == "measured" and energy.source == "nvml_total_energy"
-    assert energy.joules_per_inference == pytest.approx(0.11)
+    assert energy.joules_per_call == pytest.approx(0.11)
     assert energy.ci95 == (pytest.approx(0.10), pytest.approx(0.12))  # < 6 windows: min, max
     assert (energy.windows, energy.window_s, energy.idle_power_w) == (3, 2.0, 60.0)
-    json.dumps(energy.to_dict())
+    json.dumps(energy.to_json())
 
 
 def test_a_window_that_reads_zero_joules_is_unavailable():
     windows = [EnergyWindow(5.0, 10, 1.0), EnergyWindow(0.0, 2, 0.01)]
     energy = energy_from_windows(windows, "nvml_total_energy", "read", None)
-    assert energy.status == "unavailable" and energy.joules_per_inference is None
+    assert energy.status == "unavailable" and energy.joules_per_call is None
     assert "shorter than the counter's update period" in energy.reason
     assert energy_from_windows([], "nvml_total_energy", "read", None).status == "unavailable"
 
@@ -440,7 +464,7 @@ def test_energy_loop_from_the_counter(cpu_stand_in):
     assert energy.status == "measured" and energy.source == "nvml_total_energy"
     assert energy.windows == 3 and energy.window_s >= 0.05
     assert energy.idle_power_w == pytest.approx(250.0, rel=0.25)  # the fake draws 250 W always
-    assert 0 < energy.ci95[0] <= energy.joules_per_inference <= energy.ci95[1]
+    assert 0 < energy.ci95[0] <= energy.joules_per_call <= energy.ci95[1]
 
 
 def test_energy_loop_falls_back_to_power_sampling(cpu_stand_in):
@@ -455,7 +479,7 @@ def test_energy_is_unavailable_with_the_reason(cpu_stand_in):
     protocol = cpu_stand_in.profile.protocol
     cpu_stand_in.nvml = "NVML could not start: NVML Shared Library Not Found"
     assert cpu_stand_in.measure_energy(*_tiny_model(), protocol) == (
-        EnergyMeasurement.unavailable("NVML could not start: NVML Shared Library Not Found"))
+        EnergyRecord.unavailable("NVML could not start: NVML Shared Library Not Found"))
     cpu_stand_in.nvml = (opened(energy_counter=False,
                                 unsupported=("nvmlDeviceGetPowerUsage",)), 0)
     energy = cpu_stand_in.measure_energy(*_tiny_model(), protocol)
@@ -510,7 +534,7 @@ def test_energy_on_the_gpu():
                                    device.profile.protocol)
     assert energy.status in ("measured", "unavailable") and energy.reason
     if energy.status == "measured":
-        assert energy.joules_per_inference > 0 and energy.windows == 3
+        assert energy.joules_per_call > 0 and energy.windows == 3
 
 
 def get_device_from_text(text: str) -> CudaDevice:

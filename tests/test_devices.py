@@ -72,7 +72,8 @@ def test_malformed_hardware_and_protocol_blocks(text, message):
 
 
 def test_energy_is_unavailable_with_a_reason_by_default():
-    from harness.devices.base import EnergyMeasurement, MeasuredDevice
+    from harness.devices.base import MeasuredDevice
+    from harness.records import EnergyRecord
 
     class NoCounter(MeasuredDevice):
         kind = "test"
@@ -88,8 +89,8 @@ def test_energy_is_unavailable_with_a_reason_by_default():
 
     device = NoCounter(parse_profile("kind: cpu\n", "x.yaml"))
     energy = device.measure_energy(torch.nn.Identity(), torch.zeros(1), device.profile.protocol)
-    assert energy == EnergyMeasurement.unavailable("device kind 'test' has no energy counter")
-    assert energy.to_dict()["joules_per_inference"] is None and energy.status == "unavailable"
+    assert energy == EnergyRecord.unavailable("device kind 'test' has no energy counter")
+    assert energy.to_json()["joules_per_call"] is None and energy.status == "unavailable"
 
 
 def test_gpu_only_timing_switches_are_refused_for_a_cpu(capsys):

@@ -191,14 +191,14 @@ def test_dataflow_keeps_weights_on_chip(zcu102):
 
 def test_energy_is_estimated_from_the_power_fit_or_unavailable_with_why(zcu102):
     protocol = zcu102.profile.protocol
-    result = zcu102.evaluate(DEIT_S_INT8, None, None, protocol)
+    result = zcu102.evaluate(DEIT_S_INT8, None, None, protocol).to_json()
     energy, latency = result["energy"], result["latency_ms"]
     assert energy["status"] == "estimated" and energy["source"] == "hls_power_model"
     power_w = result["fpga"]["power_w"]
-    assert energy["joules_per_inference"] == pytest.approx(power_w * latency["median"] / 1e3)
+    assert energy["joules_per_call"] == pytest.approx(power_w * latency["median"] / 1e3)
     assert latency["status"] == "estimated" and latency["ci95"] is None and latency["n"] == 0
     assert latency["source"].startswith("estimated from HLS reports (15 reports")
-    uncalibrated = get_device("zcu104").evaluate(DEIT_S_INT8, None, None, protocol)
+    uncalibrated = get_device("zcu104").evaluate(DEIT_S_INT8, None, None, protocol).to_json()
     assert uncalibrated["energy"]["status"] == "unavailable"
     assert "no implemented design" in uncalibrated["energy"]["reason"]
     assert uncalibrated["latency_ms"]["source"].startswith("estimated by the uncalibrated")

@@ -62,7 +62,7 @@ REPORT = ("harness.report",)
 def test_every_rule_sees_the_modules_it_is_about():
     # a rule over no module cannot fail: each group must exist
     for group in (("harness.models", "harness.layers"), ("harness.cost", "harness.workload"),
-                  ("harness.devices",), REPORT, SEARCH, BENCH):
+                  ("harness.devices",), ("harness.records",), REPORT, SEARCH, BENCH):
         assert _modules(*group), group
 
 
@@ -74,6 +74,12 @@ def test_the_analytic_cost_imports_no_torch_and_no_model():
     assert _violations(_modules("harness.cost", "harness.workload", "harness.tokens",
                                 "harness.config"),
                        ("torch", "harness.models", "harness.layers", "fvcore")) == []
+
+
+def test_result_records_sit_below_everything_that_fills_or_reads_them():
+    # devices return them, search, bench and report read them: they import none of these
+    assert _violations(["harness.records"], ("torch", "harness.models", "harness.layers",
+                                             *ABOVE_MODELS)) == []
 
 
 def test_devices_never_import_search_bench_or_report():

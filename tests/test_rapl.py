@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from harness.devices import get_device
-from harness.devices.base import EnergyMeasurement
 from harness.devices.cpu import CpuDevice
 from harness.devices.rapl import (
     CounterWindow,
@@ -18,6 +17,7 @@ from harness.devices.rapl import (
     package_energy,
     probe_rapl,
 )
+from harness.records import EnergyRecord
 from harness.stats import median_ci
 from harness.timing import MeasurementProtocol
 
@@ -130,14 +130,14 @@ def test_package_energy_from_synthetic_readings():
     energy = package_energy(packages, idle, windows)
     per_call = [j / 10 for j in joules]
     assert (energy.status, energy.source, energy.windows) == ("measured", "rapl", 7)
-    assert energy.joules_per_inference == pytest.approx(0.24)
+    assert energy.joules_per_call == pytest.approx(0.24)
     assert energy.ci95 == pytest.approx(median_ci(per_call))
-    assert energy.ci95[0] <= energy.joules_per_inference <= energy.ci95[1]
+    assert energy.ci95[0] <= energy.joules_per_call <= energy.ci95[1]
     assert energy.idle_power_w == pytest.approx((200 + 10_000_000) / 1e6 / 2.0)
     assert energy.window_s == pytest.approx(1.03)
     assert "package-0 (intel-rapl:0), package-1 (intel-rapl:1)" in energy.reason
     assert "whole-package energy" in energy.reason and "other process" in energy.reason
-    assert energy.to_dict()["ci95"] == list(energy.ci95)
+    assert energy.to_json()["ci95"] == list(energy.ci95)
 
 
 class BumpsCounter(torch.nn.Module):
@@ -164,7 +164,7 @@ def test_cpu_device_measures_joules_per_call_on_a_fake_counter(two_sockets, fast
     model = BumpsCounter(counter)
     energy = device.measure_energy(model, torch.zeros(1), FAST)
     assert energy.status == "measured" and energy.source == "rapl"
-    assert energy.joules_per_inference == pytest.approx(0.001)
+    assert energy.joules_per_call == pytest.approx(0.001)
     assert energy.ci95 == pytest.approx((0.001, 0.001))
     assert energy.idle_power_w == 0.0
     assert energy.windows == 3 and energy.window_s >= 0.02
@@ -176,7 +176,7 @@ def test_counter_that_disappears_mid_measurement_is_unavailable(two_sockets):
     packages = probe_rapl(two_sockets)
     counter = two_sockets / "intel-rapl:1" / "energy_uj"
     energy = measure_package_energy(packages, counter.unlink, FAST)
-    assert energy.status == "unavailable" and energy.joules_per_inference is None
+    assert energy.status == "unavailable" and energy.joules_per_call is None
     assert "stopped being readable" in energy.reason
 
 
@@ -184,12 +184,12 @@ def test_cpu_energy_on_this_host_is_measured_or_says_why(fast_device_file):
     device = get_device(str(fast_device_file))
     model = torch.nn.Linear(16, 16)
     energy = device.measure_energy(model, torch.randn(2, 16), FAST)
-    assert isinstance(energy, EnergyMeasurement) and energy.status in ("measured", "estimated", "unavailable")
+    assert isinstance(energy, EnergyRecord) and energy.status in ("measured", "estimated", "unavailable")
     assert energy.status != "estimated"  # never a TDP guess
     if energy.status == "unavailable":
-        assert energy.reason and energy.joules_per_inference is None and energy.source is None
+        assert energy.reason and energy.joules_per_call is None and energy.source is None
     else:
-        assert energy.source == "rapl" and energy.joules_per_inference >= 0
+        assert energy.source == "rapl" and energy.joules_per_call >= 0
         assert energy.windows == FAST.energy_windows and energy.idle_power_w >= 0
 
 
@@ -197,5 +197,5 @@ def test_a_counter_that_never_moves_is_unavailable_not_zero_joules(two_sockets, 
     device = get_device(str(fast_device_file))
     device.powercap_root = two_sockets
     energy = device.measure_energy(torch.nn.Identity(), torch.zeros(1), FAST)  # counters static
-    assert energy.status == "unavailable" and energy.joules_per_inference is None
+    assert energy.status == "unavailable" and energy.joules_per_call is None
     assert "did not move" in energy.reason and "frozen" in energy.reason

@@ -11,7 +11,8 @@ import optuna
 from test_study import _settings
 
 from harness.cli import main
-from harness.devices.contention import ContentionEvidence, HostMonitor
+from harness.devices.contention import HostMonitor
+from harness.records import ContentionEvidence
 from harness.report import write_report
 from harness.search.remeasure import DEFAULT_ROUNDS, bootstrap_front, dominated, remeasure_front
 from harness.search.results import (

@@ -6,6 +6,7 @@ import sys
 from html.parser import HTMLParser
 
 from harness.cli import main
+from harness.records import SCHEMA_VERSION
 
 
 class _ReportParser(HTMLParser):
@@ -87,7 +88,7 @@ def test_search_writes_a_self_contained_report_and_pareto_json(tiny_space_file, 
         assert f"{entry['gmacs']:.3f}" in row and f"{entry['latency_ms']['median']:.3f}" in row
 
     trials = json.loads((out / "trials.json").read_text())
-    assert trials["schema_version"] == 1 and len(trials["trials"]) >= 8
+    assert trials["schema_version"] == SCHEMA_VERSION and len(trials["trials"]) >= 8
     assert trials["metadata"]["environment"]["device"]["kind"] == "cpu"
 
 
@@ -202,18 +203,18 @@ def test_search_drops_unaccelerated_knobs_and_the_report_says_what_ran(
 def test_measured_energy_and_throttling_reach_the_report(tiny_space_file, fast_device_file, tmp_path,
                                                           monkeypatch):
     # RAPL is absent on the test host: stand in for the counter's result, not for the pipeline.
-    from harness.devices.base import EnergyMeasurement
     from harness.devices.cpu import CpuDevice
+    from harness.records import EnergyRecord
 
-    measured = EnergyMeasurement(status="measured", source="rapl", reason="fake package counter",
-                                 joules_per_inference=0.5, ci95=(0.4, 0.6), idle_power_w=3.0,
+    measured = EnergyRecord(status="measured", source="rapl", reason="fake package counter",
+                                 joules_per_call=0.5, ci95=(0.4, 0.6), idle_power_w=3.0,
                                  windows=5, window_s=1.0)
     monkeypatch.setattr(CpuDevice, "measure_energy", lambda self, model, inputs, protocol: measured)
     out = tmp_path / "out"
     assert main(["search", "--accuracy", "proxy:dss", "--space", str(tiny_space_file), "--device", str(fast_device_file),
                  "--trials", "3", "--out", str(out), "--quiet"]) == 0
     pareto = json.loads((out / "pareto.json").read_text())
-    assert pareto and all(entry["energy"] == measured.to_dict() for entry in pareto)
+    assert pareto and all(entry["energy"] == measured.to_json() for entry in pareto)
     assert all(entry["throttled"] is None for entry in pareto)  # a CPU cannot tell
     report = (out / "report.html").read_text()
     assert "0.5000 [0.4000, 0.6000] (measured)" in report

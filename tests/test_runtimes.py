@@ -88,7 +88,7 @@ def test_eager_is_the_model_itself():
     model, images = _eager_logits(TINY)
     deployed, record = deploy(model, images, TINY, "cpu", threads=1)
     assert deployed is model
-    assert record.to_dict() == {"runtime": "eager", "prepare_s": 0.0, "parity": None, "detail": {}}
+    assert record.to_json() == {"runtime": "eager", "prepare_s": 0.0, "parity": None, "detail": {}}
 
 
 @needs_onnx

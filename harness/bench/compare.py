@@ -39,8 +39,8 @@ from harness.bench.compare_stats import (
     compare_entries,
     replicates_needed,
 )
-from harness.bench.suites import contention_reasons, is_contended
 from harness.environment import EnvironmentChange, diff_environments
+from harness.records import BenchRunRecord
 
 MIN_REPLICATE_RUNS = 5  # Mann-Whitney's smallest two-sided p with 5 against 5 is 0.008
 REPLICATES_MISSING = "replicates missing"
@@ -80,27 +80,27 @@ class BenchRun:
     contention_reasons: list[str]
 
     @classmethod
-    def of(cls, result: dict[str, Any]) -> BenchRun:
-        drift = result.get("drift") or {}
+    def of(cls, result: BenchRunRecord) -> BenchRun:
+        measurement = result.measurement
+        drift = measurement.drift
         # a "corrected" run whose probe was never timed has a factor of 1: it corrected nothing
-        corrected = drift.get("status") == "corrected" and bool(drift.get("probe_median_ms"))
-        latency = result["latency_ms"]
-        samples = [float(s) for s in result["latency_samples_ms"]]
+        corrected = drift is not None and drift.status == "corrected" and bool(drift.probe_median_ms)
+        samples = [float(s) for s in measurement.latency_samples_ms]
         # files older than drift correction: latency_ms is raw; files written after it but
         # before bench kept latency_raw_ms: only the samples are raw
-        raw_summary = result.get("latency_raw_ms") or (
-            None if latency.get("drift_corrected") else latency)
-        contention = result.get("contention") or {}
+        raw_summary = measurement.latency_raw or (
+            None if measurement.latency.drift_corrected else measurement.latency)
+        contention = measurement.contention
         return cls(
-            key=_key(result),
-            source=result.get("path", ""),
+            key=result.key,
+            source=result.path,
             raw_samples_ms=samples,
-            raw_median_ms=raw_summary["median"] if raw_summary else float(np.median(samples)),
-            corrected_median_ms=latency["median"] if corrected else None,
-            drift_factor=float(drift["factor"]) if corrected else None,
-            contention_checked=bool(contention.get("checked")),
-            contended=is_contended(result),
-            contention_reasons=contention_reasons(result),
+            raw_median_ms=raw_summary.median if raw_summary else float(np.median(samples)),
+            corrected_median_ms=measurement.latency.median if corrected else None,
+            drift_factor=drift.factor if corrected else None,
+            contention_checked=contention is not None and contention.checked,
+            contended=measurement.contended,
+            contention_reasons=contention.reasons if contention else [],
         )
 
 
@@ -250,11 +250,7 @@ class Comparison:
         }
 
 
-def _key(result: dict[str, Any]) -> str:
-    return f"{result['suite']}/{result['entry']}@{result['device']}"
-
-
-def compare_results(base: list[dict[str, Any]], head: list[dict[str, Any]],
+def compare_results(base: list[BenchRunRecord], head: list[BenchRunRecord],
                     default_threshold_pct: float | None = None, alpha: float = 0.01,
                     include_contended: bool = False) -> Comparison:
     """Compare two sets of result files; ``default_threshold_pct`` overrides the entries' own,
@@ -265,7 +261,7 @@ def compare_results(base: list[dict[str, Any]], head: list[dict[str, Any]],
         for result in results:
             run = BenchRun.of(result)
             runs[side][run.key].append(run)
-            thresholds[run.key] = default_threshold_pct or result["threshold_pct"]
+            thresholds[run.key] = default_threshold_pct or result.threshold_pct
     common = sorted(set(runs["base"]) & set(runs["head"]))
     if not common:
         raise ComparisonError(f"no entry is in both base ({', '.join(sorted(runs['base']))}) "
@@ -286,7 +282,7 @@ def compare_results(base: list[dict[str, Any]], head: list[dict[str, Any]],
         counts = (len(comparable["base"][key]), len(comparable["head"][key]))
         entries.append(EntryOutcome.tested(tests[key], f.kind, counts) if key in tests else
                        EntryOutcome.untested(key, f, thresholds[key], counts))
-    machines = {side: {r["machine_fingerprint"] for r in results}
+    machines = {side: {r.machine_fingerprint for r in results}
                 for side, results in zip(SIDES, (base, head))}
     return Comparison(
         entries=entries,
@@ -298,10 +294,10 @@ def compare_results(base: list[dict[str, Any]], head: list[dict[str, Any]],
                            for run in entry_runs if not run.contention_checked),
         only_base=sorted(set(runs["base"]) - set(runs["head"])),
         only_head=sorted(set(runs["head"]) - set(runs["base"])),
-        base_commits=sorted({r["commit"] for r in base}),
-        head_commits=sorted({r["commit"] for r in head}),
+        base_commits=sorted({r.commit for r in base}),
+        head_commits=sorted({r.commit for r in head}),
         machines_differ=machines["base"] != machines["head"],
-        environment_changes=diff_environments(base[0]["environment"], head[0]["environment"]),
+        environment_changes=diff_environments(base[0].environment, head[0].environment),
     )
 
 

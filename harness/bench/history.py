@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime
 import itertools
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -23,9 +22,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from harness.bench.suites import RESULT_KIND, RESULT_SCHEMA_VERSION
 from harness.errors import HarnessError, shorten
 from harness.files import read_text
+from harness.records import BENCH_RESULT_KIND, SCHEMA_VERSION, BenchRunRecord, read_bench_results
 from harness.yaml_files import parse_yaml
 
 UNKNOWN_COMMIT = "unknown"
@@ -55,67 +54,47 @@ def load_results(directory: Path) -> tuple[pd.DataFrame, list[tuple[Path, str]]]
     """
     if not directory.is_dir():
         raise HistoryError(f"results directory not found: {directory}")
+    results, skipped = read_bench_results(directory)
     rows: list[dict[str, Any]] = []
-    skipped: list[tuple[Path, str]] = []
-    for path in sorted(directory.rglob("*.json")):
+    for result in results:
         try:
-            rows.append(_result_row(path))
+            rows.append(_result_row(result))
         except _Unusable as reason:
-            skipped.append((path, str(reason)))
+            skipped.append((Path(result.path), str(reason)))
     if not rows:
         others = f"; {len(skipped)} other .json file(s) skipped" if skipped else ""
         raise HistoryError(
-            f"{directory}: no benchmark result file (kind {RESULT_KIND!r}, "
-            f"schema_version {RESULT_SCHEMA_VERSION}){others}"
+            f"{directory}: no benchmark result file (kind {BENCH_RESULT_KIND!r}, "
+            f"schema_version {SCHEMA_VERSION}){others}"
         )
     rows.sort(key=lambda row: (row["time"], row["created"], str(row["path"])))
-    return pd.DataFrame(rows), skipped
+    return pd.DataFrame(rows), sorted(skipped)
 
 
-def _result_row(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as problem:
-        raise _Unusable(f"not readable JSON: {problem}") from None
-    kind = record.get("kind") if isinstance(record, dict) else None
-    if kind != RESULT_KIND:
-        raise _Unusable(f"kind is {shorten(kind)}, not {RESULT_KIND!r}")
-    if record.get("schema_version") != RESULT_SCHEMA_VERSION:
-        raise _Unusable(
-            f"schema_version is {shorten(record.get('schema_version'))}; "
-            f"this harness reads schema_version {RESULT_SCHEMA_VERSION}"
-        )
-    latency = record.get("latency_ms")
-    if not isinstance(latency, dict):
-        raise _Unusable("latency_ms is missing")
-    median = latency.get("median")
-    if not _is_number(median) or not math.isfinite(median) or median <= 0:
-        raise _Unusable(f"latency_ms.median is {shorten(median)}, not a positive number")
-    ci95 = latency.get("ci95")
-    if ci95 is not None and not (
-        isinstance(ci95, list) and len(ci95) == 2 and all(_is_number(v) for v in ci95)
-    ):
-        raise _Unusable(f"latency_ms.ci95 is {shorten(ci95)}, not [low, high]")
-    n = latency.get("n")
-    if not isinstance(n, int) or isinstance(n, bool):
-        raise _Unusable(f"latency_ms.n is {shorten(n)}, not an integer")
-    created = _timestamp(record.get("created"), "created")
-    commit_date = (
-        None if record.get("commit_date") is None
-        else _timestamp(record["commit_date"], "commit_date")
-    )
+def _result_row(result: BenchRunRecord) -> dict[str, Any]:
+    latency = result.measurement.latency
+    if not _is_number(latency.median) or not math.isfinite(latency.median) or latency.median <= 0:
+        raise _Unusable(f"latency_ms.median is {shorten(latency.median)}, not a positive number")
+    ci95 = latency.ci95
+    if ci95 is not None and not (len(ci95) == 2 and all(_is_number(v) for v in ci95)):
+        raise _Unusable(f"latency_ms.ci95 is {shorten(list(ci95))}, not [low, high]")
+    if not isinstance(latency.n, int) or isinstance(latency.n, bool):
+        raise _Unusable(f"latency_ms.n is {shorten(latency.n)}, not an integer")
+    created = _timestamp(result.created, "created")
+    commit_date = (None if result.commit_date is None
+                   else _timestamp(result.commit_date, "commit_date"))
     low, high = ci95 if ci95 is not None else (math.nan, math.nan)
     return {
-        **{key: _text(record, key) for key in (*SERIES_KEYS, "commit")},
-        "host": record.get("host") or "",
+        **{key: _text(result, key) for key in (*SERIES_KEYS, "commit")},
+        "host": result.host or "",
         "commit_date": commit_date,
         "created": created,
         "time": commit_date if commit_date is not None else created,
-        "median": float(median),
+        "median": float(latency.median),
         "ci_low": float(low),
         "ci_high": float(high),
-        "n": n,
-        "path": path,
+        "n": latency.n,
+        "path": Path(result.path),
     }
 
 
@@ -123,8 +102,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _text(record: dict[str, Any], key: str) -> str:
-    value = record.get(key)
+def _text(result: BenchRunRecord, key: str) -> str:
+    value = getattr(result, key)
     if not isinstance(value, str) or not value:
         raise _Unusable(f"{key} is {shorten(value)}, not a non-empty string")
     return value

@@ -23,12 +23,13 @@ import torch
 
 from harness.config import CandidateConfig, check_keys_take_effect, parse_set_options
 from harness.cost import check_buildable, estimate_cost
-from harness.devices.base import KnobSupport, MeasuredDevice
+from harness.devices.base import MeasuredDevice
 from harness.devices.lock import exclusive_timing
 from harness.errors import ConfigError, shorten
 from harness.knobs import BASELINE
 from harness.layers import inference_context
 from harness.models import build_model
+from harness.records import KnobSupport
 from harness.runtimes import get_runtime
 from harness.stats import median_ci
 from harness.timing import MeasurementProtocol, warm_up
@@ -260,7 +261,7 @@ def _row(device: MeasuredDevice, arch: str, batch_size: int, setting: KnobSettin
         speedup_ci95=median_ci(timing.round_speedups), round_speedups=timing.round_speedups,
         accelerated=all(s.accelerated for s in support), how=_how(support, knob),
         warmup_steady=timing.warmup_steady,
-        knobs=[s.to_dict() for s in support],
+        knobs=[s.to_json() for s in support],
     )
 
 

@@ -27,15 +27,14 @@ from harness.cost import check_buildable
 from harness.devices.base import MeasuredDevice
 from harness.environment import capture_environment, git_commit_date
 from harness.errors import ConfigError, FileError, HarnessError, shorten
-from harness.files import check_readable_file, named_child, read_text, write_atomically
+from harness.files import named_child, read_text, write_atomically
 from harness.models import build_model, preset_config
+from harness.records import BenchRunRecord, read_bench_results
 from harness.timing import MeasurementProtocol
 from harness.yaml_files import parse_yaml, read_named_or_path, string_field
 
 SUITES_PACKAGE = "harness.bench_suites"
 SUITE_SCHEMA_VERSION = 1
-RESULT_SCHEMA_VERSION = 1
-RESULT_KIND = "harness-bench-result"
 DEFAULT_THRESHOLD_PCT = 5.0
 SUITE_KEYS = ("schema_version", "name", "description", "measurement", "defaults", "entries")
 ENTRY_KEYS = ("name", "arch", "config", "set", "pareto", "batch_size", "threshold_pct", "weights")
@@ -178,7 +177,7 @@ def suite_protocol(suite: Suite, device: MeasuredDevice, batch_size: int) -> Mea
 
 def run_suite(suite: Suite, device: MeasuredDevice, out_dir: Path,
               entries: list[str] | None = None, rounds: int = 1,
-              on_result: Callable[[SuiteEntry, Path, dict[str, Any]], None] | None = None,
+              on_result: Callable[[SuiteEntry, Path, BenchRunRecord], None] | None = None,
               ) -> list[Path]:
     """Measure every entry (or the named ones) ``rounds`` times, interleaved, one file each.
 
@@ -204,12 +203,12 @@ def run_suite(suite: Suite, device: MeasuredDevice, out_dir: Path,
         shift = round_index % len(chosen)
         for entry in chosen[shift:] + chosen[:shift]:
             result = measure_entry(suite, entry, device, environment, commit)
-            stamp = result["created"].replace(":", "").replace("-", "")[:15]
+            stamp = result.created.replace(":", "").replace("-", "")[:15]
             path = folder / f"{entry.name}@{stamp}.json"
             serial = 1
             while path.exists():  # two runs of one entry within a second: keep both
                 path, serial = folder / f"{entry.name}@{stamp}-{serial}.json", serial + 1
-            write_atomically(path, json.dumps(result, indent=1) + "\n")
+            write_atomically(path, json.dumps(result.to_json(), indent=1) + "\n")
             written.append(path)
             if on_result:
                 on_result(entry, path, result)
@@ -217,93 +216,44 @@ def run_suite(suite: Suite, device: MeasuredDevice, out_dir: Path,
 
 
 def measure_entry(suite: Suite, entry: SuiteEntry, device: MeasuredDevice,
-                  environment: dict[str, Any], commit: str) -> dict[str, Any]:
+                  environment: dict[str, Any], commit: str) -> BenchRunRecord:
     protocol = suite_protocol(suite, device, entry.batch_size)
     model = build_model(entry.config,
                         shared_weights=entry.weights.tensors if entry.weights else None)
     inputs = torch.randn(entry.batch_size, 3, entry.config.img_size, entry.config.img_size,
                          generator=torch.Generator().manual_seed(0))
-    evaluation = device.evaluate(entry.config, model, inputs, protocol)
-    return {
-        "schema_version": RESULT_SCHEMA_VERSION,
-        "kind": RESULT_KIND,
-        "suite": suite.name,
-        "entry": entry.name,
-        "device": device.name,
-        "machine_fingerprint": environment["machine_fingerprint"],
-        "host": environment["host"],
-        "commit": commit,
-        "commit_date": git_commit_date(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "threshold_pct": entry.threshold_pct,
-        "config": entry.config.to_dict(),
-        "weights": entry.weights.describe() if entry.weights else None,
-        "batch_size": entry.batch_size,
-        "latency_ms": evaluation["latency_ms"],  # drift-corrected when drift.status says so
-        "latency_raw_ms": evaluation["latency_raw_ms"],
-        "drift": evaluation["drift"],
-        "contention": evaluation["contention"],
-        "latency_samples_ms": evaluation["latency_samples_ms"],  # raw, of the kept take
-        "probe_samples_ms": evaluation["probe_samples_ms"],
-        "retaken_samples_ms": evaluation["retaken_samples_ms"],  # takes a busy host spoiled
-        "latency_protocol": evaluation["latency_protocol"],
-        "energy": evaluation["energy"],
-        "throttled": evaluation["throttled"],
-        "conditions": evaluation["conditions"],
-        "environment": environment,
-    }
+    return BenchRunRecord(
+        suite=suite.name, entry=entry.name, device=device.name,
+        machine_fingerprint=environment["machine_fingerprint"], host=environment["host"],
+        commit=commit, commit_date=git_commit_date(),
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        threshold_pct=entry.threshold_pct, config=entry.config.to_dict(),
+        weights=entry.weights.describe() if entry.weights else None,
+        batch_size=entry.batch_size,
+        measurement=device.evaluate(entry.config, model, inputs, protocol),
+        environment=environment,
+    )
 
 
-def is_contended(result: dict[str, Any]) -> bool:
-    """Whether a result was measured on a busy host; files older than the contention check
-    (no ``contention`` key) are not known to be."""
-    return bool((result.get("contention") or {}).get("contended"))
-
-
-def _kept_evidence(result: dict[str, Any]) -> dict[str, Any]:
-    """The contention evidence of the take a result kept (the last one)."""
-    return ((result.get("contention") or {}).get("evidence") or [{}])[-1]
-
-
-def contention_reasons(result: dict[str, Any]) -> list[str]:
-    """Why a result counts as measured on a busy host."""
-    return list(_kept_evidence(result).get("reasons") or [])
-
-
-def busy_host_note(result: dict[str, Any]) -> str:
+def busy_host_note(result: BenchRunRecord) -> str:
     """What ``harness bench`` prints beside a result measured on a busy host, else ""."""
-    if not is_contended(result):
+    contention = result.measurement.contention
+    if not result.measurement.contended:
         return ""
-    reasons = "; ".join(contention_reasons(result)) or "no reason recorded"
-    busiest = ", ".join(_kept_evidence(result).get("busiest") or [])
-    return (f"  HOST BUSY after {result['contention']['takes']} take(s): {reasons}"
+    reasons = "; ".join(contention.reasons) or "no reason recorded"
+    busiest = ", ".join(contention.busiest)
+    return (f"  HOST BUSY after {contention.takes} take(s): {reasons}"
             f"{f' (busiest: {busiest})' if busiest else ''}; not comparable, 'harness compare' "
             "leaves it out")
 
 
-def load_results(path: Path) -> list[dict[str, Any]]:
-    """Every result file in ``path`` (a file or a directory tree); errors name the file.
-
-    Hidden files are skipped: they are the temporary files of writes a crash interrupted.
-    """
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
-    else:
-        check_readable_file(path, "result file")
-        files = [path]
-    results = []
-    for file in files:
-        try:
-            result = json.loads(read_text(file, "result file"))
-        except json.JSONDecodeError as error:
-            raise BenchError(f"{file}: not a readable result file ({error})") from None
-        if not isinstance(result, dict) or result.get("kind") != RESULT_KIND:
-            continue  # other JSON (a pareto.json, a report) may share the directory
-        if result.get("schema_version") != RESULT_SCHEMA_VERSION:
-            raise BenchError(f"{file}: schema_version {shorten(result.get('schema_version'))}; "
-                             f"this harness reads {RESULT_SCHEMA_VERSION}")
-        results.append({**result, "path": str(file)})
+def load_results(path: Path) -> list[BenchRunRecord]:
+    """The result files in ``path`` for a comparison: a result file this harness cannot read is
+    an error naming it; other JSON (a pareto.json, a report) may share the directory."""
+    results, skipped = read_bench_results(path)
+    for file, reason in skipped:
+        if not reason.startswith("kind is "):
+            raise BenchError(f"{file}: not a readable result file ({reason})")
     if not results:
         raise BenchError(f"{path}: no benchmark result files (written by 'harness bench')")
     return results

@@ -173,7 +173,7 @@ def cmd_bench_knobs(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.bench.suites import busy_host_note, is_contended, load_suite, run_suite
+    from harness.bench.suites import busy_host_note, load_suite, run_suite
     from harness.devices import get_device
     from harness.devices.base import MeasuredDevice
     from harness.errors import DeviceError
@@ -192,13 +192,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     done = itertools.count(1)
     contended: list[str] = []
 
-    def on_result(entry: Any, path: Path, result: dict[str, Any]) -> None:
-        latency = result["latency_ms"]
-        figure = "drift-corrected" if latency.get("drift_corrected") else "raw"
-        print(f"[{next(done)}/{total}] {entry.name}: {latency['median']:.3f} ms "
-              f"[{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}] n={latency['n']} {figure} "
+    def on_result(entry: Any, path: Path, result: Any) -> None:
+        latency = result.measurement.latency
+        figure = "drift-corrected" if latency.drift_corrected else "raw"
+        print(f"[{next(done)}/{total}] {entry.name}: {latency.median:.3f} ms "
+              f"[{latency.ci95[0]:.3f}, {latency.ci95[1]:.3f}] n={latency.n} {figure} "
               f"→ {path}{busy_host_note(result)}", file=sys.stderr, flush=True)
-        if is_contended(result):
+        if result.measurement.contended:
             contended.append(str(path))
 
     written = run_suite(suite, device, args.out, args.entry, args.rounds, on_result)

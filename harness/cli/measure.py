@@ -19,6 +19,7 @@ from harness.cli.common import (
     protocol_from_args,
     say,
 )
+from harness.records import LatencyRecord, MeasurementRecord, RuntimeRecord
 
 
 def add_measure_parser(commands: Any) -> None:
@@ -107,20 +108,22 @@ def cmd_measure(args: argparse.Namespace) -> int:
         "params_m_fvcore": traced.params_m,
         "tokens_per_block": [counts.tokens_out for counts in config.token_plan()],
         "device": device.name,
-        "knobs": [k.to_dict() for k in device.knob_support(config)],
+        "knobs": [k.to_json() for k in device.knob_support(config)],
     }
     if checkpoint is not None:
         result["weights"] = checkpoint.describe()
+    candidate = None
     if not args.no_latency:
-        result.update(measure_candidate(config, device, estimator, protocol_from_args(device, args),
-                                        shared_weights=weights))
+        candidate = measure_candidate(config, device, estimator, protocol_from_args(device, args),
+                                      shared_weights=weights)
+        result.update(candidate.to_json())
     elif estimator is not None:
         result["accuracy"] = estimate_accuracy(model, config, estimator)
     result["env"] = capture_environment(device)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        _print_measurement(result)
+        _print_measurement(result, candidate.measurement if candidate else None)
     return 0
 
 
@@ -128,7 +131,7 @@ def _ms(value: float | None, min_samples: int) -> str:
     return f"{value:.3f} ms" if value is not None else f"n/a (<{min_samples} samples)"
 
 
-def _print_measurement(result: dict[str, Any]) -> None:
+def _print_measurement(result: dict[str, Any], measurement: MeasurementRecord | None) -> None:
     print(f"{result['arch']} ({result['config_key']}) on {result['device']}")
     if "weights" in result:
         weights = result["weights"]
@@ -144,31 +147,30 @@ def _print_measurement(result: dict[str, Any]) -> None:
         verdict = "accelerated" if knob["accelerated"] else "NOT accelerated"
         print(f"  {knob['knob']:<11} {knob['detail']}: {verdict} on {result['device']} "
               f"({knob['how']})")
-    if "latency_ms" in result:
-        lat = result["latency_ms"]
-        protocol = result["latency_protocol"]
-        if lat["status"] == "estimated":
-            _print_estimate(lat, result["fpga"], protocol)
+    if measurement is not None:
+        lat, protocol, energy = measurement.latency, measurement.protocol, measurement.energy
+        if lat.estimated:
+            _print_estimate(lat, measurement.fpga, protocol)
         else:
-            print(f"  latency     median {lat['median']:.3f} ms  p90 {_ms(lat['p90'], 64)}  "
-                  f"95% CI [{lat['ci95'][0]:.3f}, {lat['ci95'][1]:.3f}]  CV {lat['cv']:.3f}  "
-                  f"n={lat['n']} (batch {protocol['batch_size']}, {protocol['threads']} threads, "
+            print(f"  latency     median {lat.median:.3f} ms  p90 {_ms(lat.p90, 64)}  "
+                  f"95% CI [{lat.ci95[0]:.3f}, {lat.ci95[1]:.3f}]  CV {lat.cv:.3f}  "
+                  f"n={lat.n} (batch {protocol['batch_size']}, {protocol['threads']} threads, "
                   f"stopped by {protocol['stop_reason']})")
-        energy = result["energy"]
-        if energy["status"] == "unavailable":
-            print(f"  energy      unavailable: {energy['reason']}")
-        elif energy["ci95"] is None:
-            print(f"  energy      {energy['joules_per_inference']:.4f} J per call "
-                  f"({energy['status']}, {energy['source']}: {energy['reason']})")
+        if energy.status == "unavailable":
+            print(f"  energy      unavailable: {energy.reason}")
+        elif energy.ci95 is None:
+            print(f"  energy      {energy.joules_per_call:.4f} J per call "
+                  f"({energy.status}, {energy.source}: {energy.reason})")
         else:
-            low, high = energy["ci95"]
-            print(f"  energy      {energy['joules_per_inference']:.4f} J per call "
-                  f"[{low:.4f}, {high:.4f}] ({energy['status']}, {energy['source']}; idle "
-                  f"{energy['idle_power_w']:.1f} W; {energy['reason']})")
-        if "runtime" in result:
-            _print_runtime(result["runtime"])
-        if result["throttled"]:
-            print(f"  THROTTLED   {result['conditions'].get('throttle_reasons', 'see conditions')}")
+            low, high = energy.ci95
+            print(f"  energy      {energy.joules_per_call:.4f} J per call "
+                  f"[{low:.4f}, {high:.4f}] ({energy.status}, {energy.source}; idle "
+                  f"{energy.idle_power_w:.1f} W; {energy.reason})")
+        if measurement.runtime is not None:
+            _print_runtime(measurement.runtime)
+        if measurement.throttled:
+            print("  THROTTLED   "
+                  f"{measurement.conditions.get('throttle_reasons', 'see conditions')}")
     if "accuracy" in result:
         accuracy = result["accuracy"]
         print(f"  accuracy    {accuracy['value']:.4f} ({accuracy['estimator']})")
@@ -182,21 +184,21 @@ def _print_measurement(result: dict[str, Any]) -> None:
               f"{DEFAULT_ESTIMATOR})")
 
 
-def _print_runtime(runtime: dict[str, Any]) -> None:
-    if runtime["parity"] is None:
-        print(f"  runtime     {runtime['runtime']}")
+def _print_runtime(runtime: RuntimeRecord) -> None:
+    parity = runtime.parity
+    if parity is None:
+        print(f"  runtime     {runtime.runtime}")
         return
-    parity = runtime["parity"]
-    print(f"  runtime     {runtime['runtime']}, prepared in {runtime['prepare_s']:.1f} s; parity "
-          f"with eager: max |Δ logit| {parity['max_abs_diff']:.2g} (bound {parity['bound']:g}), "
-          f"top-1 agreement {parity['top1_agreement']:.0%} of {parity['images']} images")
+    print(f"  runtime     {runtime.runtime}, prepared in {runtime.prepare_s:.1f} s; parity "
+          f"with eager: max |Δ logit| {parity.max_abs_diff:.2g} (bound {parity.bound:g}), "
+          f"top-1 agreement {parity.top1_agreement:.0%} of {parity.images} images")
 
 
-def _print_estimate(lat: dict[str, Any], fpga: dict[str, Any], protocol: dict[str, Any]) -> None:
-    band = lat["error_band"]
-    print(f"  latency     {lat['median']:.3f} ms ESTIMATED"
+def _print_estimate(lat: LatencyRecord, fpga: dict[str, Any], protocol: dict[str, Any]) -> None:
+    band = lat.error_band
+    print(f"  latency     {lat.median:.3f} ms ESTIMATED"
           + (f" (fit-error band {band[0]:.3f}..{band[1]:.3f} ms)" if band else "")
-          + f", batch {protocol['batch_size']}, {protocol['template']} engine; {lat['source']}")
+          + f", batch {protocol['batch_size']}, {protocol['template']} engine; {lat.source}")
     print(f"  throughput  {fpga['throughput_per_s']:.1f} images/s; off-chip weight streaming "
           f"{100 * fpga['memory_bound_share']:.1f}% of the latency")
     used = ", ".join(

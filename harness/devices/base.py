@@ -9,7 +9,7 @@ name a kind and carry the measurement settings. Rules an implementation must kee
 * ``describe()`` returns plain JSON values for the environment record of each result;
 * ``hardware_accelerates`` says whether this machine has what a kernel knob needs (an instruction
   set, a compute capability) beyond the profile listing it;
-* ``measure_energy`` returns an ``EnergyMeasurement`` whose status says whether the figure was
+* ``measure_energy`` returns an ``EnergyRecord`` whose status says whether the figure was
   measured, estimated (only on the user's explicit request) or is unavailable, and why; it never
   raises for a missing or unreadable counter.
 """
@@ -26,11 +26,10 @@ from typing import Any, ClassVar
 import torch
 
 from harness.config import CandidateConfig
-from harness.devices.contention import ContentionEvidence, HostMonitor, wait_for_quiet
+from harness.devices.contention import HostMonitor, wait_for_quiet
 from harness.devices.lock import exclusive_timing
 from harness.devices.probe import (
     PROBE_SHARE,
-    DriftCorrection,
     ProbeCalibration,
     ReferenceProbe,
     quiet_calibration,
@@ -39,7 +38,17 @@ from harness.errors import DeviceError, shorten
 from harness.knobs import BASELINE, KERNEL_KNOBS, active_knobs
 from harness.layers import SPARSE_KERNELS, inference_context, use_sparse_kernels
 from harness.precision import convert_precision
-from harness.runtimes import RuntimeRecord, check_runnable, deploy
+from harness.records import (
+    ContentionEvidence,
+    ContentionRecord,
+    DriftCorrection,
+    EnergyRecord,
+    KnobSupport,
+    LatencyRecord,
+    MeasurementRecord,
+    RuntimeRecord,
+)
+from harness.runtimes import check_runnable, deploy
 from harness.stats import summarize
 from harness.timing import (
     LatencyMeasurement,
@@ -64,48 +73,6 @@ class DeviceProfile:
     hardware: dict[str, Any] = field(default_factory=dict)
     # The accelerator model of kinds that estimate (fpga-hls); empty for measured devices.
     engine: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EnergyMeasurement:
-    """Energy per inference and where it came from; a figure is never reported without its
-    ``status`` (measured / estimated / unavailable), ``source`` and ``reason``.
-
-    ``joules_per_inference`` is per call of the model (one batch), net of nothing: the idle power
-    (``idle_power_w``) is reported apart so readers can subtract it.
-    """
-
-    status: str
-    source: str | None  # e.g. "nvml_total_energy", "nvml_power_sampling", "rapl"; None if unavailable
-    reason: str  # what was read, or why nothing could be
-    joules_per_inference: float | None = None
-    ci95: tuple[float, float] | None = None
-    idle_power_w: float | None = None
-    windows: int = 0
-    window_s: float | None = None
-
-    @classmethod
-    def unavailable(cls, reason: str) -> EnergyMeasurement:
-        return cls(status="unavailable", source=None, reason=reason)
-
-    def to_dict(self) -> dict[str, Any]:
-        values = dict(self.__dict__)
-        values["ci95"] = list(self.ci95) if self.ci95 else None
-        return values
-
-
-@dataclass(frozen=True)
-class KnobSupport:
-    """Whether a device runs one active knob faster, and how: reported with every measurement."""
-
-    knob: str
-    value: str
-    detail: str
-    accelerated: bool
-    how: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class BaseDevice(abc.ABC):
@@ -196,9 +163,9 @@ class BaseDevice(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(self, config: CandidateConfig, model: torch.nn.Module, inputs: torch.Tensor,
-                 protocol: MeasurementProtocol) -> dict[str, Any]:
-        """Latency (``latency_ms``: median, ci95, n, ...), ``energy`` and what else the device
-        knows about ``model(inputs)``, as plain JSON values; ``phase_s`` times the steps."""
+                 protocol: MeasurementProtocol) -> MeasurementRecord:
+        """The latency, energy and what else the device knows about ``model(inputs)``;
+        ``phase_s`` times the steps."""
 
 
 class MeasuredDevice(BaseDevice):
@@ -249,9 +216,9 @@ class MeasuredDevice(BaseDevice):
 
     def measure_energy(
         self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
-    ) -> EnergyMeasurement:
+    ) -> EnergyRecord:
         """Joules per call of ``model(inputs)``; unavailable unless the kind reads a counter."""
-        return EnergyMeasurement.unavailable(f"device kind {self.kind!r} has no energy counter")
+        return EnergyRecord.unavailable(f"device kind {self.kind!r} has no energy counter")
 
     def configure(self, protocol: MeasurementProtocol) -> None:
         """Apply the protocol's device settings (threads...) before timing; none by default."""
@@ -298,7 +265,7 @@ class MeasuredDevice(BaseDevice):
         return value
 
     def evaluate(self, config: CandidateConfig, model: torch.nn.Module, inputs: torch.Tensor,
-                 protocol: MeasurementProtocol) -> dict[str, Any]:
+                 protocol: MeasurementProtocol) -> MeasurementRecord:
         """Prepare, time (retaken while the host is busy), then read the energy of
         ``model(inputs)``."""
         phase_s: dict[str, float] = {}
@@ -313,10 +280,9 @@ class MeasuredDevice(BaseDevice):
             phase_s["latency"] = time.perf_counter() - start
             start = time.perf_counter()
             energy = (self.measure_energy(model, inputs, protocol) if protocol.energy else
-                      EnergyMeasurement.unavailable("energy measurement turned off (--no-energy)"))
+                      EnergyRecord.unavailable("energy measurement turned off (--no-energy)"))
             phase_s["energy"] = time.perf_counter() - start
-        return {**timed.record(protocol, torch.get_num_threads()), "energy": energy.to_dict(),
-                "runtime": runtime.to_dict(), "phase_s": phase_s}
+        return timed.record(protocol, torch.get_num_threads(), energy, runtime, phase_s)
 
     def calibrated_probe(self, protocol: MeasurementProtocol) -> CalibratedProbe:
         """The reference probe as ``protocol`` wants it, with its quiet calibration (taken now
@@ -409,35 +375,33 @@ class TimedOnHost:
         evidence = self.takes[-1][1]
         return evidence is not None and evidence.contended
 
-    def record(self, protocol: MeasurementProtocol, threads: int) -> dict[str, Any]:
-        """Plain JSON values: the corrected latency as ``latency_ms``, the raw one beside it, and
-        every take's samples and evidence (nothing measured is lost)."""
+    def record(self, protocol: MeasurementProtocol, threads: int, energy: EnergyRecord,
+               runtime: RuntimeRecord, phase_s: dict[str, float]) -> MeasurementRecord:
+        """The corrected latency, the raw one beside it, and every take's samples and evidence
+        (nothing measured is lost)."""
         kept = self.kept
         factor = self.drift.factor
         corrected = summarize([s * factor for s in kept.samples_ms]) if factor != 1.0 \
             else kept.summary
-        checked = self.takes[-1][1] is not None
-        return {
-            "latency_ms": {**corrected.to_dict(), "status": "measured",
-                           "drift_corrected": self.drift.status == "corrected"},
-            "latency_raw_ms": kept.summary.to_dict(),
-            "drift": self.drift.to_dict(),
-            "contention": {
-                "checked": checked,
-                "contended": self.contended,
-                "takes": len(self.takes),
-                "waited_s": round(self.waited_s, 3),
-                "evidence": [e.to_dict() for _, e in self.takes if e is not None],
-            },
-            "throttled": kept.throttled,
-            "conditions": kept.conditions,
-            "latency_samples_ms": [round(s, 5) for s in kept.samples_ms],
-            "probe_samples_ms": [round(s, 5) for s in kept.probe_samples_ms],
-            "retaken_samples_ms": [[round(s, 5) for s in m.samples_ms]
-                                   for m, _ in self.takes[:-1]],
-            "latency_protocol": {**protocol.to_dict(), "threads": threads,
-                                 **kept.protocol_record()},
-        }
+        return MeasurementRecord(
+            latency=LatencyRecord.of_summary(corrected, status="measured",
+                                             drift_corrected=self.drift.status == "corrected"),
+            latency_raw=LatencyRecord.of_summary(kept.summary),
+            drift=self.drift,
+            contention=ContentionRecord(
+                checked=self.takes[-1][1] is not None, contended=self.contended,
+                takes=len(self.takes), waited_s=self.waited_s,
+                evidence=[e for _, e in self.takes if e is not None]),
+            throttled=kept.throttled,
+            conditions=kept.conditions,
+            latency_samples_ms=[round(s, 5) for s in kept.samples_ms],
+            probe_samples_ms=[round(s, 5) for s in kept.probe_samples_ms],
+            retaken_samples_ms=[[round(s, 5) for s in m.samples_ms] for m, _ in self.takes[:-1]],
+            protocol={**protocol.to_dict(), "threads": threads, **kept.protocol_record()},
+            energy=energy,
+            runtime=runtime,
+            phase_s=phase_s,
+        )
 
 
 DEVICE_KINDS: dict[str, type[BaseDevice]] = {}

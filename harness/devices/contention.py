@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import psutil
+
+from harness.records import ContentionEvidence
 
 # Other processes may use this many cores beyond those the measurement leaves free: daemons and
 # the harness's own bookkeeping come and go.
@@ -56,39 +57,6 @@ class CpuSnapshot:
                                                           "softirq"))
         own = psutil.Process().cpu_times()  # this process only: its children are other work
         return cls(time.monotonic(), busy, getattr(host, "steal", 0.0), own.user + own.system)
-
-
-@dataclass(frozen=True)
-class ContentionEvidence:
-    """What the host did over one window, and whether that makes it contended (``reasons``)."""
-
-    window_s: float
-    others_cores: float  # CPU time of other processes over the window, in cores
-    free_cores: float  # cores the measurement left free: logical cores minus its threads
-    steal_share: float
-    probe_slowdown: float | None  # probe median / calibrated quiet median; None: not known
-    load_1m: float | None
-    other_device_processes: list[str] = field(default_factory=list)
-    busiest: list[str] = field(default_factory=list)  # named only when contended
-    reasons: list[str] = field(default_factory=list)
-
-    @property
-    def contended(self) -> bool:
-        return bool(self.reasons)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "window_s": round(self.window_s, 3),
-            "others_cores": round(self.others_cores, 3),
-            "free_cores": self.free_cores,
-            "steal_share": round(self.steal_share, 4),
-            "probe_slowdown": None if self.probe_slowdown is None else round(self.probe_slowdown, 3),
-            "load_1m": self.load_1m,
-            "other_device_processes": self.other_device_processes,
-            "busiest": self.busiest,
-            "reasons": self.reasons,
-            "contended": self.contended,
-        }
 
 
 def logical_cores() -> int:

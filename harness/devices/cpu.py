@@ -12,13 +12,13 @@ import psutil
 import torch
 
 from harness.devices.base import (
-    EnergyMeasurement,
     MeasuredDevice,
     register_device_kind,
 )
 from harness.devices.rapl import POWERCAP_ROOT, measure_package_energy, probe_rapl
 from harness.devices.sysfs import read_sysfs
 from harness.layers import inference_context
+from harness.records import EnergyRecord
 from harness.timing import MeasurementProtocol
 
 # Kernel knobs that run faster than fp32 only with one of these CPU instruction-set flags: int8
@@ -141,12 +141,12 @@ class CpuDevice(MeasuredDevice):
 
     def measure_energy(
         self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
-    ) -> EnergyMeasurement:
+    ) -> EnergyRecord:
         """Joules per call from the RAPL package counters; unavailable, with the reason, when they
         cannot be read: never a TDP-based guess."""
         packages = probe_rapl(self.powercap_root)
         if not packages.readable:
-            return EnergyMeasurement.unavailable(packages.reason)
+            return EnergyRecord.unavailable(packages.reason)
         self.configure(protocol)
         with inference_context(model):
             return measure_package_energy(packages, lambda: model(inputs), protocol)

@@ -19,10 +19,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import cached_property, partial
 from typing import Any
 
@@ -30,14 +28,15 @@ import torch
 
 from harness.config import CandidateConfig
 from harness.devices.base import (
-    EnergyMeasurement,
     MeasuredDevice,
     register_device_kind,
 )
+from harness.devices.energy import EnergyWindow, energy_per_call
 from harness.devices.nvml import Nvml, open_nvml
 from harness.errors import DeviceError, shorten
 from harness.layers import inference_context
-from harness.stats import MIN_SAMPLES_FOR_PERCENTILE, median_ci
+from harness.records import EnergyRecord
+from harness.stats import MIN_SAMPLES_FOR_PERCENTILE
 from harness.timing import (
     LatencyMeasurement,
     MeasurementProtocol,
@@ -161,13 +160,6 @@ class ConditionLog:
 # --- energy ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EnergyWindow:
-    joules: float
-    calls: int
-    seconds: float
-
-
 def integrate_power(times_s: Sequence[float], watts: Sequence[float]) -> float:
     """Joules under a sampled power curve (trapezoid rule)."""
     return sum((t1 - t0) * (w0 + w1) / 2
@@ -249,27 +241,15 @@ def sampled_windows(
 
 def energy_from_windows(
     windows: Sequence[EnergyWindow], source: str, reason: str, idle_power_w: float | None
-) -> EnergyMeasurement:
-    """Joules per call: the median over windows of window energy / calls, with the median's 95%
-    CI over windows (order statistics: with fewer than 6 windows, their min and max)."""
-    if not windows:
-        return EnergyMeasurement.unavailable(f"{source}: no energy window was measured")
-    empty = [w for w in windows if w.joules <= 0]
-    if empty:
-        return EnergyMeasurement.unavailable(
-            f"{source} read {empty[0].joules:g} J over a {empty[0].seconds:.3f} s window: the "
-            "window is shorter than the counter's update period; raise energy_window_s")
-    per_call = [w.joules / w.calls for w in windows]
-    return EnergyMeasurement(
-        status="measured",
-        source=source,
-        reason=reason,
-        joules_per_inference=float(statistics.median(per_call)),
-        ci95=median_ci(per_call),
-        idle_power_w=idle_power_w,
-        windows=len(windows),
-        window_s=statistics.median(w.seconds for w in windows),
-    )
+) -> EnergyRecord:
+    """Joules per call over NVML windows (``energy_per_call``). A window that read no energy was
+    shorter than the counter's update period (~20-100 ms): a working GPU always draws power."""
+
+    def too_short(window: EnergyWindow) -> str:
+        return (f"{source} read {window.joules:g} J over a {window.seconds:.3f} s window: the "
+                "window is shorter than the counter's update period; raise energy_window_s")
+
+    return energy_per_call(windows, source, reason, idle_power_w, too_short)
 
 
 def _pause() -> None:
@@ -508,15 +488,15 @@ class CudaDevice(MeasuredDevice):
 
     def measure_energy(
         self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
-    ) -> EnergyMeasurement:
+    ) -> EnergyRecord:
         """Joules per call from NVML's total-energy counter, else from sampled power; the idle
         power over ``protocol.idle_s`` first, reported apart. Each call is synchronised, as
         latency is measured one call at a time."""
         if not protocol.energy:
-            return EnergyMeasurement.unavailable("energy is off in the profile (energy: false)")
+            return EnergyRecord.unavailable("energy is off in the profile (energy: false)")
         nvml = self._nvml()
         if isinstance(nvml, str):
-            return EnergyMeasurement.unavailable(nvml)
+            return EnergyRecord.unavailable(nvml)
         reader, handle = nvml
         windows_of: Callable[[Callable[[], object], float, int], list[EnergyWindow] | str]
         if reader.total_energy_mj(handle) is not None:
@@ -531,7 +511,7 @@ class CudaDevice(MeasuredDevice):
                       "average them over up to a second)")
             windows_of = partial(sampled_windows, partial(reader.power_mw, handle))
         else:
-            return EnergyMeasurement.unavailable(
+            return EnergyRecord.unavailable(
                 f"NVML reads neither an energy counter nor the power draw of {self.name}")
         self.configure(protocol)
         with torch.cuda.device(self.index), inference_context(model):
@@ -550,8 +530,8 @@ class CudaDevice(MeasuredDevice):
                 warm_calls += 1
             windows = windows_of(run_once, protocol.energy_window_s, protocol.energy_windows)
         if isinstance(windows, str):
-            return EnergyMeasurement.unavailable(f"{source}: {windows}")
-        idle_w = None if isinstance(idle, str) else idle[0].joules / idle[0].seconds
+            return EnergyRecord.unavailable(f"{source}: {windows}")
+        idle_w = None if isinstance(idle, str) else idle[0].power_w
         return energy_from_windows(windows, source, reason, idle_w)
 
 

@@ -18,7 +18,6 @@ from harness.config import CandidateConfig, check_value
 from harness.devices.base import (
     BaseDevice,
     DeviceProfile,
-    EnergyMeasurement,
     register_device_kind,
 )
 from harness.errors import ConfigError, DeviceError, HarnessError, shorten
@@ -33,6 +32,7 @@ from harness.fpga.estimate import (
     FpgaTarget,
 )
 from harness.fpga.estimate import estimate as estimate_on_fpga
+from harness.records import EnergyRecord, LatencyRecord, MeasurementRecord
 from harness.timing import MeasurementProtocol
 
 REQUIRED_HARDWARE = ("part", "resources", "clock_mhz", "memory_bandwidth_gbs")
@@ -138,35 +138,32 @@ class FpgaHlsDevice(BaseDevice):
         return self.estimate(config, batch_size).violations
 
     def evaluate(self, config: CandidateConfig, model: torch.nn.Module, inputs: torch.Tensor,
-                 protocol: MeasurementProtocol) -> dict[str, Any]:
+                 protocol: MeasurementProtocol) -> MeasurementRecord:
         self.check_runtime(config)
         start = time.perf_counter()
         result = self.estimate(config, protocol.batch_size)
         ms = result.latency_ms
-        band = None if result.error_pct is None else [ms * (1 - result.error_pct / 100),
-                                                      ms * (1 + result.error_pct / 100)]
-        return {
+        band = None if result.error_pct is None else (ms * (1 - result.error_pct / 100),
+                                                      ms * (1 + result.error_pct / 100))
+        return MeasurementRecord(
             # An estimate has no samples: no percentiles and no confidence interval, only the
             # calibration's fit error as a band.
-            "latency_ms": {"median": ms, "p90": None, "p99": None, "ci95": None, "cv": None,
-                           "n": 0, "mean": ms, "min": ms, "max": ms, "status": "estimated",
-                           "source": result.label, "error_band": band},
-            "throttled": None,
-            "conditions": {},
-            "energy": self._energy(result, protocol).to_dict(),
-            "fpga": result.to_dict(),
-            "latency_samples_ms": [],
-            "latency_protocol": {"batch_size": protocol.batch_size, "method": "fpga cost model",
-                                 "template": self.engine.template},
-            "phase_s": {"estimate": time.perf_counter() - start},
-        }
+            latency=LatencyRecord(median=ms, ci95=None, n=0, mean=ms, min=ms, max=ms,
+                                  status="estimated", source=result.label, error_band=band),
+            energy=self._energy(result, protocol),
+            fpga=result.to_dict(),
+            latency_samples_ms=[],
+            protocol={"batch_size": protocol.batch_size, "method": "fpga cost model",
+                      "template": self.engine.template},
+            phase_s={"estimate": time.perf_counter() - start},
+        )
 
-    def _energy(self, result: FpgaEstimate, protocol: MeasurementProtocol) -> EnergyMeasurement:
+    def _energy(self, result: FpgaEstimate, protocol: MeasurementProtocol) -> EnergyRecord:
         if not protocol.energy:
-            return EnergyMeasurement.unavailable("energy estimate turned off (--no-energy)")
+            return EnergyRecord.unavailable("energy estimate turned off (--no-energy)")
         if result.power_w is None:
-            return EnergyMeasurement.unavailable(result.power_reason)
-        return EnergyMeasurement(
+            return EnergyRecord.unavailable(result.power_reason)
+        return EnergyRecord(
             status="estimated", source="hls_power_model",
             reason=f"{result.power_w:.3f} W × estimated latency; {result.power_reason}",
-            joules_per_inference=result.power_w * result.latency_ms / 1e3)
+            joules_per_call=result.power_w * result.latency_ms / 1e3)

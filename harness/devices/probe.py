@@ -24,10 +24,11 @@ from typing import Any
 
 import torch
 
-from harness.devices.contention import ContentionEvidence, HostMonitor
+from harness.devices.contention import HostMonitor
 from harness.files import data_home, safe_name, write_atomically
 from harness.layers.attention import Attention
 from harness.models import Block
+from harness.records import ContentionEvidence
 
 PROBE_VERSION = 2  # 1: a 256x256 GEMM
 PROBE_SEED = 0
@@ -132,7 +133,7 @@ def calibrate(time_once: Callable[[], float], device: str, threads: int, probe: 
         probe=probe, quiet_ms=statistics.median(samples), samples=len(samples),
         calibrated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         machine_fingerprint=_machine_fingerprint(), device=device, threads=threads,
-        torch=torch.__version__, evidence=evidence.to_dict(),
+        torch=torch.__version__, evidence=evidence.to_json(),
     )
     path = calibration_path(device, threads, probe)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,33 +152,3 @@ def quiet_calibration(time_once: Callable[[], float], device: str, threads: int,
         return (f"the probe was never calibrated on this machine and the host is busy now "
                 f"({'; '.join(result.reasons)})")
     return result
-
-
-@dataclass(frozen=True)
-class DriftCorrection:
-    """How a latency was corrected for the host's speed over its window."""
-
-    status: str  # "corrected", "off" (asked) or "uncalibrated" (no quiet calibration: reason)
-    reason: str
-    probe: str | None = None
-    probe_quiet_ms: float | None = None
-    probe_median_ms: float | None = None
-    probe_samples: int = 0
-    probe_share: float | None = None  # probe time / the candidate's timed time: its overhead
-
-    @property
-    def factor(self) -> float:
-        """Multiplies the raw latency: quiet probe time over probe time in the window."""
-        if self.status != "corrected" or not self.probe_median_ms:
-            return 1.0
-        return self.probe_quiet_ms / self.probe_median_ms
-
-    @property
-    def slowdown(self) -> float | None:
-        """Probe time in the window over its quiet time: above 1, the host ran slow."""
-        if self.probe_quiet_ms is None or not self.probe_median_ms:
-            return None
-        return self.probe_median_ms / self.probe_quiet_ms
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "factor": round(self.factor, 5)}

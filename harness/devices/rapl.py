@@ -22,11 +22,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from harness.devices.base import EnergyMeasurement
+from harness.devices.energy import EnergyWindow, energy_per_call
 from harness.devices.sysfs import read_sysfs
-from harness.stats import median_ci
+from harness.records import EnergyRecord
 from harness.timing import MeasurementProtocol
 
 POWERCAP_ROOT = Path("/sys/class/powercap")
@@ -131,39 +129,34 @@ class CounterWindow:
             for zone, before, after in zip(zones, self.start_uj, self.end_uj, strict=True)
         ) / 1e6
 
+    def energy(self, zones: Sequence[RaplZone]) -> EnergyWindow:
+        return EnergyWindow(self.joules(zones), self.calls, self.seconds)
+
 
 def package_energy(
     packages: RaplPackages, idle: CounterWindow, windows: Sequence[CounterWindow]
-) -> EnergyMeasurement:
-    """Joules per call: the median over ``windows`` of each window's joules / calls, with the
-    median's 95% CI, and the idle power apart. Pure arithmetic, so it is tested without RAPL.
+) -> EnergyRecord:
+    """Joules per call over ``windows`` (``energy_per_call``), and the idle power apart. Pure
+    arithmetic, so it is tested without RAPL.
 
     A window in which the counters did not move at all is a frozen counter (some VMs expose one),
     not a free inference: the result is then unavailable, saying so."""
-    frozen = [window for window in windows if window.joules(packages.zones) <= 0]
-    if frozen:
-        return EnergyMeasurement.unavailable(
-            f"{packages.reason} did not move over a {frozen[0].seconds:.2f} s window while the "
-            "model ran: the counter is frozen or not updated on this host")
-    per_call = [window.joules(packages.zones) / window.calls for window in windows]
-    idle_power_w = idle.joules(packages.zones) / idle.seconds
-    return EnergyMeasurement(
-        status="measured",
-        source="rapl",
-        reason=(f"{packages.reason}: whole-package energy, which includes idle power "
-                f"({idle_power_w:.1f} W measured apart over {idle.seconds:.1f} s) and every other "
-                "process on the package; DRAM zones not counted"),
-        joules_per_inference=float(np.median(per_call)),
-        ci95=median_ci(per_call),
-        idle_power_w=idle_power_w,
-        windows=len(windows),
-        window_s=float(np.median([window.seconds for window in windows])),
-    )
+    idle_power_w = idle.energy(packages.zones).power_w
+
+    def frozen(window: EnergyWindow) -> str:
+        return (f"{packages.reason} did not move over a {window.seconds:.2f} s window while the "
+                "model ran: the counter is frozen or not updated on this host")
+
+    reason = (f"{packages.reason}: whole-package energy, which includes idle power "
+              f"({idle_power_w:.1f} W measured apart over {idle.seconds:.1f} s) and every other "
+              "process on the package; DRAM zones not counted")
+    return energy_per_call([window.energy(packages.zones) for window in windows], "rapl", reason,
+                           idle_power_w, frozen)
 
 
 def measure_package_energy(
     packages: RaplPackages, run_once: Callable[[], object], protocol: MeasurementProtocol
-) -> EnergyMeasurement:
+) -> EnergyRecord:
     """Idle power over ``protocol.idle_s``, then ``protocol.energy_windows`` windows that loop
     ``run_once`` for at least ``protocol.energy_window_s`` each.
 
@@ -179,7 +172,7 @@ def measure_package_energy(
         windows = [_window(packages, run_once, protocol.energy_window_s)
                    for _ in range(protocol.energy_windows)]
     except OSError as error:
-        return EnergyMeasurement.unavailable(f"{packages.reason} stopped being readable: {error}")
+        return EnergyRecord.unavailable(f"{packages.reason} stopped being readable: {error}")
     return package_energy(packages, idle, windows)
 
 

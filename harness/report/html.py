@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from harness.records import EnergyRecord, KnobSupport, LatencyRecord, TrialRecord
 from harness.report.data import ReportData
 from harness.report.page import (
     escape,
@@ -100,28 +101,28 @@ def _pareto_figure(data: ReportData) -> bytes:
     axes = figure.subplots()
     contended = data.contended
     measured = [t for t in data.measured if t not in contended]
-    feasible = [t for t in measured if t["feasible"]]
-    infeasible = [t for t in measured if not t["feasible"]]
+    feasible = [t for t in measured if t.feasible]
+    infeasible = [t for t in measured if not t.feasible]
     if contended:
-        axes.scatter([t["latency_ms"]["median"] for t in contended],
-                     [t["accuracy"]["value"] for t in contended],
+        axes.scatter([t.latency.median for t in contended],
+                     [t.accuracy_value for t in contended],
                      marker="^", color="darkorange", label="host busy (not on the front)",
                      zorder=1)
     if feasible:
         scatter = axes.scatter(
-            [t["latency_ms"]["median"] for t in feasible],
-            [t["accuracy"]["value"] for t in feasible],
-            c=[t["gmacs"] for t in feasible], cmap="viridis", s=28, zorder=2,
+            [t.latency.median for t in feasible],
+            [t.accuracy_value for t in feasible],
+            c=[t.gmacs for t in feasible], cmap="viridis", s=28, zorder=2,
         )
         figure.colorbar(scatter, ax=axes, label="GMACs")
     if infeasible:
-        axes.scatter([t["latency_ms"]["median"] for t in infeasible],
-                     [t["accuracy"]["value"] for t in infeasible],
+        axes.scatter([t.latency.median for t in infeasible],
+                     [t.accuracy_value for t in infeasible],
                      marker="x", color="0.6", label="over latency budget", zorder=1)
     if data.pareto:
-        xs = [t["latency_ms"]["median"] for t in data.pareto]
-        ys = [t["accuracy"]["value"] for t in data.pareto]
-        bands = [_latency_interval(t["latency_ms"]) or (x, x) for x, t in zip(xs, data.pareto)]
+        xs = [p.latency.median for p in data.pareto]
+        ys = [p.trial.accuracy_value for p in data.pareto]
+        bands = [_latency_interval(p.latency) or (x, x) for x, p in zip(xs, data.pareto)]
         low = [x - band[0] for x, band in zip(xs, bands)]
         high = [band[1] - x for x, band in zip(xs, bands)]
         axes.errorbar(xs, ys, xerr=[low, high], fmt="none", ecolor="k", elinewidth=1, zorder=3)
@@ -140,21 +141,21 @@ def _pareto_figure(data: ReportData) -> bytes:
 
 def _delta_section(data: ReportData) -> list[str]:
     """With a pretrained checkpoint: latency against the change of top-1, with paired CIs."""
-    scored = [t for t in data.measured if "delta_top1" in (t.get("accuracy") or {})]
+    scored = [t for t in data.measured if "delta_top1" in (t.accuracy or {})]
     if not scored:
         return []
     figure = new_figure(figsize=(8, 4))
     axes = figure.subplots()
-    xs = [t["latency_ms"]["median"] for t in scored]
-    ys = [t["accuracy"]["delta_top1"] * 100 for t in scored]
-    low = [y - t["accuracy"]["ci95"][0] * 100 for y, t in zip(ys, scored)]
-    high = [t["accuracy"]["ci95"][1] * 100 - y for y, t in zip(ys, scored)]
+    xs = [t.latency.median for t in scored]
+    ys = [t.accuracy["delta_top1"] * 100 for t in scored]
+    low = [y - t.accuracy["ci95"][0] * 100 for y, t in zip(ys, scored)]
+    high = [t.accuracy["ci95"][1] * 100 - y for y, t in zip(ys, scored)]
     axes.errorbar(xs, ys, yerr=[low, high], fmt="o", markersize=4, elinewidth=1, capsize=2)
     axes.axhline(0, color="0.5", linewidth=1)
     axes.set_xlabel("latency median (ms)")
     axes.set_ylabel("Δ top-1 against the checkpoint (points)")
     axes.grid(alpha=0.3)
-    weights = scored[0]["accuracy"]["weights"]
+    weights = scored[0].accuracy["weights"]
     return ["<h2>Latency against the change of top-1</h2>", img(png(figure)),
             (f"<p class='note'>Checkpoint {escape(weights['path'])} (sha256 "
             f"<code>{escape(weights['sha256'])}</code>, {weights['params_m']:.2f} M parameters, "
@@ -184,74 +185,71 @@ def _format_knob(value: Any) -> str:
 def _pareto_table(data: ReportData) -> str:
     if not data.pareto:
         return "<p>No measured configuration meets the budgets yet.</p>"
+    configs = [p.trial.config for p in data.pareto]
     # Keys equal on every Pareto row are said once above the table, leaving room for the rest.
-    shared = {k: data.pareto[0]["config"][k] for k in ARCH_COLUMNS
-              if len(data.pareto) > 1 and all(t["config"][k] == data.pareto[0]["config"][k]
-                                              for t in data.pareto)}
+    shared = {k: configs[0][k] for k in ARCH_COLUMNS
+              if len(configs) > 1 and all(c[k] == configs[0][k] for c in configs)}
     columns = [k for k in ARCH_COLUMNS if k not in shared]
     header = ["trial", *columns, "knobs", "runtime", "GMACs", "effective GMACs", "params (M)",
               "latency median (ms)", "p90 (ms)", "95% CI / band (ms)", "n", "energy (J/call)",
               "accuracy estimate"]
     rows = []
-    for t in data.pareto:
-        latency = t["latency_ms"]
+    for point in data.pareto:
+        trial, latency = point.trial, point.latency
+        measurement = trial.measurement
         rows.append([
-            t["number"], *(_format_knob(t["config"][k]) for k in columns),
-            _knobs_cell(t.get("knobs", [])), _runtime_cell(t), f"{t['gmacs']:.3f}",
-            f"{t.get('effective_gmacs', t['gmacs']):.3f}", f"{t['params_m']:.2f}",
-            f"{latency['median']:.3f}" + (" THROTTLED" if t.get("throttled") else "")
-            + (" (estimated)" if _is_estimate(latency) else ""),
-            f"{latency['p90']:.3f}" if latency.get("p90") is not None else (
-                "n/a (estimate)" if _is_estimate(latency) else "n/a (n<64)"),
+            trial.number, *(_format_knob(trial.config[k]) for k in columns),
+            _knobs_cell(trial.knobs), _runtime_cell(trial), f"{trial.gmacs:.3f}",
+            f"{trial.effective_gmacs:.3f}", f"{trial.params_m:.2f}",
+            f"{latency.median:.3f}" + (" THROTTLED" if measurement.throttled else "")
+            + (" (estimated)" if latency.estimated else ""),
+            f"{latency.p90:.3f}" if latency.p90 is not None else (
+                "n/a (estimate)" if latency.estimated else "n/a (n<64)"),
             _interval_cell(latency),
-            latency["n"], _energy_cell(t.get("energy")), f"{t['accuracy']['value']:.4f}",
+            latency.n, _energy_cell(measurement.energy), f"{trial.accuracy_value:.4f}",
         ])
     note = ("<p>Every configuration below has " + ", ".join(
         f"{k} {escape(_format_knob(v))}" for k, v in shared.items()) + ".</p>") if shared else ""
-    lists = [1 + i for i, k in enumerate(columns)
-             if any(isinstance(t["config"][k], list) for t in data.pareto)]
+    lists = [1 + i for i, k in enumerate(columns) if any(isinstance(c[k], list) for c in configs)]
     wrapped = [*lists, 1 + len(columns)]  # per-block lists and the knobs
     return note + f"<div class='scroll'>{table(header, rows, css_id='pareto', wrap=wrapped)}</div>"
 
 
-def _is_estimate(latency: dict[str, Any]) -> bool:
-    return latency.get("status") == "estimated"
-
-
-def _latency_interval(latency: dict[str, Any]) -> list[float] | None:
+def _latency_interval(latency: LatencyRecord) -> tuple[float, float] | None:
     """The measured median's 95% CI, or an estimate's fit-error band (None if it has none)."""
-    return latency.get("error_band") if _is_estimate(latency) else latency["ci95"]
+    return latency.error_band if latency.estimated else latency.ci95
 
 
-def _interval_cell(latency: dict[str, Any]) -> str:
+def _interval_cell(latency: LatencyRecord) -> str:
     interval = _latency_interval(latency)
     if interval is None:
         return "n/a (uncalibrated estimate)"
     text = f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-    return f"fit band {text}" if _is_estimate(latency) else text
+    return f"fit band {text}" if latency.estimated else text
 
 
 def _estimate_source(data: ReportData) -> str | None:
     """The label of estimated latencies (FPGA devices), None when latencies were measured."""
-    sources = {t["latency_ms"]["source"] for t in data.measured if _is_estimate(t["latency_ms"])}
+    sources = {t.latency.source for t in data.measured if t.latency.estimated}
     return "; ".join(sorted(sources)) or None
 
 
 def _fpga_table(data: ReportData) -> str:
     """Estimated resources and throughput of the Pareto configurations on an FPGA."""
     rows = []
-    for t in data.pareto:
-        fpga = t.get("fpga")
+    for point in data.pareto:
+        fpga = point.trial.measurement.fpga
         if not fpga:
             continue
         used = [f"{'?' if fpga['used'][k] is None else round(fpga['used'][k])} / "
                 f"{round(fpga['available'][k])}" for k in ("DSP", "LUT", "FF", "memory")]
         busy = ", ".join(f"{k} {v:.2f}" for k, v in fpga["busy_ms_by_operator"].items())
-        rows.append([t["number"], *used, f"{fpga['throughput_per_s']:.1f}",
+        rows.append([point.trial.number, *used, f"{fpga['throughput_per_s']:.1f}",
                      f"{100 * fpga['memory_bound_share']:.1f}%", busy])
     if not rows:
         return ""
-    notes = sorted({note for t in data.pareto for note in (t.get("fpga") or {}).get("notes", [])})
+    notes = sorted({note for p in data.pareto
+                    for note in (p.trial.measurement.fpga or {}).get("notes", [])})
     return ("<h2>Estimated FPGA resources</h2>"
             f"<p>Latency, power and resources {escape(_estimate_source(data))}. Candidates that do "
             "not fit the part were rejected before being built.</p>"
@@ -260,30 +258,30 @@ def _fpga_table(data: ReportData) -> str:
             + "".join(f"<p class='note'>{escape(note)}</p>" for note in notes))
 
 
-def _energy_cell(energy: dict[str, Any] | None) -> str:
-    if not energy or energy["status"] == "unavailable":
+def _energy_cell(energy: EnergyRecord) -> str:
+    if energy.status == "unavailable":
         return "unavailable"
-    if energy["ci95"] is None:
-        return f"{energy['joules_per_inference']:.4f} ({energy['status']})"
-    low, high = energy["ci95"]
-    return f"{energy['joules_per_inference']:.4f} [{low:.4f}, {high:.4f}] ({energy['status']})"
+    if energy.ci95 is None:
+        return f"{energy.joules_per_call:.4f} ({energy.status})"
+    low, high = energy.ci95
+    return f"{energy.joules_per_call:.4f} [{low:.4f}, {high:.4f}] ({energy.status})"
 
 
-def _knobs_cell(knobs: list[dict[str, Any]]) -> str:
+def _knobs_cell(knobs: list[KnobSupport]) -> str:
     """Active knobs in short; a knob the device does not accelerate is marked, never hidden."""
-    parts = [f"{k['knob']}: {k['detail']}" + ("" if k["accelerated"] else " (NOT accelerated)")
-             for k in knobs if not (k["knob"] == "precision" and k["value"] == "fp32")]
+    parts = [f"{k.knob}: {k.detail}" + ("" if k.accelerated else " (NOT accelerated)")
+             for k in knobs if not (k.knob == "precision" and k.value == "fp32")]
     return "; ".join(parts) or "none (fp32)"
 
 
-def _runtime_cell(trial: dict[str, Any]) -> str:
+def _runtime_cell(trial: TrialRecord) -> str:
     """How the point was run: eager (trials stored before runtimes existed ran eager), or the
     runtime with its preparation time and its parity with eager."""
-    runtime = trial.get("runtime")
-    if not runtime or runtime["parity"] is None:
-        return trial["config"].get("runtime", "eager")
-    return (f"{runtime['runtime']} (prepared {runtime['prepare_s']:.1f} s; max |Δ logit| vs "
-            f"eager {runtime['parity']['max_abs_diff']:.1g})")
+    runtime = trial.measurement.runtime
+    if runtime is None or runtime.parity is None:
+        return trial.config.get("runtime", "eager")
+    return (f"{runtime.runtime} (prepared {runtime.prepare_s:.1f} s; max |Δ logit| vs "
+            f"eager {runtime.parity.max_abs_diff:.1g})")
 
 
 def _knob_support(data: ReportData) -> str:
@@ -291,7 +289,7 @@ def _knob_support(data: ReportData) -> str:
     items = "".join(f"<li>{escape(note)}</li>" for note in notes)
     intro = (f"<p>Search space restricted to what the device accelerates:</p><ul>{items}</ul>"
              if notes else "")
-    rows = [[k["knob"], k["value"], "yes" if k["accelerated"] else "no", k["how"]]
+    rows = [[k.knob, k.value, "yes" if k.accelerated else "no", k.how]
             for k in data.knob_support]
     knobs = table(["knob", "value", "accelerated", "how"], rows, wrap=(3,)) if rows else (
         "<p>No measured trial used a knob.</p>")
@@ -303,10 +301,10 @@ def _knob_support(data: ReportData) -> str:
 
 
 def _failed_table(data: ReportData) -> str:
-    failed = [t for t in data.trials if t["state"] == "FAIL"]
+    failed = [t for t in data.trials if t.state == "FAIL"]
     if not failed:
         return ""
-    rows = [[t["number"], t.get("error", ""), json.dumps(t.get("config", {}), separators=(",", ":"))]
+    rows = [[t.number, t.attributes.get("error", ""), json.dumps(t.config, separators=(",", ":"))]
             for t in failed]
     return "<h2>Failed trials</h2>" + table(
         ["trial", "error", "config"], rows, css_id="failed", wrap=(1, 2)
@@ -335,7 +333,7 @@ def _remeasured_section(data: ReportData) -> str:
     if contention is None:
         host = "not checked (--no-contention-check)"
     else:
-        host = ("busy: " + "; ".join(contention["reasons"]) if contention["contended"]
+        host = ("busy: " + "; ".join(contention.reasons) if contention.contended
                 else "quiet throughout")
     left_out = (f" {len(remeasured.left_out)} more candidates within their CI of the front were "
                 f"left out (at most {MAX_CANDIDATES} are re-measured): trials "
@@ -373,11 +371,9 @@ def _contended_table(data: ReportData) -> str:
         return ""
     rows = []
     for t in data.contended:
-        contention = t["contention"]
-        evidence = contention["evidence"][-1] if contention["evidence"] else {}
-        rows.append([t["number"], f"{t['latency_ms']['median']:.3f}", contention["takes"],
-                     "; ".join(evidence.get("reasons", [])),
-                     ", ".join(evidence.get("busiest", [])) or "not named"])
+        contention = t.measurement.contention
+        rows.append([t.number, f"{t.latency.median:.3f}", contention.takes,
+                     "; ".join(contention.reasons), ", ".join(contention.busiest) or "not named"])
     return ("<h2>Measured on a busy host</h2><p class='note'>Other work on the host slowed these "
             "measurements; each was retaken after waiting for the host to settle, and it never "
             "did. They are kept, with their samples, but left out of the front.</p>"
@@ -390,17 +386,16 @@ def _all_trials_table(data: ReportData) -> str:
               "accuracy estimate", "run by", "note", "config"]
     rows = []
     for t in data.trials:
-        latency = t.get("latency_ms")
-        accuracy = t.get("accuracy")
         rows.append([
-            t["number"], t["state"], "yes" if t["feasible"] else "no",
-            f"{t['gmacs']:.3f}" if "gmacs" in t else "",
-            f"{t['params_m']:.2f}" if "params_m" in t else "",
-            f"{latency['median']:.3f}" if latency else "",
-            f"{accuracy['value']:.4f}" if accuracy else "",
-            f"{t.get('host', '?')} pid {t.get('pid', '?')}, {data.metadata.get('device')}",
-            t.get("rejected") or t.get("pruned") or t.get("error") or "",
-            json.dumps(t.get("config", {}), separators=(",", ":")),
+            t.number, t.state, "yes" if t.feasible else "no",
+            f"{t.gmacs:.3f}" if t.gmacs is not None else "",
+            f"{t.params_m:.2f}" if t.params_m is not None else "",
+            f"{t.latency.median:.3f}" if t.latency else "",
+            f"{t.accuracy_value:.4f}" if t.accuracy else "",
+            f"{t.attributes.get('host', '?')} pid {t.attributes.get('pid', '?')}, "
+            f"{data.metadata.get('device')}",
+            t.note,
+            json.dumps(t.config, separators=(",", ":")),
         ])
     return (f"<details><summary>{len(rows)} trials</summary>"
             f"{table(header, rows, wrap=(8, 9))}</details>")
@@ -415,12 +410,12 @@ def _space_table(space: dict[str, Any]) -> str:
 
 def _energy_method(data: ReportData) -> str:
     """How energy was obtained across the measured trials: sources used, or why there was none."""
-    energies = [t["energy"] for t in data.measured if "energy" in t]
+    energies = [t.measurement.energy for t in data.measured if "energy" in t.stored]
     if not energies:
         return "<b>Energy</b>: not recorded for these trials."
-    sources = sorted({f"{e['status']} from {e['source']} ({e['reason']})" for e in energies
-                      if e["status"] != "unavailable"})
-    missing = sorted({e["reason"] for e in energies if e["status"] == "unavailable"})
+    sources = sorted({f"{e.status} from {e.source} ({e.reason})" for e in energies
+                      if e.status != "unavailable"})
+    missing = sorted({e.reason for e in energies if e.status == "unavailable"})
     parts = [f"{escape(s)}" for s in sources] + [f"unavailable: {escape(r)}" for r in missing]
     return ("<b>Energy</b> per call (one batch), with the median's 95% CI over energy windows and "
             "idle power reported apart; no figure is ever guessed: " + "; ".join(parts) + ".")
@@ -445,16 +440,16 @@ def _latency_method(meta: dict[str, Any], data: ReportData, protocol: str) -> st
 
 
 def _drift_sentence(data: ReportData) -> str:
-    drifts = [t["drift"] for t in data.measured if "drift" in t]
-    corrected = [d for d in drifts if d["status"] == "corrected"]
+    drifts = [t.measurement.drift for t in data.measured if t.measurement.drift]
+    corrected = [d for d in drifts if d.status == "corrected"]
     if not corrected:
-        statuses = sorted({d["status"] for d in drifts}) or ["not recorded"]
+        statuses = sorted({d.status for d in drifts}) or ["not recorded"]
         return f"Latencies are raw (drift correction: {', '.join(statuses)})."
-    shares = sorted(d["probe_share"] for d in corrected if d.get("probe_share") is not None)
+    shares = sorted(d.probe_share for d in corrected if d.probe_share is not None)
     share = f"; its time was {100 * shares[len(shares) // 2]:.1f}% of the timing (median)" \
         if shares else ""
     return (f"Latencies shown are drift-corrected ({len(corrected)} of {len(drifts)} trials): a "
-            f"reference probe ({escape(corrected[0]['probe'])}) timed between the timing blocks scales "
+            f"reference probe ({escape(corrected[0].probe)}) timed between the timing blocks scales "
             "each raw median by the probe's calibrated quiet time over its time in the window, so "
             f"candidates measured minutes apart compare as if side by side{share}. Each trial "
             "keeps its raw latency (latency_raw_ms).")

@@ -4,10 +4,8 @@ from harness.runtimes import compiled, eager, onnx  # noqa: F401 - registers eac
 from harness.runtimes.base import (
     PARITY_BOUNDS,
     RUNTIME_CLASSES,
-    Parity,
     ParityError,
     Runtime,
-    RuntimeRecord,
     RuntimeRefused,
     check_runnable,
     deploy,
@@ -18,10 +16,8 @@ from harness.runtimes.base import (
 __all__ = [
     "PARITY_BOUNDS",
     "RUNTIME_CLASSES",
-    "Parity",
     "ParityError",
     "Runtime",
-    "RuntimeRecord",
     "RuntimeRefused",
     "check_runnable",
     "deploy",

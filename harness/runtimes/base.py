@@ -14,7 +14,6 @@ from __future__ import annotations
 import abc
 import re
 import time
-from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -23,6 +22,7 @@ from torch import nn
 from harness.config import RUNTIMES, CandidateConfig
 from harness.errors import ConfigError, DeviceError
 from harness.layers import inference_context
+from harness.records import Parity, RuntimeRecord
 
 # Largest |logit difference| from eager that a runtime may show, by precision. fp32 as issue-level
 # parity demands; fp16/bf16/int8 round differently per fused kernel (measured on DeiT-shaped
@@ -39,44 +39,6 @@ class RuntimeRefused(ConfigError):
 class ParityError(DeviceError):
     """A runtime's logits differ from eager's beyond the bound: the candidate fails, with the
     figures, and is never measured as if it were right."""
-
-
-@dataclass(frozen=True)
-class Parity:
-    """A runtime's logits against eager's on the same inputs."""
-
-    max_abs_diff: float
-    bound: float
-    images: int
-    top1_agreement: float  # fraction of images whose top-1 class is eager's
-    decisive_disagreements: int  # of those that differ, where eager's top-1 led by over 2x bound
-
-    @property
-    def passed(self) -> bool:
-        return self.max_abs_diff <= self.bound and self.decisive_disagreements == 0
-
-    def describe(self) -> str:
-        return (f"max |logit - eager| {self.max_abs_diff:.3g} (bound {self.bound:g}), top-1 "
-                f"agreement {self.top1_agreement:.1%} of {self.images} images"
-                + (f", {self.decisive_disagreements} clear disagreements"
-                   if self.decisive_disagreements else ""))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "passed": self.passed}
-
-
-@dataclass(frozen=True)
-class RuntimeRecord:
-    """How a measured model was run: stored with every measurement."""
-
-    runtime: str
-    prepare_s: float  # export, session creation or compilation, and the parity calls
-    parity: Parity | None  # None for eager, the reference itself
-    detail: dict[str, Any]  # what the runtime chose: providers, compile mode, opset...
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"runtime": self.runtime, "prepare_s": round(self.prepare_s, 3),
-                "parity": self.parity.to_dict() if self.parity else None, "detail": self.detail}
 
 
 class Runtime(abc.ABC):

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
 
 from harness.errors import StudyError
 from harness.notices import notice
@@ -105,12 +104,7 @@ def _report_new_trials(study: optuna.Study, reported: set[int],
         if trial.state.is_finished() and trial.number not in reported:
             reported.add(trial.number)
             if on_trial:
-                on_trial(_outcome(trial), study)
-
-
-def _outcome(trial: FrozenTrial) -> TrialOutcome:
-    duration = trial.duration.total_seconds() if trial.duration else 0.0
-    return TrialOutcome(trial.number, trial.state, trial.user_attrs, duration)
+                on_trial(TrialOutcome.of(study, trial), study)
 
 
 @contextlib.contextmanager

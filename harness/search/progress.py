@@ -9,7 +9,8 @@ from typing import Any, TextIO
 from optuna.trial import TrialState
 
 from harness.knobs import BASELINE
-from harness.search.results import is_contended, pareto_trials
+from harness.records import ContentionRecord, KnobSupport
+from harness.search.results import pareto_trials
 from harness.search.study import counts_as_measured, measured_count
 
 
@@ -40,23 +41,23 @@ class Progress:
 
     def on_trial(self, outcome: Any, study: Any) -> None:
         # counted here rather than read from the study: local workers report trials in batches
-        self.finished += counts_as_measured(outcome.state, outcome.record)
         record = outcome.record
-        gmacs = f"{record['gmacs']:.3f} GMACs" if "gmacs" in record else ""
+        self.finished += counts_as_measured(outcome.state, record.attributes)
+        gmacs = f"{record.gmacs:.3f} GMACs" if record.gmacs is not None else ""
         if outcome.state == TrialState.COMPLETE:
-            lat, acc = record["latency_ms"], record["accuracy"]
-            estimated = lat.get("status") == "estimated"
-            spread = "" if estimated else (
-                f" [{lat['ci95'][0]:.2f}, {lat['ci95'][1]:.2f}] n={lat['n']}")
-            detail = (f"{'estimated' if estimated else 'measured'} {gmacs} "
-                      f"{_knob_tags(record.get('knobs', []))} latency {lat['median']:.2f} ms"
-                      f"{spread}  accuracy {acc['value']:.4f}{_host_note(record)}")
-        elif outcome.state == TrialState.PRUNED and "pruned" in record:
-            detail = f"stopped early {gmacs}: {record['pruned']}"
+            lat = record.latency
+            spread = "" if lat.estimated else (
+                f" [{lat.ci95[0]:.2f}, {lat.ci95[1]:.2f}] n={lat.n}")
+            detail = (f"{'estimated' if lat.estimated else 'measured'} {gmacs} "
+                      f"{_knob_tags(record.knobs)} latency {lat.median:.2f} ms"
+                      f"{spread}  accuracy {record.accuracy_value:.4f}"
+                      f"{_host_note(record.measurement.contention)}")
+        elif outcome.state == TrialState.PRUNED and "pruned" in record.attributes:
+            detail = f"stopped early {gmacs}: {record.note}"
         elif outcome.state == TrialState.PRUNED:
-            detail = f"rejected {gmacs}: {record.get('rejected', '')}"
+            detail = f"rejected {gmacs}: {record.note}"
         else:
-            detail = f"FAILED: {record.get('error', 'unknown error')}"
+            detail = f"FAILED: {record.attributes.get('error', 'unknown error')}"
         elapsed = time.perf_counter() - self.started
         self._print(
             f"[{self.finished:>3}/{self.n_trials}] trial {outcome.number}: {detail} | "
@@ -77,23 +78,23 @@ class Progress:
                     f"{front_size} Pareto-optimal configurations within budget")
 
 
-def _knob_tags(knobs: list[dict[str, Any]]) -> str:
+def _knob_tags(knobs: list[KnobSupport]) -> str:
     """``[tome+int8]``: the knobs on, ``(slow)`` after one the device does not accelerate."""
-    tags = [k["value"] + ("" if k["accelerated"] else "(slow)") for k in knobs
-            if BASELINE.get(k["knob"]) != k["value"]]
+    tags = [k.value + ("" if k.accelerated else "(slow)") for k in knobs
+            if BASELINE.get(k.knob) != k.value]
     return f"[{'+'.join(tags) or 'plain'}]"
 
 
-def _host_note(record: dict[str, Any]) -> str:
+def _host_note(contention: ContentionRecord | None) -> str:
     """What the host did to this measurement: said at once, not left for the report."""
-    contention = record.get("contention") or {}
-    evidence = (contention.get("evidence") or [{}])[-1]
-    if is_contended(record):
-        busiest = ", ".join(evidence.get("busiest", [])) or "other work"
-        return (f"  HOST BUSY after {contention['takes']} takes ({busiest}): kept out of the "
+    if contention is None:
+        return ""
+    if contention.contended:
+        busiest = ", ".join(contention.busiest) or "other work"
+        return (f"  HOST BUSY after {contention.takes} takes ({busiest}): kept out of the "
                 "front")
-    if contention.get("takes", 1) > 1:
-        return f"  (retaken: the host was busy, waited {contention['waited_s']:.0f} s)"
+    if contention.takes > 1:
+        return f"  (retaken: the host was busy, waited {contention.waited_s:.0f} s)"
     return ""
 
 

@@ -33,11 +33,12 @@ from harness.checkpoint import Checkpoint, load_checkpoint
 from harness.config import CandidateConfig
 from harness.devices import BaseDevice, get_device
 from harness.devices.base import MeasuredDevice
-from harness.devices.contention import ContentionEvidence, HostMonitor
+from harness.devices.contention import HostMonitor
 from harness.devices.lock import exclusive_timing
-from harness.devices.probe import DriftCorrection, ProbeCalibration
+from harness.devices.probe import ProbeCalibration
 from harness.errors import DeviceError, StudyError, shorten
 from harness.models import build_model
+from harness.records import ContentionEvidence, DriftCorrection
 from harness.search.results import (
     MAX_CANDIDATES,
     REMEASURE_ATTR,
@@ -240,7 +241,7 @@ def _record(candidates: list[_Candidate], first_front: set[int], eligible: list[
         left_out=[t.number for t in left_out], drift_status=drift.status,
         drift_reason=drift.reason, probe=drift.probe, probe_quiet_ms=drift.probe_quiet_ms,
         probe_share=round(probe_s / timed_s, 4) if timed_s and probe_s else None,
-        contention=evidence.to_dict() if evidence else None, points=points,
+        contention=evidence, points=points,
     )
 
 

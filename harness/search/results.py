@@ -16,32 +16,34 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from harness.errors import StudyError, shorten
+from harness.records import (
+    SCHEMA_VERSION,
+    ContentionEvidence,
+    LatencyRecord,
+    TrialRecord,
+    migrate,
+)
 from harness.stats import summarize
 
-RESULT_SCHEMA_VERSION = 1
 REMEASURE_ATTR = "remeasured_front"
-REMEASURE_SCHEMA_VERSION = 1
+# The study attribute with the schema version its trials were first written at; each trial written
+# since version 2 carries its own (TRIAL_VERSION_ATTR), as a study may be resumed by a newer harness.
+STUDY_VERSION_ATTR = "result_schema_version"
+TRIAL_VERSION_ATTR = "schema_version"
 # Candidates beyond the front (whose CI reaches it) timed at most, with the front, in all; the
 # front itself is never cut. Bounds the time: about 8 x 5 rounds x 0.4 s, plus each first warm-up;
 # 12 candidates of 0.4 s took 42 s of a 2-minute later quick-start search.
 MAX_CANDIDATES = 8
 
 
-# Every timing a trial kept, stored with it but left out of reports: thousands of numbers
-SAMPLE_KEYS = ("latency_samples_ms", "probe_samples_ms", "retaken_samples_ms")
-
-
-def trial_record(trial: FrozenTrial) -> dict[str, Any]:
-    """A trial as a plain dictionary for reports."""
-    attrs = trial.user_attrs
-    return {
-        "number": trial.number,
-        "state": trial.state.name,
-        "feasible": all(v <= 0 for v in trial.constraints.values()),
-        "constraints": dict(trial.constraints),
-        **{k: v for k, v in attrs.items() if k not in SAMPLE_KEYS},
-    }
+def trial_records(study: optuna.Study, trials: list[FrozenTrial] | None = None
+                  ) -> list[TrialRecord]:
+    """``trials`` (default: all of the study's) as typed records, in the current schema."""
+    study_version = study.user_attrs.get(STUDY_VERSION_ATTR, 1)
+    return [TrialRecord.from_attributes(
+                t.number, t.state.name, t.constraints, t.user_attrs,
+                t.user_attrs.get(TRIAL_VERSION_ATTR, study_version))
+            for t in (study.get_trials(deepcopy=False) if trials is None else trials)]
 
 
 def is_contended(user_attrs: dict[str, Any]) -> bool:
@@ -150,13 +152,13 @@ class RemeasuredFront:
     probe_quiet_ms: float | None
     probe_share: float | None  # probe time over the candidates' timed time: its overhead
     # HostMonitor's evidence over the whole re-measurement; None when the check is off
-    contention: dict[str, Any] | None
+    contention: ContentionEvidence | None
     points: list[RemeasuredPoint]
-    schema_version: int = REMEASURE_SCHEMA_VERSION
+    schema_version: int = SCHEMA_VERSION
 
     @property
     def contended(self) -> bool:
-        return bool(self.contention and self.contention["contended"])
+        return self.contention is not None and self.contention.contended
 
     @property
     def first_front(self) -> list[RemeasuredPoint]:
@@ -175,7 +177,7 @@ class RemeasuredFront:
     def unused_reason(self, eligible_now: list[int]) -> str | None:
         """Why this re-measurement must not replace the search's front, or None."""
         if self.contended:
-            return (f"the host was busy while it ran ({'; '.join(self.contention['reasons'])}); "
+            return (f"the host was busy while it ran ({'; '.join(self.contention.reasons)}); "
                     "re-measure on a quiet host with 'harness report OUT --remeasure'")
         if sorted(eligible_now) != sorted(self.eligible):
             return (f"the study changed since ({len(eligible_now)} candidates could be on the "
@@ -183,14 +185,14 @@ class RemeasuredFront:
                     "--remeasure'")
         return None
 
-    def latency_record(self, point: RemeasuredPoint) -> dict[str, Any]:
-        """``point``'s re-measured latency in the shape of a trial's ``latency_ms``: median and
-        ci95 over the rounds (the bootstrap's); p90, cv, n, mean, min and max of the rounds'
-        drift-corrected samples pooled."""
+    def latency_record(self, point: RemeasuredPoint) -> LatencyRecord:
+        """``point``'s re-measured latency: median and ci95 over the rounds (the bootstrap's);
+        p90, cv, n, mean, min and max of the rounds' drift-corrected samples pooled."""
         pooled = summarize([s * r.drift_factor for r in point.rounds for s in r.samples_ms])
-        return {**pooled.to_dict(), "median": point.median_ms, "ci95": list(point.ci95_ms),
-                "status": "remeasured", "rounds": len(point.rounds),
-                "drift_corrected": self.drift_status == "corrected"}
+        return LatencyRecord.of_summary(
+            pooled, status="remeasured", rounds=len(point.rounds),
+            drift_corrected=self.drift_status == "corrected").with_interval(
+                point.median_ms, point.ci95_ms)
 
     def summary(self) -> str:
         """One line for the user: what changed, or why it is not used."""
@@ -207,18 +209,18 @@ class RemeasuredFront:
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return {**values, "points": [p.to_dict() for p in self.points],
+                "contention": self.contention.to_json() if self.contention else None,
                 "front_changes": self.front_changes}  # derived, for readers of the storage
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RemeasuredFront:
-        version = values.get("schema_version")
-        if version != REMEASURE_SCHEMA_VERSION:
-            raise StudyError(f"the study's {REMEASURE_ATTR} record has schema version "
-                             f"{shorten(version)}; this harness reads "
-                             f"{REMEASURE_SCHEMA_VERSION}")
+        values = migrate("remeasured-front", dict(values), values.get("schema_version"),
+                         f"the study's {REMEASURE_ATTR} record")
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{**{k: v for k, v in values.items() if k in fields},
-                      "points": [RemeasuredPoint.from_dict(p) for p in values["points"]]})
+                      "points": [RemeasuredPoint.from_dict(p) for p in values["points"]],
+                      "contention": (ContentionEvidence.from_json(values["contention"])
+                                     if values.get("contention") else None)})
 
 
 def stored_remeasurement(study_attrs: dict[str, Any]) -> RemeasuredFront | None:

@@ -38,8 +38,9 @@ from harness.devices import BaseDevice
 from harness.errors import BudgetError, ConfigError, DeviceError, StudyError, shorten
 from harness.knobs import BASELINE, KERNEL_KNOBS
 from harness.models import build_model
+from harness.records import SCHEMA_VERSION, CandidateRecord, TrialRecord
 from harness.runtimes import RuntimeRefused, get_runtime
-from harness.search.results import RESULT_SCHEMA_VERSION
+from harness.search.results import STUDY_VERSION_ATTR, TRIAL_VERSION_ATTR, trial_records
 from harness.search.storage import (
     default_storage,
     heartbeat,
@@ -206,8 +207,16 @@ class TrialOutcome:
 
     number: int
     state: TrialState
-    record: dict[str, Any]
+    record: TrialRecord
     duration_s: float
+
+    @classmethod
+    def of(cls, study: optuna.Study, trial: FrozenTrial,
+           duration_s: float | None = None) -> TrialOutcome:
+        """``duration_s`` defaults to the storage's, which has a worker's trials' too."""
+        if duration_s is None:
+            duration_s = trial.duration.total_seconds() if trial.duration else 0.0
+        return cls(trial.number, trial.state, trial_records(study, [trial])[0], duration_s)
 
 
 def measured_count(study: optuna.Study) -> int:
@@ -248,12 +257,12 @@ def _create_or_load(settings: SearchSettings, storage: optuna.storages.BaseStora
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=settings.study_name, storage=storage)
         deadline = time.monotonic() + METADATA_WAIT_S
-        while "result_schema_version" not in study.user_attrs and time.monotonic() < deadline:
+        while STUDY_VERSION_ATTR not in study.user_attrs and time.monotonic() < deadline:
             time.sleep(0.1)
         return study
     for key, value in settings.metadata().items():
         study.set_user_attr(key, value)
-    study.set_user_attr("result_schema_version", RESULT_SCHEMA_VERSION)  # last: metadata complete
+    study.set_user_attr(STUDY_VERSION_ATTR, SCHEMA_VERSION)  # last: metadata complete
     return study
 
 
@@ -410,8 +419,7 @@ def _run_trials(
         # another process on this host may have died meanwhile: its trial is retried here
         recover_orphans(study)
         if on_trial:
-            duration_s = time.perf_counter() - start
-            on_trial(TrialOutcome(trial.number, trial.state, trial.user_attrs, duration_s), study)
+            on_trial(TrialOutcome.of(study, trial, time.perf_counter() - start), study)
 
 
 def _run_one_trial(
@@ -429,6 +437,7 @@ def _run_one_trial(
         trial = study.ask()
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr(TRIAL_VERSION_ATTR, SCHEMA_VERSION)
     values, attrs = None, {}
     try:
         interrupts.raise_if_requested()
@@ -506,15 +515,15 @@ def evaluate(
     result = measure_candidate(config, settings.device, settings.estimator, settings.protocol,
                                inputs.get(config.img_size), shared_weights,
                                report=percentile_stopping(trial, trial.study))
-    for key, value in result.items():
+    for key, value in result.to_json().items():
         trial.set_user_attr(key, value)
-    latency_ms = result["latency_ms"]["median"]
+    latency_ms = result.measurement.median_ms
     for budget in settings.budgets:
         value = latency_ms if budget.metric == "latency_ms" else _cost_value(cost, budget)
         trial.set_constraint(budget.constraint_key, budget.violation(value))
     for key, value in device_violations.items():
         trial.set_constraint(key, value)
-    return latency_ms, result["accuracy"]["value"]
+    return latency_ms, result.accuracy["value"]
 
 
 def _constraint_keys(settings: SearchSettings) -> list[str]:
@@ -667,8 +676,8 @@ def measure_candidate(
     inputs: torch.Tensor | None = None,
     shared_weights: dict[str, torch.Tensor] | None = None,
     report: ReportIntermediate | None = None,
-) -> dict[str, Any]:
-    """Build, time and score one configuration; plain JSON values, phase times included.
+) -> CandidateRecord:
+    """Build, time and score one configuration, phase times included.
 
     ``report`` receives the estimator's intermediate accuracies (short training) and may stop
     the candidate by raising."""
@@ -680,17 +689,15 @@ def measure_candidate(
         generator = torch.Generator().manual_seed(INPUT_SEED)
         inputs = torch.randn(protocol.batch_size, 3, config.img_size, config.img_size,
                              generator=generator)
-    result: dict[str, Any] = {"knobs": [k.to_dict() for k in device.knob_support(config)]}
+    accuracy = None
     if estimator is not None:
         start = time.perf_counter()
-        result["accuracy"] = estimate_accuracy(model, config, estimator, report)
+        accuracy = estimate_accuracy(model, config, estimator, report)
         phase_s["accuracy"] = time.perf_counter() - start
-    evaluation = device.evaluate(config, model, inputs, protocol)
-    phase_s.update(evaluation.pop("phase_s"))
-    result.update(evaluation)
-    result["phase_s"] = phase_s
-    result["harness_version"] = harness.__version__
-    return result
+    measurement = device.evaluate(config, model, inputs, protocol)
+    return CandidateRecord(measurement=measurement, knobs=device.knob_support(config),
+                           accuracy=accuracy, harness_version=harness.__version__,
+                           phase_s={**phase_s, **measurement.phase_s})
 
 
 def estimate_accuracy(model: torch.nn.Module, config: CandidateConfig,

@@ -31,7 +31,7 @@ from harness.cost import estimate_cost
 from harness.environment import git_commit
 from harness.errors import ConfigError, FileError, shorten
 from harness.files import make_dir
-from harness.models import build_model
+from harness.models import build_model, shared_weights
 from harness.records import SCHEMA_VERSION, upgrade_energy_figure
 from harness.runtimes.base import PARITY_BOUNDS, check_parity, first_line, parity_inputs
 from harness.runtimes.onnx import INSTALL_HINT, export_onnx, export_refusal, missing_packages
@@ -355,7 +355,6 @@ def source_from_trial(study: Any, number: int, checkpoint: Any = None,
             measured, origin)
     if from_supernet:
         return _supernet_source(config, metadata, measured, origin)
-    from harness.search.study import shared_weights
     from harness.space import space_from_dict
 
     return ExportSource(config, shared_weights(space_from_dict(metadata["space"])),

@@ -9,6 +9,7 @@ is off builds nothing and costs nothing, so a model with every knob off is the p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -24,6 +25,9 @@ from harness.layers import (
     WindowAttention,
     sparsify_linears,
 )
+
+if TYPE_CHECKING:  # the space is only named here; it builds no model
+    from harness.space import SearchSpace
 
 
 class PatchEmbed(nn.Module):
@@ -238,3 +242,13 @@ def preset_config(name: str) -> CandidateConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown architecture {shorten(name)}; valid: {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def shared_weights(space: SearchSpace) -> dict[str, torch.Tensor] | None:
+    """Weights of the space's largest model, which every candidate inherits a slice of."""
+    try:
+        return build_model(space.largest_config()).state_dict()
+    except ConfigError:
+        # the smallest patch does not divide the largest image, or the default global attention
+        # is over a size limit in a space that runs only window or pooled attention
+        return None

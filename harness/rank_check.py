@@ -42,13 +42,12 @@ from harness.config import CandidateConfig
 from harness.cost import estimate_cost
 from harness.errors import ConfigError, FileError
 from harness.files import data_home, read_text, safe_name, write_atomically
-from harness.models import VisionTransformer, build_model
-from harness.search.study import shared_weights
+from harness.models import VisionTransformer, build_model, shared_weights
+from harness.records import SCHEMA_VERSION, RecordError, migrate, register_migrations
 from harness.space import Dimension, SearchSpace
 
 # 2: one record per run (every estimator, the baselines, the noise ceiling, the duration and the
 # command); 1 held one estimator against the reference, and is migrated when read.
-SCHEMA_VERSION = 2
 PUBLISHED_PACKAGE = "harness.published_rank_checks"
 BOOTSTRAP_RESAMPLES = 2000
 # Scored on every check: they cost nothing, and they are what an estimator has to beat (no proxy
@@ -175,19 +174,19 @@ class RankCheck:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RankCheck | None:
-        """The record ``values`` holds, schema 1 migrated; None for a schema this harness does not
-        know (written by a newer one). Raises KeyError or TypeError for a malformed record."""
-        version = values.get("schema_version")
-        if version == 1:
-            return _from_schema_1(values)
-        if version != SCHEMA_VERSION:
+        """The record ``values`` holds, older schemas migrated; None for a schema this harness
+        does not know (written by a newer one). Raises KeyError or TypeError for a malformed
+        record."""
+        try:
+            values = migrate("rank-check", values, values.get("schema_version"), "rank check")
+        except RecordError:
             return None
         ceiling = values["noise_ceiling"]
         return cls(**{**values, "rows": tuple(map(Correlation.from_dict, values["rows"])),
                       "noise_ceiling": ceiling and Correlation.from_dict(ceiling)})
 
 
-def _from_schema_1(values: dict[str, Any]) -> RankCheck:
+def _from_schema_1(values: dict[str, Any]) -> dict[str, Any]:
     """A schema-1 record (one estimator against the reference, uniform sampling, points holding
     the two values) as a run with that one row."""
     estimator, reference = values["estimator"], values["reference"]
@@ -199,7 +198,10 @@ def _from_schema_1(values: dict[str, Any]) -> RankCheck:
               for point in values["points"]]
     return RankCheck(values["space"], reference, {"spec": reference}, values["n"],
                      values["seed"], "uniform", (row,), None, points, None, None,
-                     values["created"])
+                     values["created"]).to_dict()
+
+
+register_migrations("rank-check", {1: _from_schema_1})
 
 
 def _duration(seconds: float) -> str:

@@ -44,18 +44,26 @@ def upgrade_energy_figure(document: dict[str, Any]) -> dict[str, Any]:
         if "energy" in document else document
 
 
-def _unchanged(document: dict[str, Any]) -> dict[str, Any]:
+# Result kind -> {version: step to version + 1}. A kind unchanged by a version steps with
+# ``unchanged``; a version that changes a kind's shape adds its step, and a stored file of the old
+# version to tests/fixtures/stored/. Kinds defined above this module (a rank check, a supernet, an
+# FPGA calibration record) register their steps where their shape is known.
+MIGRATIONS: dict[str, dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
+
+
+def register_migrations(kind: str,
+                        steps: dict[int, Callable[[dict[str, Any]], dict[str, Any]]]) -> None:
+    MIGRATIONS[kind] = steps
+
+
+def unchanged(document: dict[str, Any]) -> dict[str, Any]:
+    """The step of a kind a version did not change."""
     return document
 
 
-# Result kind -> {version: step to version + 1}. A kind unchanged by a version steps with
-# ``_unchanged``; a version that changes a kind's shape adds its step here and a stored file of
-# the old version to tests/fixtures/stored/.
-MIGRATIONS: dict[str, dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {
-    "trial": {1: upgrade_energy_figure},
-    "remeasured-front": {1: _unchanged},
-    "bench-result": {1: upgrade_energy_figure},
-}
+register_migrations("trial", {1: upgrade_energy_figure})
+register_migrations("remeasured-front", {1: unchanged})
+register_migrations("bench-result", {1: upgrade_energy_figure})
 
 
 def migrate(kind: str, document: dict[str, Any], version: Any, where: str) -> dict[str, Any]:

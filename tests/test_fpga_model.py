@@ -22,6 +22,7 @@ from harness.fpga.estimate import Engine, FpgaTarget, estimate
 from harness.fpga.kernels import kernel, kernel_from_name
 from harness.fpga.records import HlsReportError
 from harness.models import preset_config
+from harness.records import SCHEMA_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hls"
 CALIBRATION = FIXTURES / "calibration" / "zcu102"
@@ -54,7 +55,7 @@ def test_import_stores_versioned_json_once_and_skips_other_parts():
     files = sorted(calibration_dir("zcu102").glob("*.json"))
     assert len(files) == 23
     entry = json.loads(files[0].read_text())
-    assert entry["schema_version"] == 1 and entry["record"]["schema_version"] == 1
+    assert entry["schema_version"] == entry["record"]["schema_version"] == SCHEMA_VERSION
     assert entry["clock_mhz"] == 300.0 and len(entry["sha256"]) == 64
     again = import_reports([CALIBRATION], "zcu102", ZCU102_PART, 300.0)
     assert not again.stored and len(again.already_imported) == 23

@@ -10,6 +10,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.fpga import HlsReportError, detect_kind, find_reports, hls_show, parse_report
+from harness.records import SCHEMA_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures" / "hls"
 RESOURCE_KEYS = {"BRAM_18K", "DSP", "FF", "LUT", "URAM"}
@@ -285,7 +286,7 @@ def test_detect_kind_by_name_and_by_content(tmp_path):
 def test_hls_show_json_for_a_file_has_the_schema_keys():
     shown = json.loads(hls_show(FIXTURES / "vitis_2022_2_matmul_csynth.xml", as_json=True))
     assert COMMON_KEYS <= set(shown)
-    assert shown["schema_version"] == 1
+    assert shown["schema_version"] == SCHEMA_VERSION
     assert set(shown["latency_cycles"]) == {"best", "avg", "worst"}
     assert set(shown["interval"]) == {"min", "max"}
     assert set(shown["resources"]) == set(shown["available"]) == RESOURCE_KEYS

@@ -20,6 +20,7 @@ from harness.config import CandidateConfig
 from harness.cost import estimate_cost
 from harness.devices import get_device
 from harness.errors import ConfigError
+from harness.records import SCHEMA_VERSION
 from harness.timing import MeasurementProtocol
 
 TINY = CandidateConfig(embed_dim=32, depth=2, num_heads=1, head_dim=16, patch_size=8, img_size=32,
@@ -74,7 +75,7 @@ def test_rows_costs_and_speedups_are_consistent(result):
 
 def test_json_and_markdown_render_the_same_rows(result):
     document = json.loads(json.dumps(result.to_json({"host": "test"})))
-    assert document["schema_version"] == 1 and document["device"] == "fastcpu"
+    assert document["schema_version"] == SCHEMA_VERSION and document["device"] == "fastcpu"
     assert document["environment"] == {"host": "test"}
     assert document["measurement"]["rounds"] == 2 and document["measurement"]["threads"] == 1
     assert len(document["rows"]) == len(result.rows)

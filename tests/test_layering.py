@@ -82,6 +82,10 @@ def test_result_records_sit_below_everything_that_fills_or_reads_them():
                                              *ABOVE_MODELS)) == []
 
 
+def test_a_rank_check_builds_models_without_the_search():
+    assert _violations(["harness.rank_check"], SEARCH) == []
+
+
 def test_devices_never_import_search_bench_or_report():
     assert _violations(_modules("harness.devices"), (*SEARCH, *BENCH, *REPORT)) == []
 

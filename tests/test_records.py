@@ -44,6 +44,13 @@ def _study(out: Path) -> optuna.Study:
 
 
 def test_every_result_kind_migrates_from_every_version_ever_written():
+    import harness.accuracy.supernet
+    import harness.fpga.calibration
+    import harness.rank_check  # noqa: F401 - each registers the steps of its kind
+
+    # each kind has a test below on a file its version-1 harness wrote
+    assert set(MIGRATIONS) == {"trial", "remeasured-front", "bench-result", "rank-check",
+                               "supernet", "calibration-entry"}
     for kind, steps in MIGRATIONS.items():
         assert sorted(steps) == list(range(1, SCHEMA_VERSION)), kind
 
@@ -137,3 +144,38 @@ def test_a_measurement_round_trips_through_its_stored_form(tmp_path):
     again = BenchRunRecord.from_json(json.loads(json.dumps(record.to_json())), "stored")
     assert again.measurement == record.measurement
     assert MeasurementRecord.from_json(record.measurement.to_json()) == record.measurement
+
+
+def test_a_v1_rank_check_record_reads_as_one_row_of_the_current_shape():
+    from harness.rank_check import RankCheck, rank_checks_dir, stored_rank_checks
+
+    rank_checks_dir().mkdir(parents=True)
+    shutil.copy(STORED / "v1" / "rank-check.json", rank_checks_dir() / "tiny--proxy-dss.json")
+    stored = json.loads((STORED / "v1" / "rank-check.json").read_text())
+    [check] = stored_rank_checks("tiny")
+    assert stored["schema_version"] == 1 and check.schema_version == SCHEMA_VERSION
+    assert check.row("proxy:dss").kendall_tau == stored["kendall_tau"]
+    assert len(check.points) == stored["n"]
+    assert RankCheck.from_dict({**stored, "schema_version": SCHEMA_VERSION + 1}) is None
+
+
+def test_a_v1_supernet_record_is_kept_not_retrained():
+    from harness.accuracy.supernet import SupernetRecord
+
+    path = STORED / "v1" / "supernet.json"
+    stored = json.loads(path.read_text())
+    record = SupernetRecord.from_json(path.read_text(), str(path))
+    assert stored["schema_version"] == 1 and record.schema_version == SCHEMA_VERSION
+    assert record.heldout == stored["heldout"] and record.steps == stored["steps"]
+
+
+def test_a_v1_fpga_calibration_record_still_calibrates():
+    from harness.fpga.calibration import calibration_dir, load_entries
+
+    calibration_dir("zcu102").mkdir(parents=True)
+    shutil.copy(STORED / "v1" / "calibration-entry.json", calibration_dir("zcu102") / "a.json")
+    stored = json.loads((STORED / "v1" / "calibration-entry.json").read_text())
+    [entry] = load_entries("zcu102")
+    assert stored["schema_version"] == stored["record"]["schema_version"] == 1
+    assert entry["schema_version"] == entry["record"]["schema_version"] == SCHEMA_VERSION
+    assert entry["record"]["latency_cycles"] == stored["record"]["latency_cycles"]

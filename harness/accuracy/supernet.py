@@ -57,6 +57,7 @@ from harness.files import data_home, make_dir, read_bytes, read_text, safe_name,
 from harness.layers import sparsify_linears
 from harness.models import VisionTransformer, build_model, leading_slice
 from harness.precision import convert_precision
+from harness.records import SCHEMA_VERSION, RecordError, migrate, register_migrations, unchanged
 from harness.space import SearchSpace
 
 # Bump when the training recipe changes: supernets of another recipe are then not reused.
@@ -80,7 +81,7 @@ _SCORED_ONLY = {"precision": "fp32", "weight_sparsity": "dense", "runtime": "eag
 _BUDGET = re.compile(r"(?P<amount>\d+)(?P<unit>steps|s)")
 _SEED = re.compile(r"seed(?P<seed>\d+)")
 RECORD_KIND = "harness-supernet"
-RECORD_SCHEMA_VERSION = 1
+register_migrations("supernet", {1: unchanged})
 
 
 class SupernetError(ConfigError):
@@ -160,7 +161,7 @@ class SupernetRecord:
     recipe_version: int
     created: str
     kind: str = RECORD_KIND
-    schema_version: int = RECORD_SCHEMA_VERSION
+    schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,10 +177,8 @@ class SupernetRecord:
             values = json.loads(text)
             if values.get("kind") != RECORD_KIND:
                 raise ValueError(f"kind {values.get('kind')!r}")
-            if values.get("schema_version") != RECORD_SCHEMA_VERSION:
-                raise ValueError(f"schema_version {values.get('schema_version')!r}")
-            return cls(**values)
-        except (ValueError, TypeError, AttributeError) as error:
+            return cls(**migrate("supernet", values, values.get("schema_version"), "record"))
+        except (ValueError, TypeError, AttributeError, RecordError) as error:
             raise SupernetError(f"{where}: not a supernet record of this harness ({error}); "
                                 "remove the folder and the supernet is trained again") from None
 

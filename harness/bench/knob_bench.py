@@ -29,12 +29,11 @@ from harness.errors import ConfigError, shorten
 from harness.knobs import BASELINE
 from harness.layers import inference_context
 from harness.models import build_model
-from harness.records import KnobSupport
+from harness.records import SCHEMA_VERSION, KnobSupport
 from harness.runtimes import get_runtime
 from harness.stats import median_ci
 from harness.timing import MeasurementProtocol, warm_up
 
-SCHEMA_VERSION = 1
 MODEL_SEED = 0  # dense and knob model share it: identical weights apart from the knob
 INPUT_SEED = 0
 # The switches that turn every knob off: the dense fp32 reference of an architecture.

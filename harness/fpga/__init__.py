@@ -9,10 +9,9 @@ from harness.fpga.hls_reports import (
     hls_show,
     parse_report,
 )
-from harness.fpga.records import SCHEMA_VERSION, HlsReportError, ReportRecord
+from harness.fpga.records import HlsReportError, ReportRecord
 
 __all__ = [
-    "SCHEMA_VERSION",
     "HlsReportError",
     "ReportRecord",
     "detect_kind",

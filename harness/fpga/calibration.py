@@ -51,8 +51,8 @@ from harness.files import (
 from harness.fpga.hls_reports import find_reports, parse_report
 from harness.fpga.kernels import OPERATOR_PARAMS, KernelSpec, kernel_from_name
 from harness.fpga.records import HlsReportError, ReportRecord
+from harness.records import SCHEMA_VERSION, RecordError, migrate, register_migrations
 
-ENTRY_SCHEMA_VERSION = 1
 POWER_RESOURCES = ("LUT", "FF", "BRAM_18K", "DSP")
 FITTED_RESOURCES = ("DSP", "LUT", "FF")
 PS_COMPONENTS = ("PS7", "PS8")
@@ -142,7 +142,7 @@ def _store(record: ReportRecord, device: str, clock_mhz: float, store: Path) -> 
         if previous_clock == clock_mhz:
             return previous_clock
     entry = {
-        "schema_version": ENTRY_SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION,
         "device": device,
         "imported_from": str(source.resolve()),
         "sha256": digest,
@@ -164,10 +164,21 @@ def _read_entry(path: Path) -> dict[str, Any]:
         entry = json.loads(read_text(path, "calibration record"))
     except json.JSONDecodeError as error:
         raise HlsReportError(f"{path}: not a readable calibration record ({error})") from None
-    if not isinstance(entry, dict) or entry.get("schema_version") != ENTRY_SCHEMA_VERSION:
-        raise HlsReportError(f"{path}: schema_version: expected {ENTRY_SCHEMA_VERSION}; "
-                             f"re-import the reports with 'harness hls import'")
-    return entry
+    if not isinstance(entry, dict):
+        raise HlsReportError(f"{path}: not a calibration record; re-import the reports with "
+                             "'harness hls import'")
+    try:
+        return migrate("calibration-entry", entry, entry.get("schema_version"), str(path))
+    except RecordError as error:
+        raise HlsReportError(f"{error}; re-import the reports with 'harness hls import'") from None
+
+
+def _record_follows_its_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 to 2: the stored report record carries the entry's version."""
+    return {**entry, "record": {**entry["record"], "schema_version": 2}}
+
+
+register_migrations("calibration-entry", {1: _record_follows_its_entry})
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.errors import HarnessError, shorten
+from harness.records import SCHEMA_VERSION
 
-SCHEMA_VERSION = 1
 RESOURCE_KEYS = ("BRAM_18K", "DSP", "FF", "LUT", "URAM")
 UNKNOWN_VALUES = frozenset({"", "undef", "?", "-", "--", "---", "na", "n/a", "unspecified"})
 

@@ -35,9 +35,9 @@ from harness.checkpoint import Checkpoint
 from harness.config import CandidateConfig
 from harness.cost import Cost, estimate_cost
 from harness.devices import BaseDevice
-from harness.errors import BudgetError, ConfigError, DeviceError, StudyError, shorten
+from harness.errors import BudgetError, DeviceError, StudyError, shorten
 from harness.knobs import BASELINE, KERNEL_KNOBS
-from harness.models import build_model
+from harness.models import build_model, shared_weights
 from harness.records import SCHEMA_VERSION, CandidateRecord, TrialRecord
 from harness.runtimes import RuntimeRefused, get_runtime
 from harness.search.results import STUDY_VERSION_ATTR, TRIAL_VERSION_ATTR, trial_records
@@ -476,16 +476,6 @@ def inherited_weights(space: SearchSpace, checkpoint: Checkpoint | None
     """The weights every candidate of a search is built on: the checkpoint's (``--weights``),
     or else a slice of the space's largest model (``shared_weights``)."""
     return checkpoint.tensors if checkpoint else shared_weights(space)
-
-
-def shared_weights(space: SearchSpace) -> dict[str, torch.Tensor] | None:
-    """Weights of the space's largest model, which every candidate inherits a slice of."""
-    try:
-        return build_model(space.largest_config()).state_dict()
-    except ConfigError:
-        # the smallest patch does not divide the largest image, or the default global attention
-        # is over a size limit in a space that runs only window or pooled attention
-        return None
 
 
 def evaluate(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from harness.errors import BudgetError, shorten
 
@@ -27,6 +28,13 @@ _PATTERN = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*([a-z]+)\s*$")
 # A Python call of a PyTorch module, or one CUDA kernel launch, costs several microseconds.
 MIN_LATENCY_MS = 0.01
 VALID_FORMS = "a number and a unit, e.g. 1gflop, 500mflop, 1.5gmac, 5ms, 20mparams"
+# metric -> (scale, unit of a limit, unit of an amount, the ``Cost`` attribute it bounds; None:
+# a measured figure)
+_METRICS: dict[str, tuple[float, str, str, str | None]] = {
+    "macs": (1e9, "GMACs", "GMACs", "macs"),
+    "params": (1e6, "M params", "M parameters", "params"),
+    "latency_ms": (1.0, "ms latency", "ms", None),
+}
 
 
 @dataclass(frozen=True)
@@ -39,13 +47,27 @@ class Budget:
     def constraint_key(self) -> str:
         return f"budget:{self.metric}"
 
+    @property
+    def on_cost(self) -> bool:
+        """Whether the budget bounds the analytic cost (checked before a candidate is built),
+        not a measured figure."""
+        return _METRICS[self.metric][3] is not None
+
+    def cost_value(self, cost: Any) -> float:
+        """The figure of ``cost`` (a ``harness.cost.Cost``) this budget bounds."""
+        return getattr(cost, _METRICS[self.metric][3])
+
+    def amount(self, value: float) -> str:
+        """``value`` in the metric's unit, for messages: ``0.125 GMACs``."""
+        scale, _, unit, _ = _METRICS[self.metric]
+        return f"{value / scale:.3f} {unit}"
+
     def violation(self, value: float) -> float:
         """Relative excess over the limit: <= 0 is within budget."""
         return (value - self.limit) / self.limit
 
     def describe(self) -> str:
-        scale, unit = {"macs": (1e9, "GMACs"), "params": (1e6, "M params"),
-                       "latency_ms": (1.0, "ms latency")}[self.metric]
+        scale, unit, _, _ = _METRICS[self.metric]
         return f"<= {self.limit / scale:g} {unit} ({self.text})"
 
 

@@ -487,8 +487,8 @@ def evaluate(
     config = settings.space.suggest(trial)
     cost = estimate_cost(config)
     record_cost(trial, config, cost)
-    static = [b for b in settings.budgets if b.metric != "latency_ms"]
-    violations = {b.constraint_key: b.violation(_cost_value(cost, b)) for b in static}
+    static = [b for b in settings.budgets if b.on_cost]
+    violations = {b.constraint_key: b.violation(b.cost_value(cost)) for b in static}
     over = [b.describe() for b in static if violations[b.constraint_key] > 0]
     device_violations = settings.device.resource_violations(config, settings.protocol.batch_size)
     violations.update(device_violations)
@@ -509,7 +509,7 @@ def evaluate(
         trial.set_user_attr(key, value)
     latency_ms = result.measurement.median_ms
     for budget in settings.budgets:
-        value = latency_ms if budget.metric == "latency_ms" else _cost_value(cost, budget)
+        value = budget.cost_value(cost) if budget.on_cost else latency_ms
         trial.set_constraint(budget.constraint_key, budget.violation(value))
     for key, value in device_violations.items():
         trial.set_constraint(key, value)
@@ -617,13 +617,12 @@ def restrict_to_runtime(space: SearchSpace, device: BaseDevice
 def check_budgets_reachable(space: SearchSpace, budgets: list[Budget]) -> None:
     """Refuse MAC/parameter budgets that even the cheapest configuration of the space exceeds."""
     costs = [estimate_cost(config) for config in space.corner_configs()]
-    for budget in (b for b in budgets if b.metric != "latency_ms"):
-        smallest = min(_cost_value(cost, budget) for cost in costs)
+    for budget in (b for b in budgets if b.on_cost):
+        smallest = min(budget.cost_value(cost) for cost in costs)
         if budget.violation(smallest) > 0:
-            scale, unit = (1e9, "GMACs") if budget.metric == "macs" else (1e6, "M parameters")
             raise BudgetError(
                 f"no configuration of space {shorten(space.name)} meets budget "
-                f"{shorten(budget.text)}: the smallest needs {smallest / scale:.3f} {unit}"
+                f"{shorten(budget.text)}: the smallest needs {budget.amount(smallest)}"
             )
 
 
@@ -652,10 +651,6 @@ def record_cost(trial: optuna.Trial, config: CandidateConfig, cost: Cost) -> Non
     trial.set_user_attr("gmacs", cost.gmacs)
     trial.set_user_attr("effective_gmacs", cost.effective_gmacs)
     trial.set_user_attr("params_m", cost.params_m)
-
-
-def _cost_value(cost: Cost, budget: Budget) -> float:
-    return cost.macs if budget.metric == "macs" else cost.params
 
 
 def measure_candidate(

@@ -144,15 +144,6 @@ class RankCheck:
             return f"Run of {self.created} (schema 1: duration and command not recorded)."
         return f"Run of {self.created}, took {_duration(self.duration_s)}: {self.command}"
 
-    def table(self) -> str:
-        """The result as Markdown: heading, one line per estimator, baseline and the noise
-        ceiling, then when, how long and the command."""
-        lines = [f"| `{row.estimator}`{f' ({note})' if note else ''} | {row.tau_text()} | "
-                 f"{row.rho_text()} | {row.n} |" for note, row in self.table_rows()]
-        return "\n".join([self.heading(), "",
-                          "| estimator | Kendall τ [95% CI] | Spearman ρ [95% CI] | n |",
-                          "|---|---|---|---|", *lines, "", self.footing()])
-
     def quote(self, estimator: str) -> str:
         """What a search report says about ``estimator``'s ranking quality, from this check."""
         row = self.row(estimator)

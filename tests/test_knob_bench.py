@@ -21,6 +21,7 @@ from harness.cost import estimate_cost
 from harness.devices import get_device
 from harness.errors import ConfigError
 from harness.records import SCHEMA_VERSION
+from harness.report.knob_bench import knob_bench_markdown
 from harness.timing import MeasurementProtocol
 
 TINY = CandidateConfig(embed_dim=32, depth=2, num_heads=1, head_dim=16, patch_size=8, img_size=32,
@@ -82,7 +83,7 @@ def test_json_and_markdown_render_the_same_rows(result):
     row = document["rows"][0]
     assert row["mac_reduction"] == result.rows[0].mac_reduction
     assert {"speedup_per_mac_reduction", "speedup_ci95", "knobs", "how"} <= set(row)
-    markdown = result.to_markdown()
+    markdown = knob_bench_markdown(result)
     assert markdown.count("\n## ") + markdown.startswith("## ") == 4
     assert markdown.count("| knob | GMACs |") == 4
     assert "## fastcpu · tiny_merged · batch 2" in markdown

@@ -25,6 +25,7 @@ from harness.rank_check import (
     save_rank_check,
     stratified_choice,
 )
+from harness.report.rank_check import rank_check_markdown
 from harness.search.study import run_search
 from harness.space import load_space, parse_space
 
@@ -178,7 +179,7 @@ def test_the_noise_ceiling_compares_two_seeds_of_a_training_reference(tiny_space
     assert ceiling.kendall_tau == pytest.approx(stats.kendalltau(values[1], values[0]).statistic,
                                                 nan_ok=True)
     assert check.reference_metadata["seed"] == 0
-    lines = check.table().splitlines()
+    lines = rank_check_markdown(check).splitlines()
     assert lines[0] == ("Rank check of tiny: 5 architectures (stratified sampling, seed 0) "
                         "against train:digits@3steps")
     assert lines[2:4] == ["| estimator | Kendall τ [95% CI] | Spearman ρ [95% CI] | n |",
@@ -296,7 +297,7 @@ def test_stored_records_of_schema_1_are_migrated_and_newer_runs_supersede_them(t
                                        "proxy:params": {"value": 0.2}}
     assert old.quote("proxy:dss") == ("proxy:dss: Kendall τ 0.333 [95% CI -1.000, 1.000] "
                                       "against proxy:params on 3 architectures (uniform sampling)")
-    assert "schema 1: duration and command not recorded" in old.table()
+    assert "schema 1: duration and command not recorded" in rank_check_markdown(old)
     assert known_rank_checks("tiny", "proxy:gmacs") == []
     new = rank_check(load_space(str(tiny_space_file)), [get_estimator("proxy:dss")],
                      get_estimator("proxy:params"), n=4)

@@ -143,7 +143,7 @@ class KnobRow:
 
 @dataclass(frozen=True)
 class KnobBenchResult:
-    """Rows of one benchmark run with how they were measured; rendered to JSON and Markdown."""
+    """Rows of one benchmark run with how they were measured (Markdown: ``harness.report.knob_bench``)."""
 
     device: str
     measurement: dict[str, Any]
@@ -153,31 +153,6 @@ class KnobBenchResult:
         return {"schema_version": SCHEMA_VERSION, "device": self.device,
                 "environment": environment, "measurement": self.measurement,
                 "rows": [row.to_dict() for row in self.rows]}
-
-    def to_markdown(self) -> str:
-        groups: dict[tuple[str, str, int], list[KnobRow]] = {}
-        for row in self.rows:
-            groups.setdefault((row.device, row.arch, row.batch_size), []).append(row)
-        return "\n".join(_markdown_table(*key, group) for key, group in groups.items())
-
-
-_COLUMNS = ("knob", "GMACs", "eff. GMACs", "params (M)", "latency (ms)", "dense (ms)",
-            "speed-up [95% CI]", "MAC reduction", "speed-up / MAC reduction", "accelerated", "how")
-
-
-def _markdown_table(device: str, arch: str, batch_size: int, rows: list[KnobRow]) -> str:
-    lines = [f"## {device} · {arch} · batch {batch_size}", "",
-             f"Dense fp32 reference: {rows[0].dense_gmacs:.3f} GMACs per image.", "",
-             "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-    for row in rows:
-        low, high = row.speedup_ci95
-        cells = [row.knob.replace("|", "\\|"), f"{row.gmacs:.3f}", f"{row.effective_gmacs:.3f}",
-                 f"{row.params_m:.2f}", f"{row.latency_ms:.2f}", f"{row.dense_latency_ms:.2f}",
-                 f"{row.speedup:.2f}x [{low:.2f}, {high:.2f}]", f"{row.mac_reduction:.2f}x",
-                 f"{row.speedup_per_mac_reduction:.2f}", "yes" if row.accelerated else "no",
-                 row.how.replace("|", "\\|")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 Prepared = tuple[torch.nn.Module, torch.Tensor]

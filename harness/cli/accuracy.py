@@ -95,6 +95,7 @@ def cmd_rank_check(args: argparse.Namespace) -> int:
     from harness.config import parse_set_options
     from harness.files import check_writable_dir
     from harness.rank_check import SAMPLINGS, rank_check, save_rank_check
+    from harness.report.rank_check import rank_check_markdown
     from harness.space import load_space
 
     _check_rank_check_counts(args, SAMPLINGS)
@@ -136,7 +137,7 @@ def cmd_rank_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(check.to_dict(), indent=2))
     else:
-        print(check.table())
+        print(rank_check_markdown(check))
         print(f"written: {', '.join(map(str, written))}")
     return 0
 

@@ -137,6 +137,7 @@ def cmd_bench_knobs(args: argparse.Namespace) -> int:
     from harness.errors import DeviceError
     from harness.files import check_writable_dir, write_atomically
     from harness.models import preset_config
+    from harness.report.knob_bench import knob_bench_markdown
 
     if args.out:
         check_writable_dir(args.out)
@@ -164,7 +165,7 @@ def cmd_bench_knobs(args: argparse.Namespace) -> int:
     result = bench_knobs(device, archs, args.batch_size, settings, args.rounds, args.iters, on_row,
                          weights=checkpoint.tensors if checkpoint else None)
     document = json.dumps(result.to_json(capture_environment(device)), indent=2) + "\n"
-    markdown = result.to_markdown()
+    markdown = knob_bench_markdown(result)
     if args.out:
         write_atomically(args.out / "knobs.json", document)
         write_atomically(args.out / "knobs.md", markdown)

@@ -9,6 +9,16 @@ from harness.rank_check import BOOTSTRAP_RESAMPLES, RankCheck
 from harness.report.page import escape, img, new_figure, page, png
 
 
+def rank_check_markdown(check: RankCheck) -> str:
+    """The result as Markdown: heading, one line per estimator, baseline and the noise
+    ceiling, then when, how long and the command."""
+    lines = [f"| `{row.estimator}`{f' ({note})' if note else ''} | {row.tau_text()} | "
+             f"{row.rho_text()} | {row.n} |" for note, row in check.table_rows()]
+    return "\n".join([check.heading(), "",
+                      "| estimator | Kendall τ [95% CI] | Spearman ρ [95% CI] | n |",
+                      "|---|---|---|---|", *lines, "", check.footing()])
+
+
 def _scatter_plots(check: RankCheck) -> str:
     """One scatter plot per line of the table, each estimator's scores against the reference's,
     as PNG bytes."""

@@ -38,7 +38,7 @@ from harness.devices.lock import exclusive_timing
 from harness.devices.probe import ProbeCalibration
 from harness.errors import DeviceError, StudyError, shorten
 from harness.models import build_model
-from harness.records import ContentionEvidence, DriftCorrection
+from harness.records import ContentionEvidence, DriftCorrection, TrialRecord
 from harness.search.results import (
     MAX_CANDIDATES,
     REMEASURE_ATTR,
@@ -47,6 +47,7 @@ from harness.search.results import (
     RoundTiming,
     eligible_for_front,
     pareto_trials,
+    trial_records,
 )
 from harness.search.study import inherited_weights, search_inputs
 from harness.space import SearchSpace, space_from_dict
@@ -104,7 +105,8 @@ def bootstrap_front(round_medians_ms: np.ndarray, accuracy: np.ndarray,
     )
 
 
-def select_candidates(front: list[FrozenTrial], eligible: list[FrozenTrial]
+def select_candidates(front: list[FrozenTrial], eligible: list[FrozenTrial],
+                      records: dict[int, TrialRecord]
                       ) -> tuple[list[FrozenTrial], list[FrozenTrial]]:
     """(to re-measure, left out): the ``front``, and every other ``eligible`` trial that would
     not be dominated if its latency were the lower bound of its 95% CI, the others at their
@@ -113,7 +115,7 @@ def select_candidates(front: list[FrozenTrial], eligible: list[FrozenTrial]
     if not eligible:
         return [], []
     medians = np.array([t.values[0] for t in eligible])
-    lower = np.array([t.user_attrs["latency_ms"]["ci95"][0] for t in eligible])
+    lower = np.array([records[t.number].latency.ci95[0] for t in eligible])
     accuracy = np.array([t.values[1] for t in eligible])
     reaching = ~dominated(lower, accuracy, by_latency_ms=medians)
     on_front = {t.number for t in front}
@@ -140,6 +142,7 @@ class _Candidate:
     model: torch.nn.Module
     inputs: torch.Tensor
     rounds: list[RoundTiming]
+    search_ci95_ms: tuple[float, float]  # the search's interval of its median
 
 
 def remeasure_front(
@@ -166,18 +169,20 @@ def remeasure_front(
     trials = study.get_trials(deepcopy=False)
     eligible = [t for t in trials if eligible_for_front(t)]
     front = pareto_trials(study, trials)
-    chosen, left_out = select_candidates(front, eligible)
+    records = {r.number: r for r in trial_records(study, eligible)}
+    chosen, left_out = select_candidates(front, eligible, records)
     if not chosen:
         return None
     weights = inherited_weights(space, checkpoint)
     inputs = search_inputs(space, protocol.batch_size)
     candidates = []
     for trial in chosen:  # built and prepared once, outside the timing lock
-        config = CandidateConfig.from_dict(trial.user_attrs["config"])
+        config = CandidateConfig.from_dict(records[trial.number].config)
         model, prepared = device.prepare(build_model(config, shared_weights=weights),
                                          inputs[config.img_size], config)
         model, _ = device.deploy(model, prepared, config, protocol)
-        candidates.append(_Candidate(trial, model, prepared, []))
+        candidates.append(_Candidate(trial, model, prepared, [],
+                                     records[trial.number].latency.ci95))
     say(f"re-measuring {len(chosen)} candidates ({len(front)} on the front, the others "
         f"within their CI of it) in {rounds} interleaved rounds, each candidate timed "
         f"{min(round_s, protocol.time_cap_s):.2f} s per round"
@@ -223,7 +228,7 @@ def _record(candidates: list[_Candidate], first_front: set[int], eligible: list[
         RemeasuredPoint(
             trial=c.trial.number, accuracy=float(accuracy[i]),
             search_median_ms=c.trial.values[0],
-            search_ci95_ms=tuple(c.trial.user_attrs["latency_ms"]["ci95"]), rounds=c.rounds,
+            search_ci95_ms=c.search_ci95_ms, rounds=c.rounds,
             median_ms=float(boot.medians_ms[i]),
             ci95_ms=(float(boot.ci95_ms[i, 0]), float(boot.ci95_ms[i, 1])),
             p_dominated=float(boot.p_dominated[i]),

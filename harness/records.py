@@ -433,7 +433,7 @@ SAMPLE_KEYS = ("latency_samples_ms", "probe_samples_ms", "retaken_samples_ms")
 
 @dataclass(frozen=True)
 class CandidateRecord:
-    """One configuration built, scored and measured (``harness.search.study.measure_candidate``):
+    """One configuration built, scored and measured (``harness.search.objective.measure_candidate``):
     what a trial stores and ``harness measure`` prints."""
 
     measurement: MeasurementRecord

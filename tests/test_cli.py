@@ -67,7 +67,7 @@ def test_measure_estimates_accuracy_only_when_asked_even_without_latency(fast_de
     def never(*args, **kwargs):
         raise AssertionError("no estimator runs unless --accuracy is given")
 
-    monkeypatch.setattr("harness.search.study.estimate_accuracy", never)
+    monkeypatch.setattr("harness.search.objective.estimate_accuracy", never)
     assert main(["measure", "--arch", "deit_tiny", "--device", str(fast_device_file),
                  "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -24,7 +24,7 @@ from harness.layers import (
     merge_tokens,
 )
 from harness.models import build_model, preset_config
-from harness.search.study import restrict_to_device
+from harness.search.preflight import restrict_to_device
 from harness.space import parse_space
 
 # ToMe (Bolya et al. 2023, Table 10 / Fig. 4): GMACs for a constant r per block.

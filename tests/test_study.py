@@ -11,7 +11,8 @@ from harness.budget import parse_budgets
 from harness.cost import estimate_cost
 from harness.devices import get_device
 from harness.errors import StudyError
-from harness.search.study import Interrupts, SearchSettings, measured_count, run_search
+from harness.search.interrupts import Interrupts
+from harness.search.study import SearchSettings, measured_count, run_search
 from harness.space import load_space
 
 
@@ -137,7 +138,7 @@ def test_an_interrupt_swallowed_mid_trial_still_stops_the_search(tiny_space_file
     import signal
     import time
 
-    from harness.search.study import SearchInterrupted
+    from harness.search.interrupts import SearchInterrupted
 
     def interrupt_and_swallow(outcome, study):
         # As when SIGINT lands in a finaliser: Python prints the KeyboardInterrupt and drops it.

@@ -67,7 +67,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from harness.devices import get_device
     from harness.environment import capture_environment
     from harness.models import build_model
-    from harness.search.study import estimate_accuracy, measure_candidate
+    from harness.search.objective import estimate_accuracy, measure_candidate
     from harness.space import load_space
 
     config = config_from_args(args)

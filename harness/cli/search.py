@@ -119,17 +119,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     from harness.config import parse_set_options
     from harness.devices import get_device
     from harness.files import check_writable_dir, named_child, renamed_note
+    from harness.search.interrupts import SearchInterrupted
     from harness.search.local_workers import run_local_workers
-    from harness.search.progress import Progress
-    from harness.search.study import (
-        SearchInterrupted,
-        SearchSettings,
+    from harness.search.preflight import (
         check_budgets_reachable,
         check_device_fits,
         restrict_to_device,
         restrict_to_runtime,
-        run_search,
     )
+    from harness.search.progress import Progress
+    from harness.search.study import SearchSettings, run_search
     from harness.space import load_space
 
     is_worker = args.command == "worker"
@@ -208,7 +207,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _check_search_options(args: argparse.Namespace, is_worker: bool, workers: int) -> None:
     """The numbers and names of ``search``/``worker`` that need no file: one line if wrong."""
-    from harness.search.study import SAMPLERS
+    from harness.search.samplers import SAMPLERS
 
     if is_worker and args.trials is None and args.timeout is None:
         raise UsageError("a worker needs --trials N or --timeout S (or both)")

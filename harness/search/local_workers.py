@@ -23,9 +23,9 @@ import optuna
 
 from harness.errors import StudyError
 from harness.notices import notice
+from harness.search.interrupts import SearchInterrupted
 from harness.search.storage import recover_orphans, retries_waiting
 from harness.search.study import (
-    SearchInterrupted,
     SearchSettings,
     TrialOutcome,
     create_or_resume,

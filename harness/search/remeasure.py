@@ -39,6 +39,7 @@ from harness.devices.probe import ProbeCalibration
 from harness.errors import DeviceError, StudyError, shorten
 from harness.models import build_model
 from harness.records import ContentionEvidence, DriftCorrection, TrialRecord
+from harness.search.objective import inherited_weights, search_inputs
 from harness.search.results import (
     MAX_CANDIDATES,
     REMEASURE_ATTR,
@@ -49,7 +50,6 @@ from harness.search.results import (
     pareto_trials,
     trial_records,
 )
-from harness.search.study import inherited_weights, search_inputs
 from harness.space import SearchSpace, space_from_dict
 from harness.timing import MeasurementProtocol
 

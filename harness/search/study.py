@@ -1,46 +1,47 @@
-"""The Optuna study: sample a candidate, cost it, measure it, record it; resumable.
+"""The Optuna study: create or resume it with its metadata, then ask, evaluate and tell trials
+until it holds enough (``run_search``); every outcome is recorded, an interruption included.
 
-Objectives: measured latency median (minimise) and the accuracy estimate (maximise). Budgets are
-hard constraints (``trial.set_constraint``). A candidate over a MAC or parameter budget is rejected
-by the analytic counter before anything is built: its trial is told PRUNED with its constraint
-values set, which TPE learns from (it ranks infeasible trials by violation).
-
-Everything a trial produced is stored as plain JSON in its user attributes, so the report and
-``pareto.json`` can be rebuilt from the storage alone.
+Everything a trial produced is stored as typed records in its user attributes
+(``harness.records``), so the report and ``pareto.json`` can be rebuilt from the storage alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
 import harness
-from harness.accuracy import BaseAccuracyEstimator, ReportIntermediate
+from harness.accuracy import BaseAccuracyEstimator
 from harness.budget import Budget
 from harness.checkpoint import Checkpoint
-from harness.config import CandidateConfig
-from harness.cost import Cost, estimate_cost
 from harness.devices import BaseDevice
-from harness.errors import BudgetError, DeviceError, StudyError, shorten
-from harness.knobs import BASELINE, KERNEL_KNOBS
-from harness.models import build_model, shared_weights
-from harness.records import SCHEMA_VERSION, CandidateRecord, TrialRecord
-from harness.runtimes import RuntimeRefused, get_runtime
+from harness.errors import StudyError, shorten
+from harness.records import SCHEMA_VERSION, TrialRecord
+from harness.search.interrupts import (
+    INTERRUPTED_ATTRS,
+    Interrupts,
+    SearchInterrupted,
+    interrupt_requests,
+)
+from harness.search.objective import (
+    AccuracyPruned,
+    RejectedBeforeMeasurement,
+    evaluate,
+    inherited_weights,
+    search_inputs,
+)
 from harness.search.results import STUDY_VERSION_ATTR, TRIAL_VERSION_ATTR, trial_records
+from harness.search.samplers import SAMPLERS, TrialSeededSampler
 from harness.search.storage import (
     default_storage,
     heartbeat,
@@ -53,99 +54,15 @@ from harness.space import SearchSpace
 from harness.timing import MeasurementProtocol
 
 DIRECTIONS = ("minimize", "maximize")
+
+
 OBJECTIVE_NAMES = ("latency_ms", "accuracy")
-INPUT_SEED = 0
+
+
 MAX_REJECTED_IN_A_ROW = 2000
+
+
 METADATA_WAIT_S = 30  # for the process that created the study to store its metadata
-INTERRUPTED_ATTRS = {"interrupted": True, "error": "interrupted by the user; re-run"}
-
-
-def _tpe(seed: int | None) -> optuna.samplers.BaseSampler:
-    # multivariate + group: per-layer keys appear only for some depths (a dynamic space).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-
-
-def _random(seed: int | None) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
-SAMPLERS: dict[str, Callable[[int | None], optuna.samplers.BaseSampler]] = {
-    "tpe": _tpe,
-    "random": _random,
-}
-
-
-def trial_seed(seed: int, number: int) -> int:
-    """The seed of trial ``number`` of a search seeded ``seed`` (``SeedSequence`` mixes the two:
-    searches seeded S and S+1 do not draw shifted copies of one sequence)."""
-    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
-
-
-class TrialSeededSampler(optuna.samplers.BaseSampler):
-    """Delegates each trial to a sampler of its own, seeded from the search's seed and the
-    trial's number.
-
-    Proposals then never depend on which process asks: processes sharing a study hold different
-    trial numbers, so they never repeat each other's proposals, while ``--seed`` still fixes
-    every trial's random numbers, across resumes too."""
-
-    def __init__(self, make: Callable[[int | None], optuna.samplers.BaseSampler],
-                 seed: int | None) -> None:
-        self._make, self._seed = make, seed
-        self._number: int | None = None
-        self._sampler: optuna.samplers.BaseSampler | None = None
-
-    def _for(self, trial: FrozenTrial) -> optuna.samplers.BaseSampler:
-        # Built at the trial's ``before_trial`` (Optuna calls it from ``Trial.__init__``) and
-        # kept for its parameters, which are sampled lazily afterwards, and its ``after_trial``.
-        if trial.number != self._number:
-            seed = None if self._seed is None else trial_seed(self._seed, trial.number)
-            self._number, self._sampler = trial.number, self._make(seed)
-        return self._sampler
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._for(trial).before_trial(study, trial)
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial
-                                    ) -> dict[str, optuna.distributions.BaseDistribution]:
-        return self._for(trial).infer_relative_search_space(study, trial)
-
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
-                        search_space: dict[str, optuna.distributions.BaseDistribution]
-                        ) -> dict[str, Any]:
-        return self._for(trial).sample_relative(study, trial, search_space)
-
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
-        return self._for(trial).sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
-                    values: Sequence[float] | None) -> None:
-        self._for(trial).after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        if self._sampler is not None:
-            self._sampler.reseed_rng()
-
-
-class RejectedBeforeMeasurement(Exception):
-    """A candidate is over a MAC or parameter budget, or does not fit the device's resources (an
-    FPGA part): known from its configuration, before anything is built."""
-
-
-class AccuracyPruned(Exception):
-    """A candidate's intermediate accuracy is below the 25th percentile of finished
-    candidates' at the same step (``percentile_stopping``)."""
-
-
-class SearchInterrupted(Exception):
-    """The user interrupted the search; ``study`` holds every trial finished so far."""
-
-    def __init__(self, study: optuna.Study) -> None:
-        super().__init__("search interrupted")
-        self.study = study
 
 
 @dataclass
@@ -295,7 +212,7 @@ def run_search(
     inputs = search_inputs(settings.space, settings.protocol.batch_size)
     inherited = inherited_weights(settings.space, settings.weights)
     try:
-        with _interrupt_requests(graceful=settings.is_worker) as interrupts:
+        with interrupt_requests(graceful=settings.is_worker) as interrupts:
             _run_trials(study, settings, inputs, inherited, on_trial, interrupts)
     except KeyboardInterrupt:
         raise SearchInterrupted(study) from None
@@ -327,59 +244,6 @@ def prepare_estimator(study: optuna.Study, settings: SearchSettings) -> None:
     in the study where its accuracies come from."""
     settings.estimator.prepare(settings.space)
     study.set_user_attr("accuracy_source", settings.estimator.metadata())
-
-
-class Interrupts:
-    """SIGINT (and, for workers, SIGTERM) while a search runs.
-
-    A plain search raises KeyboardInterrupt at once; a worker (``graceful``) only records the
-    request, so its current trial finishes. Either way ``requested`` is set: a KeyboardInterrupt
-    raised while Python runs a finaliser is printed and swallowed, and the loop must stop anyway.
-    Inside ``deferred()`` the KeyboardInterrupt waits for ``raise_if_requested``: between asking
-    for a trial and recording whose it is, an interrupted trial could never be recovered.
-    """
-
-    def __init__(self, graceful: bool) -> None:
-        self.graceful = graceful
-        self.requested = threading.Event()
-        self._deferring = False
-
-    def on_signal(self, signum: int, frame: Any) -> None:
-        self.requested.set()
-        if not self.graceful and not self._deferring:
-            raise KeyboardInterrupt
-
-    @contextlib.contextmanager
-    def deferred(self) -> Iterator[None]:
-        self._deferring = True
-        try:
-            yield
-        finally:
-            self._deferring = False
-
-    @property
-    def raised(self) -> bool:
-        """Whether a KeyboardInterrupt was raised in this process (or is being held back)."""
-        return self.requested.is_set() and not self.graceful
-
-    def raise_if_requested(self) -> None:
-        if self.raised:
-            raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _interrupt_requests(graceful: bool = False) -> Iterator[Interrupts]:
-    interrupts = Interrupts(graceful)
-    if threading.current_thread() is not threading.main_thread():
-        yield interrupts  # signal handlers can only be set from the main thread
-        return
-    signals = (signal.SIGINT, signal.SIGTERM) if graceful else (signal.SIGINT,)
-    previous = {number: signal.signal(number, interrupts.on_signal) for number in signals}
-    try:
-        yield interrupts
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
 
 
 def _run_trials(
@@ -461,235 +325,3 @@ def _run_one_trial(
     if "interrupted" in attrs:
         raise KeyboardInterrupt
     return study.get_trials(deepcopy=False)[trial.number]
-
-
-def search_inputs(space: SearchSpace, batch_size: int) -> dict[int, torch.Tensor]:
-    """Input images per image size, drawn once so every candidate sees the same data."""
-    sizes = space.dimensions.get("img_size")
-    generator = torch.Generator().manual_seed(INPUT_SEED)
-    choices = sizes.choices if sizes else (CandidateConfig.img_size,)
-    return {size: torch.randn(batch_size, 3, size, size, generator=generator) for size in choices}
-
-
-def inherited_weights(space: SearchSpace, checkpoint: Checkpoint | None
-                      ) -> dict[str, torch.Tensor] | None:
-    """The weights every candidate of a search is built on: the checkpoint's (``--weights``),
-    or else a slice of the space's largest model (``shared_weights``)."""
-    return checkpoint.tensors if checkpoint else shared_weights(space)
-
-
-def evaluate(
-    trial: optuna.Trial,
-    settings: SearchSettings,
-    inputs: dict[int, torch.Tensor],
-    shared_weights: dict[str, torch.Tensor] | None = None,
-) -> tuple[float, float]:
-    config = settings.space.suggest(trial)
-    cost = estimate_cost(config)
-    record_cost(trial, config, cost)
-    static = [b for b in settings.budgets if b.on_cost]
-    violations = {b.constraint_key: b.violation(b.cost_value(cost)) for b in static}
-    over = [b.describe() for b in static if violations[b.constraint_key] > 0]
-    device_violations = settings.device.resource_violations(config, settings.protocol.batch_size)
-    violations.update(device_violations)
-    over += [_part_usage(key, v) for key, v in device_violations.items() if v > 0]
-    if over:
-        # The latency of a rejected candidate is never measured: its latency key is left at 0 so
-        # that only what it broke counts against it.
-        for key in _constraint_keys(settings):
-            trial.set_constraint(key, violations.get(key, 0.0))
-        reason = ", ".join(over)
-        trial.set_user_attr("rejected", f"rejected before measurement: {reason}")
-        raise RejectedBeforeMeasurement(reason)
-
-    result = measure_candidate(config, settings.device, settings.estimator, settings.protocol,
-                               inputs.get(config.img_size), shared_weights,
-                               report=percentile_stopping(trial, trial.study))
-    for key, value in result.to_json().items():
-        trial.set_user_attr(key, value)
-    latency_ms = result.measurement.median_ms
-    for budget in settings.budgets:
-        value = budget.cost_value(cost) if budget.on_cost else latency_ms
-        trial.set_constraint(budget.constraint_key, budget.violation(value))
-    for key, value in device_violations.items():
-        trial.set_constraint(key, value)
-    return latency_ms, result.accuracy["value"]
-
-
-def _constraint_keys(settings: SearchSettings) -> list[str]:
-    """Every trial sets the same keys (Optuna's GPSampler requires it)."""
-    return [b.constraint_key for b in settings.budgets] + list(settings.device.constraint_keys)
-
-
-MIN_CURVES_TO_PRUNE = 5  # finished learning curves before any candidate is stopped early
-PRUNE_PERCENTILE = 25
-
-
-def percentile_stopping(trial: optuna.Trial, study: optuna.Study) -> ReportIntermediate:
-    """Optuna's percentile-stopping rule (``PercentilePruner``) for the accuracy of a
-    multi-objective study.
-
-    ``Trial.report`` and Optuna's pruners are single-objective only, so the learning curve is kept
-    in the trial's user attributes and compared with those of finished trials: a candidate whose
-    accuracy at a step is below the ``PRUNE_PERCENTILE``-th percentile of at least
-    ``MIN_CURVES_TO_PRUNE`` finished candidates at that step stops there (PRUNED, not counted
-    towards ``--trials``). The bottom quarter, not the median: a stopped candidate must be
-    replaced by another, and stopping half of them doubled the time a search took."""
-    curve: list[list[float]] = []
-
-    def report(step: int, accuracy: float) -> None:
-        curve.append([step, accuracy])
-        trial.set_user_attr("accuracy_curve", curve)
-        finished = [dict(map(tuple, t.user_attrs.get("accuracy_curve", [])))
-                    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        at_step = [points[step] for points in finished if step in points]
-        if len(at_step) < MIN_CURVES_TO_PRUNE:
-            return
-        bar = float(np.percentile(at_step, PRUNE_PERCENTILE))
-        if accuracy < bar:
-            raise AccuracyPruned(f"accuracy {accuracy:.4f} at step {step} is below the "
-                                 f"{PRUNE_PERCENTILE}th percentile {bar:.4f} of {len(at_step)} "
-                                 f"finished candidates")
-
-    return report
-
-
-def restrict_to_device(
-    space: SearchSpace, device: BaseDevice, keep_unaccelerated: bool = False
-) -> tuple[SearchSpace, list[str]]:
-    """The space without kernel-knob choices the device does not accelerate, and notes saying
-    what was dropped or kept. Fixed values (the user's explicit choice) are kept, with a note."""
-    notes = []
-    pinned = {}
-    for knob in KERNEL_KNOBS:
-        dim = space.dimensions.get(knob)
-        if dim is None:
-            continue
-        slow = {value: device.accelerates(knob, value)[1] for value in dim.choices
-                if not device.accelerates(knob, value)[0]}
-        for value, reason in slow.items():
-            kept = dim.fixed or keep_unaccelerated
-            action = "kept as asked" if kept else "dropped from the space"
-            notes.append(f"{knob} {value} is not accelerated on {device.name} ({reason}); {action}")
-        if slow and not (dim.fixed or keep_unaccelerated):
-            remaining = tuple(v for v in dim.choices if v not in slow) or (BASELINE[knob],)
-            pinned[knob] = remaining
-    if pinned:
-        space = space.with_choices(pinned)
-    return space, notes
-
-
-def restrict_to_runtime(space: SearchSpace, device: BaseDevice
-                        ) -> tuple[SearchSpace, list[str]]:
-    """Refuse a runtime of the space that the device does not list or that is not installed,
-    before anything is built. With one runtime, the precisions it cannot run are dropped from
-    the space, with a note (a precision the user fixed is refused); with several, a combination
-    one of them cannot carry is left to the trials: each such candidate fails with the reason,
-    and the study goes on."""
-    dim = space.dimensions.get("runtime")
-    runtimes = dim.choices if dim else ("eager",)
-    for runtime in runtimes:
-        if runtime not in device.profile.runtimes:
-            raise DeviceError(f"space {shorten(space.name)}: device {shorten(device.name)} does "
-                              f"not run runtime {runtime} (its profile lists: "
-                              f"{', '.join(device.profile.runtimes)})")
-        installed, reason = get_runtime(runtime).availability()
-        if not installed:
-            raise RuntimeRefused(f"space {shorten(space.name)}: runtime {runtime}: {reason} "
-                                 f"({get_runtime(runtime).install_hint})")
-    precision = space.dimensions.get("precision")
-    if len(runtimes) > 1 or precision is None:
-        return space, []
-    runtime = get_runtime(runtimes[0])
-    refused = {value: runtime.refusal(CandidateConfig(precision=value, runtime=runtime.name),
-                                      device.kind) for value in precision.choices}
-    refused = {value: reason for value, reason in refused.items() if reason}
-    kept = tuple(value for value in precision.choices if value not in refused)
-    if refused and (precision.fixed or not kept):
-        value, reason = next(iter(refused.items()))
-        raise RuntimeRefused(f"space {shorten(space.name)}: runtime {runtime.name} cannot run "
-                             f"precision {value}: {reason}")
-    notes = [f"precision {value} dropped from the space: runtime {runtime.name} cannot run it "
-             f"({reason})" for value, reason in refused.items()]
-    return (space.with_choices({"precision": kept}) if refused else space), notes
-
-
-def check_budgets_reachable(space: SearchSpace, budgets: list[Budget]) -> None:
-    """Refuse MAC/parameter budgets that even the cheapest configuration of the space exceeds."""
-    costs = [estimate_cost(config) for config in space.corner_configs()]
-    for budget in (b for b in budgets if b.on_cost):
-        smallest = min(budget.cost_value(cost) for cost in costs)
-        if budget.violation(smallest) > 0:
-            raise BudgetError(
-                f"no configuration of space {shorten(space.name)} meets budget "
-                f"{shorten(budget.text)}: the smallest needs {budget.amount(smallest)}"
-            )
-
-
-def check_device_fits(space: SearchSpace, device: BaseDevice, batch_size: int) -> None:
-    """Refuse a space whose cheapest configurations all exceed the device's resources: every
-    candidate would be rejected, thousands of them, before the search gave up."""
-    usage = []
-    for config in space.corner_configs():
-        violations = device.resource_violations(config, batch_size)
-        if not any(v > 0 for v in violations.values()):
-            return
-        usage.append(", ".join(_part_usage(k, v) for k, v in violations.items() if v > 0))
-    if usage:
-        raise BudgetError(f"no configuration of space {shorten(space.name)} fits device "
-                          f"{shorten(device.name)} at batch size {batch_size}: the smallest needs "
-                          f"{min(usage, key=len)}; allow a lower precision or a smaller model")
-
-
-def _part_usage(key: str, violation: float) -> str:
-    return f"{key} at {100 * (1 + violation):.0f}% of the part"
-
-
-def record_cost(trial: optuna.Trial, config: CandidateConfig, cost: Cost) -> None:
-    trial.set_user_attr("config", config.to_dict())
-    trial.set_user_attr("config_key", config.key())
-    trial.set_user_attr("gmacs", cost.gmacs)
-    trial.set_user_attr("effective_gmacs", cost.effective_gmacs)
-    trial.set_user_attr("params_m", cost.params_m)
-
-
-def measure_candidate(
-    config: CandidateConfig,
-    device: BaseDevice,
-    estimator: BaseAccuracyEstimator | None,
-    protocol: MeasurementProtocol,
-    inputs: torch.Tensor | None = None,
-    shared_weights: dict[str, torch.Tensor] | None = None,
-    report: ReportIntermediate | None = None,
-) -> CandidateRecord:
-    """Build, time and score one configuration, phase times included.
-
-    ``report`` receives the estimator's intermediate accuracies (short training) and may stop
-    the candidate by raising."""
-    phase_s: dict[str, float] = {}
-    start = time.perf_counter()
-    model = build_model(config, shared_weights=shared_weights)
-    phase_s["build"] = time.perf_counter() - start
-    if inputs is None:
-        generator = torch.Generator().manual_seed(INPUT_SEED)
-        inputs = torch.randn(protocol.batch_size, 3, config.img_size, config.img_size,
-                             generator=generator)
-    accuracy = None
-    if estimator is not None:
-        start = time.perf_counter()
-        accuracy = estimate_accuracy(model, config, estimator, report)
-        phase_s["accuracy"] = time.perf_counter() - start
-    measurement = device.evaluate(config, model, inputs, protocol)
-    return CandidateRecord(measurement=measurement, knobs=device.knob_support(config),
-                           accuracy=accuracy, harness_version=harness.__version__,
-                           phase_s={**phase_s, **measurement.phase_s})
-
-
-def estimate_accuracy(model: torch.nn.Module, config: CandidateConfig,
-                      estimator: BaseAccuracyEstimator,
-                      report: ReportIntermediate | None = None) -> dict[str, Any]:
-    """The estimator's score of ``model`` with the spec that produced it.
-
-    Each estimator says what it sees: proxies and short training score the fp32 model (masks
-    and token reduction, not precision); a supernet scores the candidate as it is measured."""
-    return {**estimator.record(model, config, report), "estimator": estimator.spec}

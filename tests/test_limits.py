@@ -15,7 +15,7 @@ import pytest
 import harness.bench.knob_bench
 import harness.bench.suites
 import harness.models
-import harness.search.study
+import harness.search.objective
 from harness.bench.suites import BenchError, load_suite
 from harness.budget import parse_budget
 from harness.cli import MAX_ERROR_CHARS, main
@@ -41,7 +41,8 @@ def nothing_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was built")
 
-    for module in (harness.models, harness.search.study, harness.bench.suites, harness.bench.knob_bench):
+    for module in (harness.models, harness.search.objective, harness.bench.suites,
+                   harness.bench.knob_bench):
         monkeypatch.setattr(module, "build_model", refuse)
 
 

@@ -596,7 +596,10 @@ class BenchRunRecord:
         try:
             return cls(**{**_pick(cls, values), "measurement": MeasurementRecord.from_json(values),
                           "path": values.get("path", where)})
-        except (KeyError, TypeError, ValueError) as error:
+        except KeyError as missing:
+            raise RecordError(f"{where}: not a complete bench result ({missing.args[0]} is "
+                              "missing)") from None
+        except (TypeError, ValueError) as error:
             raise RecordError(f"{where}: not a complete bench result ({error})") from None
 
 

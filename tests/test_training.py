@@ -244,9 +244,25 @@ def test_plateau_lowers_the_rate_at_the_first_plateau_and_stops_at_the_second(
     # warm-up over the first interval (middle of each step), full rate, then a tenth
     assert rates == pytest.approx([lr / 4, lr * 3 / 4, lr, lr, lr / 10, lr / 10])
     assert reports == [2, 4]  # every evaluation but the last
-    monkeypatch.setattr(training_module, "PLATEAU_MAX_STEPS", 5)
-    assert estimator.record(None, TINY)["stopped"] == "max steps"
-    assert len(rates) == 6 + 5
+
+
+def test_a_run_that_never_plateaus_is_annealed_before_the_step_cap(short_plateaus, monkeypatch):
+    rates: list[float] = []
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, *args, **kwargs):
+            rates.append(self.param_groups[0]["lr"])
+            return super().step(*args, **kwargs)
+
+    monkeypatch.setattr(training_module.torch.optim, "AdamW", RecordingAdamW)
+    # every evaluation counts as an improvement (a loss up to twice the best), so no plateau
+    monkeypatch.setattr(training_module, "PLATEAU_TOLERANCE", -1.0)
+    monkeypatch.setattr(training_module, "PLATEAU_MAX_STEPS", 8)
+    record = get_estimator("train:digits@plateau").record(None, TINY)
+    assert (record["steps"], record["stopped"]) == (8, "max steps")
+    lr = training_module.LEARNING_RATE
+    # the last PATIENCE (1) evaluation interval of 2 steps runs at the lowered rate
+    assert rates == pytest.approx([lr / 4, lr * 3 / 4, lr, lr, lr, lr, lr / 10, lr / 10])
 
 
 def test_plateau_decides_on_validation_images_of_the_training_split(short_plateaus, monkeypatch):

@@ -210,7 +210,9 @@ class TrainingEstimator(BaseAccuracyEstimator):
         plateau = {"validation_fraction": PLATEAU_VALIDATION_FRACTION,
                    "eval_every": PLATEAU_EVAL_EVERY, "patience": PLATEAU_PATIENCE,
                    "tolerance": PLATEAU_TOLERANCE, "lr_drop": PLATEAU_LR_DROP,
-                   "max_steps": PLATEAU_MAX_STEPS}
+                   "max_steps": PLATEAU_MAX_STEPS,
+                   # runs that reach the cap are annealed before it (not so before 2026-12-02)
+                   "annealed_before_cap": True}
         return {**super().metadata(), "seed": self.seed, "batch_size": BATCH_SIZE,
                 **({"plateau": plateau} if self.to_plateau else {})}
 

@@ -226,16 +226,22 @@ def short_plateaus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(training_module, "PLATEAU_TOLERANCE", 0.99)
 
 
-def test_plateau_lowers_the_rate_at_the_first_plateau_and_stops_at_the_second(
-        short_plateaus, monkeypatch):
-    rates: list[float] = []
+@pytest.fixture
+def rates(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The learning rate of every optimizer step of the trainings that follow."""
+    seen: list[float] = []
 
     class RecordingAdamW(torch.optim.AdamW):
         def step(self, *args, **kwargs):
-            rates.append(self.param_groups[0]["lr"])
+            seen.append(self.param_groups[0]["lr"])
             return super().step(*args, **kwargs)
 
     monkeypatch.setattr(training_module.torch.optim, "AdamW", RecordingAdamW)
+    return seen
+
+
+def test_plateau_lowers_the_rate_at_the_first_plateau_and_stops_at_the_second(
+        short_plateaus, rates):
     reports: list[int] = []
     estimator = get_estimator("train:digits@plateau")
     record = estimator.record(None, TINY, lambda step, _: reports.append(step))
@@ -246,15 +252,8 @@ def test_plateau_lowers_the_rate_at_the_first_plateau_and_stops_at_the_second(
     assert reports == [2, 4]  # every evaluation but the last
 
 
-def test_a_run_that_never_plateaus_is_annealed_before_the_step_cap(short_plateaus, monkeypatch):
-    rates: list[float] = []
-
-    class RecordingAdamW(torch.optim.AdamW):
-        def step(self, *args, **kwargs):
-            rates.append(self.param_groups[0]["lr"])
-            return super().step(*args, **kwargs)
-
-    monkeypatch.setattr(training_module.torch.optim, "AdamW", RecordingAdamW)
+def test_a_run_that_never_plateaus_is_annealed_before_the_step_cap(short_plateaus, rates,
+                                                                   monkeypatch):
     # every evaluation counts as an improvement (a loss up to twice the best), so no plateau
     monkeypatch.setattr(training_module, "PLATEAU_TOLERANCE", -1.0)
     monkeypatch.setattr(training_module, "PLATEAU_MAX_STEPS", 8)

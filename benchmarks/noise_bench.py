@@ -22,6 +22,13 @@ Parts:
   (target: flagged in at least 9 of 10). Both at the suite's own thresholds and at
   ``--threshold 3``: a 5% change is exactly the smoke suite's deit_tiny threshold.
   ``--compare-pairs N`` (default 10) bounds its time: ~4 minutes a pair on 2 cores.
+* ``interleaved``: the way a PR check gets its replicates, ``harness compare --base-rev
+  --head-rev`` (6 alternating rounds a side, tested paired by round), on the smoke suite's
+  deit_tiny entry: A/A jobs (HEAD against HEAD; target: no regression in any) alternating with
+  jobs whose head is HEAD plus a 5% slowdown of every model it builds (a throwaway commit made
+  with git plumbing, no branch or work tree touched; target: flagged in at least 9 of 10), at the
+  entry's 5% threshold and at ``--threshold 3``. Needs the git repository and HEAD to hold the
+  code under test. ``--compare-pairs N`` jobs of each kind: ~4 minutes a pair.
 * ``sharing``: untimed work (``harness measure --accuracy train:mnist@60steps --no-latency``)
   alone, then two at once; with core sharing (default) and without (``--no-contention-check``).
   Target: two at once take at most 2x one alone.
@@ -41,10 +48,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import torch
+import yaml
 
 from harness.devices.competing_load import CompetingLoad
 
-PARTS = ("aa", "contention", "compare", "sharing")
+PARTS = ("aa", "contention", "compare", "interleaved", "sharing")
 PAIRS = 10
 AGREEMENT = 0.03
 SLOWDOWN = 0.05
@@ -160,32 +168,43 @@ def part_contention(workdir: Path) -> None:
 # --------------------------------------------------------------------------- compare
 
 
-# ``harness bench`` with every model it builds slowed: a busy-wait of ARGV[1] seconds after each call
-SLOWED_BENCH = """
-import sys, time
-import harness.bench.suites as bench
-from harness.cli import main
-
-extra_s, build = float(sys.argv[1]), bench.build_model
-
-
+# Every model ``build_model`` returns, slowed by a busy-wait of EXTRA_S seconds after each call
+SLOWED_BUILD = """
 def slowed_build(config, **kwargs):
-    model = build(config, **kwargs)
+    import time
+    model = unslowed_build(config, **kwargs)
     forward = model.forward
 
     def slower(x):
         result = forward(x)
-        end = time.perf_counter() + extra_s
+        end = time.perf_counter() + EXTRA_S
         while time.perf_counter() < end:
             pass
         return result
 
     model.forward = slower
     return model
+"""
 
+# ``harness bench`` with every model it builds slowed: a busy-wait of ARGV[1] seconds after each call
+SLOWED_BENCH = """
+import sys
+import harness.bench.suites as bench
+from harness.cli import main
 
+EXTRA_S, unslowed_build = float(sys.argv[1]), bench.build_model
+""" + SLOWED_BUILD + """
 bench.build_model = slowed_build
 sys.exit(main(sys.argv[2:]))
+"""
+
+# Appended to harness/bench/suites.py of the slowed revision
+SLOWED_SUITES = """
+
+# noise_bench: a slowdown injected into every model this revision benchmarks
+EXTRA_S, unslowed_build = {extra_s!r}, build_model
+""" + SLOWED_BUILD + """
+build_model = slowed_build
 """
 
 
@@ -232,6 +251,68 @@ def part_compare(workdir: Path, pairs: int) -> None:
                 print(f"   A/A Δ% {entry}: {values}")
     print(f"   injected busy-wait {extra_s * 1e3:.3f} ms per call ({SLOWDOWN:.0%} of the A/A "
           f"runs' median {base_ms:.3f} ms)")
+
+
+def part_interleaved(workdir: Path, jobs: int) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    suite = workdir / "smoke-deit_tiny.yaml"
+    smoke = yaml.safe_load((repo / "benchmarks" / "suites" / "smoke.yaml").read_text())
+    smoke["entries"] = [e for e in smoke["entries"] if e["name"] == SMOKE_INJECTED_ENTRY]
+    suite.write_text(yaml.safe_dump(smoke))
+    print(f"== interleaved: {jobs} A/A jobs of 'harness compare --base-rev HEAD --head-rev HEAD "
+          f"--rounds {COMPARE_ROUNDS}' ({SMOKE_INJECTED_ENTRY}), alternating with {jobs} jobs "
+          f"whose head is {SLOWDOWN:.0%} slower")
+
+    def job(name: str, head_rev: str) -> Path:
+        results = workdir / name
+        done = harness("compare", "--base-rev", "HEAD", "--head-rev", head_rev, "--suite",
+                       str(suite), "--rounds", str(COMPARE_ROUNDS), "--results", str(results),
+                       "--format", "json", cwd=repo, capture_output=True)
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"compare --base-rev failed: {done.stderr.strip()}")
+        return results
+
+    aa = [job("interleaved-aa-0", "HEAD")]
+    base_ms = statistics.median(json.loads(p.read_text())["latency_ms"]["median"]
+                                for p in (aa[0] / "base").rglob("*.json"))
+    extra_s = SLOWDOWN * base_ms / 1e3
+    slowed_rev = _slowed_commit(repo, extra_s)
+    slowed = [job("interleaved-slowed-0", slowed_rev)]
+    for index in range(1, jobs):
+        aa.append(job(f"interleaved-aa-{index}", "HEAD"))
+        slowed.append(job(f"interleaved-slowed-{index}", slowed_rev))
+    for label, threshold in (("entry threshold 5%", []), ("--threshold 3", ["--threshold", "3"])):
+        verdicts = {kind: [_compare(r / "base", r / "head", threshold) for r in results]
+                    for kind, results in (("aa", aa), ("slowed", slowed))}
+        flagged = {kind: sum(v["regressions"] > 0 for v in found)
+                   for kind, found in verdicts.items()}
+        print(f"   {label}: A/A jobs with a regression flagged {flagged['aa']}/{jobs} (target 0); "
+              f"injected {SLOWDOWN:.0%} slowdown flagged {flagged['slowed']}/{jobs} (target >= 9)")
+        if not threshold:
+            for kind, found in verdicts.items():
+                print(f"   {kind} Δ% (paired, geometric mean of the round ratios): "
+                      + ", ".join(f"{v['deltas'][SMOKE_INJECTED_ENTRY]:+.1f}" for v in found))
+    print(f"   injected busy-wait {extra_s * 1e3:.3f} ms per call ({SLOWDOWN:.0%} of the first A/A "
+          f"job's base median {base_ms:.3f} ms); slowed revision {slowed_rev[:12]}")
+
+
+def _slowed_commit(repo: Path, extra_s: float) -> str:
+    """A commit of HEAD with every benchmarked model slowed by ``extra_s`` per call, made with
+    git plumbing in a scratch index: no branch, ref or work-tree file changes."""
+    def git(*args: str, **kwargs) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], check=True, text=True,
+                              capture_output=True, **kwargs).stdout.strip()
+
+    path = "harness/bench/suites.py"
+    source = git("show", f"HEAD:{path}") + "\n" + SLOWED_SUITES.format(extra_s=extra_s)
+    blob = git("hash-object", "-w", "--stdin", input=source)
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        git("read-tree", "HEAD", env=env)
+        git("update-index", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        tree = git("write-tree", env=env)
+    return git("commit-tree", tree, "-p", "HEAD", "-m", f"noise_bench: {extra_s * 1e3:.3f} ms "
+               "busy-wait after every benchmarked call")
 
 
 def _only(run: Path, entry: str, workdir: Path, pair: int) -> Path:
@@ -296,6 +377,7 @@ def main() -> None:
             started = time.perf_counter()
             {"aa": part_aa, "contention": lambda: part_contention(workdir),
              "compare": lambda: part_compare(workdir, args.compare_pairs),
+             "interleaved": lambda: part_interleaved(workdir, args.compare_pairs),
              "sharing": lambda: part_sharing(workdir)}[part]()
             print(f"   ({part}: {time.perf_counter() - started:.0f} s)")
 

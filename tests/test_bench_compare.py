@@ -14,6 +14,7 @@ import torch
 from harness.bench.compare import (
     CORRECTED_MEDIANS,
     CORRECTED_SAMPLES_UNTESTED,
+    PAIRED,
     RAW_MEDIANS,
     RAW_SAMPLES_UNTESTED,
     REPLICATES_MISSING,
@@ -33,7 +34,7 @@ BUSY_REASON = "other processes used 1.90 cores over 2.00 s; the measurement left
 
 def result(entry: str, samples: list[float], commit: str = "a" * 40, threshold: float = 5.0,
            environment: dict | None = None, factor: float | None = 1.0,
-           contended: bool = False) -> dict:
+           contended: bool = False, created: str = "2026-11-24T05:00:00+00:00") -> dict:
     """A result file as ``harness bench`` writes it: raw samples, corrected by ``factor`` (None:
     not drift-corrected), measured on a busy host when ``contended``."""
     environment = environment or ENVIRONMENT
@@ -48,7 +49,7 @@ def result(entry: str, samples: list[float], commit: str = "a" * 40, threshold: 
     return {"schema_version": 1, "kind": "harness-bench-result", "suite": "smoke", "entry": entry,
             "device": "cpu", "machine_fingerprint": environment["machine_fingerprint"],
             "host": "runner", "commit": commit, "commit_date": None,
-            "created": "2026-11-24T05:00:00+00:00", "threshold_pct": threshold, "config": {},
+            "created": created, "threshold_pct": threshold, "config": {},
             "batch_size": 1,
             "latency_ms": {"median": raw_median * (factor or 1.0), "drift_corrected": corrected},
             "latency_raw_ms": {"median": raw_median},
@@ -101,11 +102,12 @@ EXPECTED_MARKDOWN = """\
 ### Benchmark comparison: **1 regression(s)** in 2 entries (1 regression, 0 improvement, 0 \
 noisy, 1 unchanged, 0 replicates missing)
 
-Base aaaaaaaaaaaa → head bbbbbbbbbbbb. A change counts when it is significant (Mann-Whitney U, \
-Holm-corrected p < 0.01) and at least the entry's threshold; *noisy* entries cannot rule out a \
-change beyond it. *compared*: drift-corrected figures are raw latencies times the reference \
-probe's quiet time over its time beside the run; with 5 or more runs a side, each run's median \
-is one replicate; with fewer, nothing is decided.
+Base aaaaaaaaaaaa → head bbbbbbbbbbbb. A change counts when it is significant (Holm-corrected \
+p < 0.01) and at least the entry's threshold; *noisy* entries cannot rule out a change beyond it. \
+*compared*: drift-corrected figures are raw latencies times the reference probe's quiet time \
+over its time beside the run; with 5 or more runs a side, each run's median is one replicate, \
+tested with Mann-Whitney U, or, *paired by round* where base and head alternated in one job, with \
+a t-test of the per-round ratios (Δ their geometric mean); with fewer, nothing is decided.
 
 | entry | metric | compared | base | head | Δ% [95% CI] | p (Holm) | threshold | decision |
 |---|---|---|---|---|---|---|---|---|
@@ -154,6 +156,56 @@ def test_too_few_replicates_for_holm_are_said():
     assert comparison.regressions == []  # 5 a side over 2 entries: the smallest p is 0.016
     assert any("With fewer than 6 runs a side, no change of the 2 entries compared can be "
                "significant" in note for note in comparison.notes())
+
+
+# The host's speed in six rounds of a --base-rev/--head-rev job: it drifts by up to 20% between
+# rounds, far more than a 5% change, and alike for the two runs of a round.
+ROUND_SPEEDS = [1.0, 1.2, 0.95, 1.1, 0.9, 1.15]
+
+
+def alternating_rounds(head_scale: float, order: str = "ABBA") -> tuple[list[dict], list[dict]]:
+    """Runs of one entry as ``--base-rev/--head-rev`` writes them: rounds of base then head, or
+    head then base (``order`` "ABBA"), a minute apart; or six base runs then six head runs
+    (``order`` "AABB")."""
+    base, head = [], []
+    for index, speed in enumerate(ROUND_SPEEDS):
+        base_first = order == "AABB" or index % 2 == 0
+        for side, scale in (("base", 1.0), ("head", head_scale)):
+            if order == "ABBA":
+                minute = 2 * index + (0 if (side == "base") == base_first else 1)
+            else:
+                minute = index + (len(ROUND_SPEEDS) if side == "head" else 0)
+            samples = [speed * scale * s for s in BASE_SAMPLES]
+            run = result("tiny", samples, commit="a" * 40 if side == "base" else "b" * 40,
+                         created=f"2026-11-24T05:{minute:02d}:00+00:00")
+            (base if side == "base" else head).append(run)
+    return base, head
+
+
+def test_runs_alternating_round_by_round_are_compared_paired():
+    base, head = alternating_rounds(1.05)
+    [entry] = compare_results(records(base), records(head)).entries
+    assert entry.figures == CORRECTED_MEDIANS + PAIRED
+    assert entry.decision == "regression" and entry.delta_pct == pytest.approx(5.0, abs=0.01)
+    # unpaired, the same medians overlap: the host's drift between rounds hides the change
+    [unpaired] = compare_entries({"x": ([r["latency_ms"]["median"] for r in base],
+                                        [r["latency_ms"]["median"] for r in head])})
+    assert unpaired.decision != "regression"
+
+
+def test_an_alternating_a_a_job_is_unchanged_despite_drift_between_rounds():
+    base, head = alternating_rounds(1.0)
+    [entry] = compare_results(records(base), records(head)).entries
+    assert entry.figures == CORRECTED_MEDIANS + PAIRED and entry.decision == "unchanged"
+
+
+def test_runs_not_alternating_in_time_are_compared_unpaired():
+    base, head = alternating_rounds(1.05, order="AABB")
+    [entry] = compare_results(records(base), records(head)).entries
+    assert entry.figures == CORRECTED_MEDIANS  # six base runs, then six head runs
+    same_time = [result("tiny", BASE_SAMPLES) for _ in range(5)]  # times equal: order unknown
+    [entry] = compare_results(records(same_time), records(same_time)).entries
+    assert entry.figures == CORRECTED_MEDIANS
 
 
 def test_run_medians_are_compared_raw_when_any_run_lacks_a_correction():

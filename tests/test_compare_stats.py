@@ -10,10 +10,12 @@ import pytest
 from scipy import stats
 
 from harness.bench.compare_stats import (
+    PAIRED_TEST,
     ComparisonError,
     compare_entries,
     hodges_lehmann_ci_pct,
     holm,
+    paired_change,
 )
 from harness.errors import HarnessError
 
@@ -168,3 +170,36 @@ def test_to_dict_is_plain_json():
     assert all(type(v) in (str, float, int, list) for v in values.values())  # no numpy scalars
     assert values["ci95_pct"] == list(result.ci95_pct)
     assert values["decision"] == result.decision
+
+
+def test_paired_change_is_the_t_test_of_the_log_ratios_by_hand():
+    base = np.array([10.0, 12.0, 9.5, 11.0, 9.0, 11.5])
+    ratios = np.array([1.04, 1.06, 1.05, 1.03, 1.07, 1.05])
+    delta, (low, high), p_value = paired_change(base, base * ratios)
+    logs = np.log(ratios)
+    mean, se = logs.mean(), logs.std(ddof=1) / np.sqrt(6)
+    t = mean / se
+    assert p_value == pytest.approx(2 * stats.t.sf(t, 5))
+    assert delta == pytest.approx(100 * (np.exp(mean) - 1))
+    half = stats.t.ppf(0.975, 5) * se
+    assert (low, high) == pytest.approx((100 * (np.exp(mean - half) - 1),
+                                         100 * (np.exp(mean + half) - 1)))
+
+
+def test_paired_change_of_identical_ratios_and_of_unequal_sides():
+    base = np.array([10.0, 12.0, 9.0, 11.0, 10.5])
+    assert paired_change(base, base) == (0.0, (0.0, 0.0), 1.0)
+    delta, interval, p_value = paired_change(base, 1.1 * base)
+    assert delta == pytest.approx(10.0) and p_value < 1e-12
+    with pytest.raises(ComparisonError, match="paired samples differ in number: 5 base, 4 head"):
+        paired_change(base, base[:4])
+
+
+def test_paired_entries_are_tested_paired_and_holm_corrected_with_the_rest():
+    rng = np.random.default_rng(3)
+    drift = rng.uniform(0.8, 1.2, size=6)  # the host between rounds
+    base, head = 10 * drift, 10.5 * drift * rng.normal(1, 0.005, size=6)
+    unpaired, paired = compare_entries({"a": (base, head), "b": (base, head)}, paired={"b"})
+    assert (unpaired.test, paired.test) == ("Mann-Whitney U", PAIRED_TEST)
+    assert paired.decision == "regression" and unpaired.decision != "regression"
+    assert paired.p_adjusted == pytest.approx(min(1.0, 2 * paired.p_value))

@@ -11,6 +11,10 @@ correction, Hodges-Lehmann interval of the change, each entry's own threshold). 
   replicate, so noise between runs is inside the test: the drift-corrected medians when every
   run was corrected, else the raw ones of every run (a corrected median against a raw one would
   compare the host's calibrated speed with its speed that day).
+* When the two sides' runs alternate in time (``--base-rev/--head-rev`` runs them in alternating
+  rounds: base, head, head, base, ...), the i-th base run and the i-th head run were measured
+  side by side, and the test is paired by round (``compare_stats.paired_change``): the host's
+  drift between rounds, which an unpaired test counts as noise, cancels in each round's ratio.
 * With fewer runs, nothing is decided: the entry is "replicates missing", shown with the pooled
   samples' medians (drift-corrected, raw samples times the run's drift factor, when every run
   was corrected), never a regression. Pooled samples hold only the noise within a run, while the
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -52,6 +57,7 @@ BUSY_HOST_INCLUDED = "measured on a busy host, compared anyway (--include-conten
 # The figures an entry's test ran on (``EntryOutcome.figures``)
 CORRECTED_MEDIANS = "drift-corrected run medians"
 RAW_MEDIANS = "raw run medians"
+PAIRED = ", paired by round"  # appended where the two sides' runs alternated in time
 CORRECTED_SAMPLES_UNTESTED = "drift-corrected samples, not tested"
 RAW_SAMPLES_UNTESTED = "raw samples, not tested"
 UNTESTED = (CORRECTED_SAMPLES_UNTESTED, RAW_SAMPLES_UNTESTED)
@@ -78,6 +84,7 @@ class BenchRun:
     contention_checked: bool
     contended: bool
     contention_reasons: list[str]
+    created: datetime | None  # when the run was written; None: not recorded or unreadable
 
     @classmethod
     def of(cls, result: BenchRunRecord) -> BenchRun:
@@ -101,6 +108,7 @@ class BenchRun:
             contention_checked=contention is not None and contention.checked,
             contended=measurement.contended,
             contention_reasons=contention.reasons if contention else [],
+            created=_timestamp(result.created),
         )
 
 
@@ -223,7 +231,9 @@ class Comparison:
                          f"left out: {', '.join(self.not_compared)}")
         tested = [e for e in self.entries if e.p_adjusted is not None]
         needed = replicates_needed(len(tested))
-        short = [e.name for e in tested if min(e.base_runs, e.head_runs) < needed]
+        # a paired t-test has no such floor: its p falls with the consistency of the ratios
+        short = [e.name for e in tested
+                 if min(e.base_runs, e.head_runs) < needed and not e.figures.endswith(PAIRED)]
         if short:
             notes.append(f"With fewer than {needed} runs a side, no change of the {len(tested)} "
                          "entries compared can be significant after Holm's correction "
@@ -276,7 +286,8 @@ def compare_results(base: list[BenchRunRecord], head: list[BenchRunRecord],
     tested = {key: f for key, f in figures.items() if f.kind not in UNTESTED}
     tests = {test.name: test for test in compare_entries(
         {key: (f.base, f.head) for key, f in tested.items()},
-        thresholds={key: thresholds[key] for key in tested}, alpha=alpha)}
+        thresholds={key: thresholds[key] for key in tested}, alpha=alpha,
+        paired={key for key, f in tested.items() if f.kind.endswith(PAIRED)})}
     entries = []
     for key, f in figures.items():
         counts = (len(comparable["base"][key]), len(comparable["head"][key]))
@@ -301,14 +312,40 @@ def compare_results(base: list[BenchRunRecord], head: list[BenchRunRecord],
     )
 
 
+def _timestamp(text: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if text else None
+    except (TypeError, ValueError):
+        return None
+
+
+def alternating(base: list[BenchRun], head: list[BenchRun]) -> bool:
+    """Whether the runs of the two sides alternate in time, as ``--base-rev/--head-rev`` runs
+    them: in order of time, each consecutive two runs are one base and one head run, so the i-th
+    of each side were measured side by side. Runs of unknown or equal times never do."""
+    if len(base) != len(head) or any(run.created is None for run in [*base, *head]):
+        return False
+    timeline = sorted([(run.created, "base") for run in base] +
+                      [(run.created, "head") for run in head])
+    times = [created for created, _ in timeline]
+    if len(set(times)) < len(times):
+        return False
+    return all({timeline[i][1], timeline[i + 1][1]} == {"base", "head"}
+               for i in range(0, len(timeline), 2))
+
+
 def _figures(base: list[BenchRun], head: list[BenchRun]) -> ComparedFigures:
     """The figures one entry is compared on (see the module docstring)."""
     corrected = all(run.drift_factor is not None for run in [*base, *head])
     if min(len(base), len(head)) >= MIN_REPLICATE_RUNS:
+        paired = PAIRED if alternating(base, head) else ""
+        if paired:
+            base, head = (sorted(runs, key=lambda run: run.created) for runs in (base, head))
         if corrected:
-            return ComparedFigures(CORRECTED_MEDIANS, [r.corrected_median_ms for r in base],
+            return ComparedFigures(CORRECTED_MEDIANS + paired,
+                                   [r.corrected_median_ms for r in base],
                                    [r.corrected_median_ms for r in head])
-        return ComparedFigures(RAW_MEDIANS, [r.raw_median_ms for r in base],
+        return ComparedFigures(RAW_MEDIANS + paired, [r.raw_median_ms for r in base],
                                [r.raw_median_ms for r in head])
 
     def pooled(runs: list[BenchRun], corrected: bool) -> list[float]:

@@ -20,6 +20,13 @@ uncertain. Here:
   differences are subsampled with a fixed seed, so the result stays fast and reproducible.
 * ``delta_pct`` is the change of the medians, what a reader compares by eye; it can sit off the
   centre of the interval, which estimates the shift of the whole distribution.
+* Paired entries (runs of base and head alternated round by round in one job, so each base run
+  has a head run measured beside it): the test is the two-sided one-sample t-test of the
+  per-round log ratios log(head_i / base_i), the interval the t interval of their mean, and
+  ``delta_pct`` the geometric mean of the ratios. Pairing cancels the host's drift between rounds,
+  which an unpaired test counts as noise (or, between two jobs, as a change). The t-test, not
+  Wilcoxon's signed-rank test: with 6 pairs the smallest signed-rank p is 0.031, so no change
+  could pass p < 0.01.
 * Decision: a significant change at least ``threshold_pct`` large is a regression or an
   improvement. Otherwise, an entry whose interval reaches past ±threshold is "noisy": the data
   cannot rule out a change that matters, so it is shown with its interval and never hidden.
@@ -32,7 +39,7 @@ alike and every interval here too narrow; ``harness.stats`` quantifies drift wit
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -45,6 +52,7 @@ MIN_SAMPLES = 5  # fewest samples per side; with 5 against 5 the smallest two-si
 CONFIDENCE = 0.95
 EXACT_MAX_PAIRS = 2500  # up to this many pairs the U distribution is computed exactly
 MAX_PAIRS = 1 << 22  # above this many pairwise differences, subsample this many
+PAIRED_TEST = "paired t on log ratios"
 
 
 class ComparisonError(HarnessError):
@@ -66,6 +74,7 @@ class EntryComparison:
     decision: str  # "regression", "improvement", "unchanged" or "noisy"
     n_base: int
     n_head: int
+    test: str = "Mann-Whitney U"  # or PAIRED_TEST
 
     def to_dict(self) -> dict[str, object]:
         values = asdict(self)
@@ -159,16 +168,37 @@ def _decision(delta_pct: float, ci: tuple[float, float], p_adjusted: float, thre
     return "unchanged"
 
 
+def paired_change(base: np.ndarray, head: np.ndarray) -> tuple[float, tuple[float, float], float]:
+    """The change from base to head, paired sample by sample: the geometric mean of head_i /
+    base_i in percent, the 95% t interval of it, and the t-test's two-sided p-value."""
+    if len(base) != len(head):
+        raise ComparisonError(f"paired samples differ in number: {len(base)} base, "
+                              f"{len(head)} head")
+    ratios = np.log(head) - np.log(base)
+    mean, sd = float(ratios.mean()), float(ratios.std(ddof=1))
+    if sd == 0.0:  # identical ratios: the interval is that ratio, and any change is certain
+        p_value = 1.0 if mean == 0.0 else 0.0
+        half_width = 0.0
+    else:
+        p_value = float(stats.ttest_1samp(ratios, 0.0).pvalue)
+        half_width = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(ratios) - 1)) * sd / math.sqrt(
+            len(ratios))
+    return (100 * math.expm1(mean),
+            (100 * math.expm1(mean - half_width), 100 * math.expm1(mean + half_width)), p_value)
+
+
 def compare_entries(
     entries: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     thresholds: Mapping[str, float] | None = None,
     default_threshold_pct: float = 5.0,
     alpha: float = 0.01,
+    paired: Collection[str] = (),
 ) -> list[EntryComparison]:
     """Compare each entry's (base, head) latency samples, in the order of ``entries``.
 
     ``thresholds`` overrides ``default_threshold_pct`` per entry name: the smallest change, in
-    percent of the base median, that counts as a regression or an improvement.
+    percent of the base median, that counts as a regression or an improvement. The entries named
+    in ``paired`` have base[i] and head[i] measured side by side, and are tested paired.
     """
     thresholds = thresholds or {}
     measured = []
@@ -179,19 +209,20 @@ def compare_entries(
         if not (math.isfinite(threshold) and threshold > 0):
             raise ComparisonError(f"entry {shorten(name)}: threshold {shorten(threshold)}% is not "
                                   "a positive finite percentage")
-        p_value = float(stats.mannwhitneyu(head, base, alternative="two-sided").pvalue)
-        measured.append((name, base, head, threshold, p_value))
+        if name in paired:
+            delta_pct, ci, p_value = paired_change(base, head)
+        else:
+            p_value = float(stats.mannwhitneyu(head, base, alternative="two-sided").pvalue)
+            delta_pct = 100 * (float(np.median(head)) / float(np.median(base)) - 1)
+            ci = hodges_lehmann_ci_pct(base, head)
+        measured.append((name, base, head, threshold, delta_pct, ci, p_value))
 
     adjusted = holm([p for *_, p in measured])
-    comparisons = []
-    for (name, base, head, threshold, p_value), p_adjusted in zip(measured, adjusted):
-        base_median, head_median = float(np.median(base)), float(np.median(head))
-        delta_pct = 100 * (head_median / base_median - 1)
-        ci = hodges_lehmann_ci_pct(base, head)
-        comparisons.append(EntryComparison(
+    return [
+        EntryComparison(
             name=name,
-            base_median=base_median,
-            head_median=head_median,
+            base_median=float(np.median(base)),
+            head_median=float(np.median(head)),
             delta_pct=delta_pct,
             ci95_pct=ci,
             p_value=p_value,
@@ -200,5 +231,8 @@ def compare_entries(
             decision=_decision(delta_pct, ci, p_adjusted, threshold, alpha),
             n_base=len(base),
             n_head=len(head),
-        ))
-    return comparisons
+            test=PAIRED_TEST if name in paired else "Mann-Whitney U",
+        )
+        for (name, base, head, threshold, delta_pct, ci, p_value), p_adjusted
+        in zip(measured, adjusted)
+    ]

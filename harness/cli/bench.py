@@ -73,8 +73,10 @@ def add_compare_parser(commands: Any) -> None:
     compare = commands.add_parser(
         "compare", help="base-vs-head comparison of benchmark results (PR reports)",
         description="Compare two sets of benchmark results (directories or files written by "
-        "'harness bench'): per entry the change of the median with its 95% CI, the Mann-Whitney "
-        "U p-value (Holm-corrected across entries) and a decision against the entry's threshold.",
+        "'harness bench'): per entry the change of the median with its 95% CI, the p-value (Mann-"
+        "Whitney U; a paired t-test by round where base and head alternated, as --base-rev/"
+        "--head-rev runs them), Holm-corrected across entries, and a decision against the "
+        "entry's threshold.",
     )
     compare.add_argument("base", type=Path, nargs="?",
                          help="base results: a directory or a result file")

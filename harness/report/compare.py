@@ -24,8 +24,10 @@ HEADER = ["entry", "metric", "compared", "base", "head", "Δ% [95% CI]", "p (Hol
           "decision"]
 FIGURES_NOTE = ("*compared*: drift-corrected figures are raw latencies times the reference "
                 "probe's quiet time over its time beside the run; with "
-                f"{MIN_REPLICATE_RUNS} or more runs a side, each run's median is one replicate; "
-                "with fewer, nothing is decided.")
+                f"{MIN_REPLICATE_RUNS} or more runs a side, each run's median is one replicate, "
+                "tested with Mann-Whitney U, or, *paired by round* where base and head alternated "
+                "in one job, with a t-test of the per-round ratios (Δ their geometric mean); with "
+                "fewer, nothing is decided.")
 
 
 def _markdown_table(entries: list[EntryOutcome]) -> str:
@@ -53,7 +55,7 @@ def to_markdown(comparison: Comparison) -> str:
         lines += [f"> :warning: {comparison.warning()}", ""]
     lines += [(f"Base {', '.join(c[:12] for c in comparison.base_commits)} → head "
               f"{', '.join(c[:12] for c in comparison.head_commits)}. A change counts when it is "
-              "significant (Mann-Whitney U, Holm-corrected p < 0.01) and at least the entry's "
+              "significant (Holm-corrected p < 0.01) and at least the entry's "
               f"threshold; *noisy* entries cannot rule out a change beyond it. {FIGURES_NOTE}"),
               ""]
     for note in comparison.notes():

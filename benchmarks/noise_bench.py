@@ -221,7 +221,7 @@ def part_compare(workdir: Path, pairs: int) -> None:
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             runs.append(out)
     base_ms = statistics.median(
-        json.loads(p.read_text())["latency_ms"]["median"]
+        json.loads(p.read_text())["latency_raw_ms"]["median"]
         for out in runs for p in out.rglob(f"{SMOKE_INJECTED_ENTRY}@*.json"))
     extra_s = SLOWDOWN * base_ms / 1e3
     slowed = []
@@ -250,7 +250,7 @@ def part_compare(workdir: Path, pairs: int) -> None:
                 values = ", ".join(f"{d[entry]:+.1f}" for d in deltas)
                 print(f"   A/A Δ% {entry}: {values}")
     print(f"   injected busy-wait {extra_s * 1e3:.3f} ms per call ({SLOWDOWN:.0%} of the A/A "
-          f"runs' median {base_ms:.3f} ms)")
+          f"runs' raw median {base_ms:.3f} ms)")
 
 
 def part_interleaved(workdir: Path, jobs: int) -> None:
@@ -273,7 +273,7 @@ def part_interleaved(workdir: Path, jobs: int) -> None:
         return results
 
     aa = [job("interleaved-aa-0", "HEAD")]
-    base_ms = statistics.median(json.loads(p.read_text())["latency_ms"]["median"]
+    base_ms = statistics.median(json.loads(p.read_text())["latency_raw_ms"]["median"]
                                 for p in (aa[0] / "base").rglob("*.json"))
     extra_s = SLOWDOWN * base_ms / 1e3
     slowed_rev = _slowed_commit(repo, extra_s)
@@ -293,7 +293,7 @@ def part_interleaved(workdir: Path, jobs: int) -> None:
                 print(f"   {kind} Δ% (paired, geometric mean of the round ratios): "
                       + ", ".join(f"{v['deltas'][SMOKE_INJECTED_ENTRY]:+.1f}" for v in found))
     print(f"   injected busy-wait {extra_s * 1e3:.3f} ms per call ({SLOWDOWN:.0%} of the first A/A "
-          f"job's base median {base_ms:.3f} ms); slowed revision {slowed_rev[:12]}")
+          f"job's raw base median {base_ms:.3f} ms); slowed revision {slowed_rev[:12]}")
 
 
 def _slowed_commit(repo: Path, extra_s: float) -> str:

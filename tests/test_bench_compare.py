@@ -34,9 +34,11 @@ BUSY_REASON = "other processes used 1.90 cores over 2.00 s; the measurement left
 
 def result(entry: str, samples: list[float], commit: str = "a" * 40, threshold: float = 5.0,
            environment: dict | None = None, factor: float | None = 1.0,
-           contended: bool = False, created: str = "2026-11-24T05:00:00+00:00") -> dict:
+           contended: bool = False, created: str = "2026-11-24T05:00:00+00:00",
+           quiet_ms: float = 1.0) -> dict:
     """A result file as ``harness bench`` writes it: raw samples, corrected by ``factor`` (None:
-    not drift-corrected), measured on a busy host when ``contended``."""
+    not drift-corrected) from a probe calibrated at ``quiet_ms``, measured on a busy host when
+    ``contended``."""
     environment = environment or ENVIRONMENT
     ordered = sorted(samples)
     raw_median = ordered[len(ordered) // 2]
@@ -54,7 +56,7 @@ def result(entry: str, samples: list[float], commit: str = "a" * 40, threshold: 
             "latency_ms": {"median": raw_median * (factor or 1.0), "drift_corrected": corrected},
             "latency_raw_ms": {"median": raw_median},
             "drift": {"status": "corrected" if corrected else "uncalibrated", "reason": "",
-                      "probe_quiet_ms": 1.0, "probe_median_ms": 1 / (factor or 1.0),
+                      "probe_quiet_ms": quiet_ms, "probe_median_ms": quiet_ms / (factor or 1.0),
                       "factor": factor or 1.0},
             "contention": {"checked": True, "contended": contended, "takes": 2 if contended else 1,
                            "waited_s": 0.0, "evidence": [evidence]},
@@ -206,6 +208,18 @@ def test_runs_not_alternating_in_time_are_compared_unpaired():
     same_time = [result("tiny", BASE_SAMPLES) for _ in range(5)]  # times equal: order unknown
     [entry] = compare_results(records(same_time), records(same_time)).entries
     assert entry.figures == CORRECTED_MEDIANS
+
+
+def test_runs_corrected_by_different_calibrations_are_brought_to_one():
+    # Head's probe was calibrated 1.5x slower (retaken in a slow phase of the host): its corrected
+    # medians read 1.5x base's for the same raw latency and probe time.
+    base = [result("tiny", BASE_SAMPLES, factor=1.0, quiet_ms=1.0) for _ in range(6)]
+    head = [result("tiny", BASE_SAMPLES, factor=1.5, quiet_ms=1.5, commit="b" * 40)
+            for _ in range(6)]
+    assert head[0]["latency_ms"]["median"] == 1.5 * base[0]["latency_ms"]["median"]
+    [entry] = compare_results(records(base), records(head)).entries
+    assert entry.figures == CORRECTED_MEDIANS
+    assert entry.delta_pct == pytest.approx(0.0) and entry.decision == "unchanged"
 
 
 def test_run_medians_are_compared_raw_when_any_run_lacks_a_correction():

@@ -17,6 +17,7 @@ from test_study import _settings
 
 from harness.cli import main
 from harness.devices import get_device
+from harness.devices import probe as reference_probe
 from harness.devices.competing_load import CompetingLoad
 from harness.devices.contention import (
     OTHERS_SLACK_CORES,
@@ -26,6 +27,7 @@ from harness.devices.contention import (
     logical_cores,
 )
 from harness.devices.probe import calibration_path, load_calibration
+from harness.records import ContentionEvidence
 from harness.report import write_report
 from harness.search.results import is_contended, pareto_trials
 from harness.search.study import run_search
@@ -102,6 +104,8 @@ def test_the_probe_is_calibrated_only_on_a_quiet_host_and_then_kept(fast_device_
     result = _evaluate(device, protocol)
     calibration = load_calibration(device.name, logical_cores(), probe)
     assert calibration is not None and calibration.quiet_ms > 0
+    assert len(calibration.window_medians_ms) == reference_probe.CALIBRATION_WINDOWS
+    assert calibration.quiet_ms == min(calibration.window_medians_ms)
     assert result["drift"]["probe_quiet_ms"] == calibration.quiet_ms
     written = calibration_path(device.name, logical_cores(), probe).stat().st_mtime_ns
     again = _evaluate(device, protocol)
@@ -173,3 +177,42 @@ def test_the_cli_flags_reach_the_record(fast_device_file, capsys):
     assert record["contention"]["checked"] is False
     assert record["drift"]["status"] == "off"
     assert record["latency_protocol"]["contention_check"] is False
+
+
+class QuietHost:
+    """A host monitor that saw nothing else running."""
+
+    def __init__(self, threads: int) -> None:
+        pass
+
+    def evidence(self) -> ContentionEvidence:
+        return ContentionEvidence(window_s=1.0, others_cores=0.0, free_cores=0.0, steal_share=0.0,
+                                  probe_slowdown=None, load_1m=None)
+
+
+def test_the_quiet_time_is_the_fastest_calibration_window(monkeypatch, tmp_path):
+    # The host's speed moved between the windows: a slow phase must not become the yardstick.
+    windows = [[2.3, 2.4, 2.2], [1.5, 1.4, 1.45], [1.9, 2.0, 1.95], [1.42, 1.41, 1.6],
+               [2.1, 2.2, 2.0]]
+    monkeypatch.setattr(reference_probe, "time_probe_windows", lambda time_once: windows)
+    monkeypatch.setattr(reference_probe, "HostMonitor", QuietHost)
+    calibration = reference_probe.calibrate(lambda: 1.0, "cpu", 2, "test-probe")
+    assert calibration.quiet_ms == 1.42
+    assert calibration.window_medians_ms == [2.3, 1.45, 1.95, 1.42, 2.1]
+    assert calibration.samples == 15
+    assert load_calibration("cpu", 2, "test-probe") == calibration
+
+
+def test_a_calibration_of_an_older_probe_version_is_retaken(monkeypatch):
+    monkeypatch.setattr(reference_probe, "HostMonitor", QuietHost)
+    monkeypatch.setattr(reference_probe, "time_probe_windows", lambda time_once: [[1.0] * 3] * 5)
+    path = calibration_path("cpu", 2, "test-probe")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    older = {"probe": "test-probe", "quiet_ms": 2.32, "samples": 92,
+             "calibrated_at": "2026-12-02T05:00:00+00:00", "machine_fingerprint": "f" * 64,
+             "device": "cpu", "threads": 2, "torch": torch.__version__, "evidence": {},
+             "version": reference_probe.PROBE_VERSION - 1}
+    path.write_text(json.dumps(older))
+    assert load_calibration("cpu", 2, "test-probe") is None
+    calibration = reference_probe.quiet_calibration(lambda: 1.0, "cpu", 2, "test-probe")
+    assert calibration.quiet_ms == 1.0 and calibration.version == reference_probe.PROBE_VERSION

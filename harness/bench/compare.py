@@ -10,7 +10,9 @@ correction, Hodges-Lehmann interval of the change, each entry's own threshold). 
 * With at least ``MIN_REPLICATE_RUNS`` runs of an entry on both sides, each run's median is one
   replicate, so noise between runs is inside the test: the drift-corrected medians when every
   run was corrected, else the raw ones of every run (a corrected median against a raw one would
-  compare the host's calibrated speed with its speed that day).
+  compare the host's calibrated speed with its speed that day). Runs corrected by different
+  calibrations of the probe (one retaken between them) are brought to one: a corrected median is
+  raw x quiet / probe, so it is rescaled by the base's quiet time over its own.
 * When the two sides' runs alternate in time (``--base-rev/--head-rev`` runs them in alternating
   rounds: base, head, head, base, ...), the i-th base run and the i-th head run were measured
   side by side, and the test is paired by round (``compare_stats.paired_change``): the host's
@@ -81,6 +83,7 @@ class BenchRun:
     raw_median_ms: float
     corrected_median_ms: float | None  # None: not drift-corrected
     drift_factor: float | None  # raw x factor = corrected; None: not drift-corrected
+    probe_quiet_ms: float | None  # the calibration the correction used
     contention_checked: bool
     contended: bool
     contention_reasons: list[str]
@@ -105,6 +108,7 @@ class BenchRun:
             raw_median_ms=raw_summary.median if raw_summary else float(np.median(samples)),
             corrected_median_ms=measurement.latency.median if corrected else None,
             drift_factor=drift.factor if corrected else None,
+            probe_quiet_ms=drift.probe_quiet_ms if corrected else None,
             contention_checked=contention is not None and contention.checked,
             contended=measurement.contended,
             contention_reasons=contention.reasons if contention else [],
@@ -342,9 +346,11 @@ def _figures(base: list[BenchRun], head: list[BenchRun]) -> ComparedFigures:
         if paired:
             base, head = (sorted(runs, key=lambda run: run.created) for runs in (base, head))
         if corrected:
-            return ComparedFigures(CORRECTED_MEDIANS + paired,
-                                   [r.corrected_median_ms for r in base],
-                                   [r.corrected_median_ms for r in head])
+            quiet_ms = min(run.probe_quiet_ms for run in base)
+            return ComparedFigures(
+                CORRECTED_MEDIANS + paired,
+                *([r.corrected_median_ms * quiet_ms / r.probe_quiet_ms for r in runs]
+                  for runs in (base, head)))
         return ComparedFigures(RAW_MEDIANS + paired, [r.raw_median_ms for r in base],
                                [r.raw_median_ms for r in head])
 

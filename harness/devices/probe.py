@@ -8,7 +8,11 @@ during the window: measurements minutes apart, or in two runs, compare as if sid
 
 The calibration is kept, not refreshed on every quiet moment: a yardstick that moved with the
 host would correct nothing between runs. It is retaken when missing, or when torch or the probe
-changed; delete the file to retake it by hand.
+changed; delete the file to retake it by hand. A VM's speed moves in phases of seconds, so the
+calibration is the fastest of several short windows' medians, after a warm-up: the host's best
+sustained speed, rather than whatever phase one window fell in (a single 0.3 s window once
+calibrated at 2.32 ms a probe that ran 1.4-1.9 ms beside the models, and every corrected latency
+on that machine read 1.2-1.7x slow).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,11 +34,11 @@ from harness.layers.attention import Attention
 from harness.models import Block
 from harness.records import ContentionEvidence
 
-PROBE_VERSION = 2  # 1: a 256x256 GEMM
+PROBE_VERSION = 3  # 1: a 256x256 GEMM; 2: the block, calibrated as the median of one 0.3 s window
 PROBE_SEED = 0
 PROBE_WIDTH, PROBE_HEADS, PROBE_TOKENS = 192, 3, 197
-CALIBRATION_S = 0.3  # of probe calls, after PROBE_WARMUP_CALLS
-PROBE_WARMUP_CALLS = 5
+CALIBRATION_WARMUP_S = 0.5
+CALIBRATION_WINDOWS, CALIBRATION_WINDOW_S = 5, 0.2
 PROBE_SHARE = 0.05  # probe time kept to this share of the candidate's timed time
 
 
@@ -80,6 +84,7 @@ class ProbeCalibration:
     torch: str
     evidence: dict[str, Any]
     version: int = PROBE_VERSION
+    window_medians_ms: list[float] = field(default_factory=list)  # quiet_ms is the smallest
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,30 +115,36 @@ def load_calibration(device: str, threads: int, probe: str) -> ProbeCalibration 
     return calibration
 
 
-def time_probe(time_once: Callable[[], float], seconds: float) -> list[float]:
-    """Warm the probe, then time it for ``seconds``."""
-    for _ in range(PROBE_WARMUP_CALLS):
+def time_probe_windows(time_once: Callable[[], float]) -> list[list[float]]:
+    """Warm the probe for ``CALIBRATION_WARMUP_S``, then time it in ``CALIBRATION_WINDOWS``
+    windows of ``CALIBRATION_WINDOW_S`` (at least 3 calls each)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < CALIBRATION_WARMUP_S:
         time_once()
-    samples, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(samples) < 3:
-        samples.append(time_once())
-    return samples
+    windows = []
+    for _ in range(CALIBRATION_WINDOWS):
+        samples, start = [], time.perf_counter()
+        while time.perf_counter() - start < CALIBRATION_WINDOW_S or len(samples) < 3:
+            samples.append(time_once())
+        windows.append(samples)
+    return windows
 
 
 def calibrate(time_once: Callable[[], float], device: str, threads: int, probe: str
               ) -> ProbeCalibration | ContentionEvidence:
-    """Time the probe on this host and store it as the quiet time when the host was quiet;
-    otherwise the evidence that it was not (nothing is stored)."""
+    """Time the probe on this host and store its quiet time, the fastest window's median, when
+    the host was quiet; otherwise the evidence that it was not (nothing is stored)."""
     monitor = HostMonitor(threads)
-    samples = time_probe(time_once, CALIBRATION_S)
+    windows = time_probe_windows(time_once)
     evidence = monitor.evidence()
     if evidence.contended:
         return evidence
+    medians = [round(statistics.median(window), 6) for window in windows]
     calibration = ProbeCalibration(
-        probe=probe, quiet_ms=statistics.median(samples), samples=len(samples),
+        probe=probe, quiet_ms=min(medians), samples=sum(len(window) for window in windows),
         calibrated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         machine_fingerprint=_machine_fingerprint(), device=device, threads=threads,
-        torch=torch.__version__, evidence=evidence.to_json(),
+        torch=torch.__version__, evidence=evidence.to_json(), window_medians_ms=medians,
     )
     path = calibration_path(device, threads, probe)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -201,6 +201,20 @@ def test_an_alternating_a_a_job_is_unchanged_despite_drift_between_rounds():
     assert entry.figures == CORRECTED_MEDIANS + PAIRED and entry.decision == "unchanged"
 
 
+def test_a_noisy_paired_entry_says_how_many_rounds_would_resolve_it():
+    base, head = alternating_rounds(1.0)
+    for index, run in enumerate(head):  # the two runs of a round 8% apart, either way
+        run["latency_ms"]["median"] *= 1.08 if index % 2 else 1 / 1.08
+    comparison = compare_results(records(base), records(head))
+    [entry] = comparison.entries
+    assert entry.decision == "noisy" and entry.round_ratio_sd == pytest.approx(0.0843, abs=1e-3)
+    [advice] = [note for note in comparison.notes() if "rounds would find" in note]
+    assert advice.startswith("smoke/tiny@cpu: its 6 rounds' ratios scatter by 8.8% (one standard "
+                             "deviation), too much to resolve a 5% change; about ")
+    assert advice.endswith(" rounds would find one with 80% probability at p < 0.01 "
+                           "(`--rounds N`)")
+
+
 def test_runs_not_alternating_in_time_are_compared_unpaired():
     base, head = alternating_rounds(1.05, order="AABB")
     [entry] = compare_results(records(base), records(head)).entries

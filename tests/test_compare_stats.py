@@ -11,11 +11,13 @@ from scipy import stats
 
 from harness.bench.compare_stats import (
     PAIRED_TEST,
+    POWER,
     ComparisonError,
     compare_entries,
     hodges_lehmann_ci_pct,
     holm,
     paired_change,
+    paired_rounds_needed,
 )
 from harness.errors import HarnessError
 
@@ -167,7 +169,7 @@ def test_to_dict_is_plain_json():
     result = compare_one(latencies(rng, 10, 0.02), latencies(rng, 10, 0.02))
     values = result.to_dict()
     assert json.loads(json.dumps(values)) == values
-    assert all(type(v) in (str, float, int, list) for v in values.values())  # no numpy scalars
+    assert all(type(v) in (str, float, int, list, type(None)) for v in values.values())  # no numpy scalars
     assert values["ci95_pct"] == list(result.ci95_pct)
     assert values["decision"] == result.decision
 
@@ -203,3 +205,17 @@ def test_paired_entries_are_tested_paired_and_holm_corrected_with_the_rest():
     assert (unpaired.test, paired.test) == ("Mann-Whitney U", PAIRED_TEST)
     assert paired.decision == "regression" and unpaired.decision != "regression"
     assert paired.p_adjusted == pytest.approx(min(1.0, 2 * paired.p_value))
+
+
+@pytest.mark.parametrize(("ratio_sd", "threshold_pct"), [(0.02, 5.0), (0.06, 5.0), (0.03, 3.0)])
+def test_paired_rounds_needed_find_the_change_with_the_promised_power(ratio_sd, threshold_pct):
+    rounds = paired_rounds_needed(ratio_sd, threshold_pct, alpha=0.01)
+    rng = np.random.default_rng(7)
+
+    def power(n: int) -> float:
+        ratios = rng.normal(math.log1p(threshold_pct / 100), ratio_sd, size=(4000, n))
+        return float(np.mean(stats.ttest_1samp(ratios, 0.0, axis=1).pvalue < 0.01))
+
+    assert power(rounds) >= POWER - 0.03  # simulated: the advice holds
+    assert power(rounds - 1) < POWER + 0.03  # and is not far more than needed
+    assert paired_rounds_needed(0.5, 1.0) is None  # beyond what is worth advising

@@ -33,6 +33,7 @@ noise between machines dwarfs noise within one.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -41,9 +42,11 @@ from typing import Any
 import numpy as np
 
 from harness.bench.compare_stats import (
+    POWER,
     ComparisonError,
     EntryComparison,
     compare_entries,
+    paired_rounds_needed,
     replicates_needed,
 )
 from harness.environment import EnvironmentChange, diff_environments
@@ -149,12 +152,13 @@ class EntryOutcome:
     n_head: int
     base_runs: int
     head_runs: int
+    round_ratio_sd: float | None = None  # paired by round: sd of the rounds' log ratios
 
     @classmethod
     def tested(cls, test: EntryComparison, figures: str, runs: tuple[int, int]) -> EntryOutcome:
         return cls(test.name, figures, test.decision, test.base_median, test.head_median,
                    test.delta_pct, test.ci95_pct, test.p_value, test.p_adjusted,
-                   test.threshold_pct, test.n_base, test.n_head, *runs)
+                   test.threshold_pct, test.n_base, test.n_head, *runs, test.ratio_sd)
 
     @classmethod
     def untested(cls, name: str, figures: ComparedFigures, threshold_pct: float,
@@ -242,11 +246,25 @@ class Comparison:
             notes.append(f"With fewer than {needed} runs a side, no change of the {len(tested)} "
                          "entries compared can be significant after Holm's correction "
                          f"(p < 0.01): {', '.join(short)}; run {needed} rounds")
+        for entry in tested:
+            if entry.decision == "noisy" and entry.round_ratio_sd is not None:
+                notes.append(self._rounds_advice(entry, len(tested)))
         if self.unchecked_runs:
             notes.append(f"{self.unchecked_runs} run(s) carry no contention check (result files "
                          "of an older harness, or --no-contention-check): a busy host is not "
                          "ruled out for them")
         return notes
+
+    @staticmethod
+    def _rounds_advice(entry: EntryOutcome, tests: int) -> str:
+        """How many rounds would resolve a noisy paired entry, from its rounds' scatter."""
+        alpha = 0.01 / tests  # Holm's strictest step
+        needed = paired_rounds_needed(entry.round_ratio_sd, entry.threshold_pct, alpha)
+        rounds = f"about {needed}" if needed else "more than 200"
+        return (f"{entry.name}: its {entry.n_base} rounds' ratios scatter by "
+                f"{100 * math.expm1(entry.round_ratio_sd):.1f}% (one standard deviation), too "
+                f"much to resolve a {entry.threshold_pct:g}% change; {rounds} rounds would find "
+                f"one with {POWER:.0%} probability at p < {alpha:.2g} (`--rounds N`)")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -53,6 +53,8 @@ CONFIDENCE = 0.95
 EXACT_MAX_PAIRS = 2500  # up to this many pairs the U distribution is computed exactly
 MAX_PAIRS = 1 << 22  # above this many pairwise differences, subsample this many
 PAIRED_TEST = "paired t on log ratios"
+POWER = 0.8  # of the rounds advised for a paired comparison
+MAX_ROUNDS_ADVISED = 200
 
 
 class ComparisonError(HarnessError):
@@ -75,6 +77,7 @@ class EntryComparison:
     n_base: int
     n_head: int
     test: str = "Mann-Whitney U"  # or PAIRED_TEST
+    ratio_sd: float | None = None  # paired: standard deviation of the per-round log ratios
 
     def to_dict(self) -> dict[str, object]:
         values = asdict(self)
@@ -187,6 +190,20 @@ def paired_change(base: np.ndarray, head: np.ndarray) -> tuple[float, tuple[floa
             (100 * math.expm1(mean - half_width), 100 * math.expm1(mean + half_width)), p_value)
 
 
+def paired_rounds_needed(ratio_sd: float, threshold_pct: float, alpha: float = 0.01
+                         ) -> int | None:
+    """Rounds of a paired comparison that find a change of ``threshold_pct`` with probability
+    ``POWER`` at two-sided level ``alpha``, when the per-round log ratios scatter by ``ratio_sd``
+    (the usual approximation of the t-test's power, t quantiles at rounds - 1 degrees of
+    freedom); None above ``MAX_ROUNDS_ADVISED``."""
+    effect = math.log1p(threshold_pct / 100)
+    for rounds in range(3, MAX_ROUNDS_ADVISED + 1):
+        needed = stats.t.ppf(1 - alpha / 2, rounds - 1) + stats.t.ppf(POWER, rounds - 1)
+        if effect * math.sqrt(rounds) >= needed * ratio_sd:
+            return rounds
+    return None
+
+
 def compare_entries(
     entries: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     thresholds: Mapping[str, float] | None = None,
@@ -232,6 +249,8 @@ def compare_entries(
             n_base=len(base),
             n_head=len(head),
             test=PAIRED_TEST if name in paired else "Mann-Whitney U",
+            ratio_sd=float(np.std(np.log(head) - np.log(base), ddof=1)) if name in paired
+            else None,
         )
         for (name, base, head, threshold, delta_pct, ci, p_value), p_adjusted
         in zip(measured, adjusted)

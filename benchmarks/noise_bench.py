@@ -292,8 +292,22 @@ def part_interleaved(workdir: Path, jobs: int) -> None:
             for kind, found in verdicts.items():
                 print(f"   {kind} Δ% (paired, geometric mean of the round ratios): "
                       + ", ".join(f"{v['deltas'][SMOKE_INJECTED_ENTRY]:+.1f}" for v in found))
+    for figure in ("latency_ms", "latency_raw_ms"):
+        scatter = [_round_ratio_sd(job_results, figure) for job_results in aa]
+        print(f"   A/A per-round ratio scatter (sd), {figure}: median {statistics.median(scatter):.1%}"
+              f" ({', '.join(f'{sd:.1%}' for sd in scatter)})")
     print(f"   injected busy-wait {extra_s * 1e3:.3f} ms per call ({SLOWDOWN:.0%} of the first A/A "
           f"job's raw base median {base_ms:.3f} ms); slowed revision {slowed_rev[:12]}")
+
+
+def _round_ratio_sd(results: Path, figure: str) -> float:
+    """Standard deviation of the per-round ratios head / base of one job's ``figure`` median,
+    the rounds matched by time as ``harness compare`` pairs them."""
+    sides = [sorted((values["created"], values[figure]["median"])
+                    for values in (json.loads(p.read_text()) for p in (results / side).rglob("*.json")))
+             for side in ("base", "head")]
+    ratios = [head / base for (_, base), (_, head) in zip(*sides)]
+    return statistics.stdev(ratios)
 
 
 def _slowed_commit(repo: Path, extra_s: float) -> str:

@@ -236,6 +236,14 @@ def test_runs_corrected_by_different_calibrations_are_brought_to_one():
     assert entry.delta_pct == pytest.approx(0.0) and entry.decision == "unchanged"
 
 
+def test_times_without_an_offset_are_read_as_utc_and_still_pair():
+    base, head = alternating_rounds(1.05)
+    for run in head:  # a hand-made head side, its times written without the UTC offset
+        run["created"] = run["created"].removesuffix("+00:00")
+    [entry] = compare_results(records(base), records(head)).entries
+    assert entry.figures == CORRECTED_MEDIANS + PAIRED and entry.decision == "regression"
+
+
 def test_run_medians_are_compared_raw_when_any_run_lacks_a_correction():
     # Head's runs were corrected by 0.8 (the host ran slow that day); base's files predate drift
     # correction. Corrected head medians against raw base ones would read as a 20% improvement.

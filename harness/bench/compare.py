@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -336,9 +336,12 @@ def compare_results(base: list[BenchRunRecord], head: list[BenchRunRecord],
 
 def _timestamp(text: str | None) -> datetime | None:
     try:
-        return datetime.fromisoformat(text) if text else None
+        moment = datetime.fromisoformat(text) if text else None
     except (TypeError, ValueError):
         return None
+    # harness writes UTC with its offset; a hand-made file without one is read as UTC, so that
+    # times with and without an offset still order
+    return moment.replace(tzinfo=timezone.utc) if moment and moment.tzinfo is None else moment
 
 
 def alternating(base: list[BenchRun], head: list[BenchRun]) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 from harness.errors import FileError, HarnessError, shorten
 from harness.files import check_readable_file, read_text
+from harness.timing import drift_corrected
 
 # Version 1: energy per call of the model was named ``joules_per_inference``, though a call is one
 # batch. Version 2: ``joules_per_call``; every result kind shares this one version number.
@@ -194,7 +195,9 @@ class DriftCorrection:
 
     @property
     def factor(self) -> float:
-        """Multiplies the raw latency: quiet probe time over probe time in the window."""
+        """Quiet probe time over the probe's median over the whole window: what the raw latency
+        is multiplied by, on average; each sample is corrected by the probe blocks around it
+        (``harness.timing.drift_corrected``)."""
         if self.status != "corrected" or not self.probe_median_ms:
             return 1.0
         return self.probe_quiet_ms / self.probe_median_ms
@@ -364,6 +367,7 @@ class MeasurementRecord:
     drift: DriftCorrection | None = None
     contention: ContentionRecord | None = None
     probe_samples_ms: list[float] | None = None
+    probe_positions: list[int] | None = None  # latency samples taken before each probe sample
     retaken_samples_ms: list[list[float]] | None = None  # takes a busy host spoiled
     runtime: RuntimeRecord | None = None
     fpga: dict[str, Any] | None = None  # an FPGA estimate's operators, resources and power
@@ -379,6 +383,17 @@ class MeasurementRecord:
     def median_ms(self) -> float:
         return self.latency.median
 
+    def corrected_samples_ms(self) -> list[float]:
+        """The kept take's samples as its latency was figured: each drift-corrected by the probe
+        blocks around it where ``drift`` says corrected, else raw."""
+        drift = self.drift
+        if drift is None or drift.status != "corrected":
+            return list(self.latency_samples_ms)
+        if not self.probe_samples_ms:  # not kept: the window's factor is what is known
+            return [sample * drift.factor for sample in self.latency_samples_ms]
+        return drift_corrected(self.latency_samples_ms, self.probe_samples_ms,
+                               self.probe_positions, drift.probe_quiet_ms)
+
     # the stored key of each section, in the order results have always been written
     def to_json(self) -> dict[str, Any]:
         values: dict[str, Any] = {"latency_ms": self.latency.to_json()}
@@ -392,6 +407,8 @@ class MeasurementRecord:
                       latency_samples_ms=self.latency_samples_ms)
         if self.probe_samples_ms is not None:
             values["probe_samples_ms"] = self.probe_samples_ms
+        if self.probe_positions is not None:
+            values["probe_positions"] = self.probe_positions
         if self.retaken_samples_ms is not None:
             values["retaken_samples_ms"] = self.retaken_samples_ms
         values["latency_protocol"] = self.protocol
@@ -421,6 +438,7 @@ class MeasurementRecord:
             drift=optional("drift", DriftCorrection.from_json),
             contention=optional("contention", ContentionRecord.from_json),
             probe_samples_ms=values.get("probe_samples_ms"),
+            probe_positions=values.get("probe_positions"),
             retaken_samples_ms=values.get("retaken_samples_ms"),
             runtime=optional("runtime", RuntimeRecord.from_json),
             fpga=values.get("fpga"),
@@ -428,7 +446,7 @@ class MeasurementRecord:
 
 
 # Trial attributes too large for reports: every timing a trial kept
-SAMPLE_KEYS = ("latency_samples_ms", "probe_samples_ms", "retaken_samples_ms")
+SAMPLE_KEYS = ("latency_samples_ms", "probe_samples_ms", "probe_positions", "retaken_samples_ms")
 
 
 @dataclass(frozen=True)

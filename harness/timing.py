@@ -17,6 +17,9 @@ from typing import Any
 from harness.stats import LatencySummary, summarize
 
 CHECK_EVERY = 10  # samples between two CI checks: the check costs ~0.1 ms
+# Candidate time between two probe blocks: a VM's speed moves within a second, and the probe
+# corrects each sample by the blocks around it (``drift_corrected``)
+PROBE_BLOCK_S = 0.02
 WARMUP_WINDOW = 16  # calls in each of the two windows the steadiness rule compares
 WARMUP_TOLERANCE = 0.02  # the two windows' median timings within 2% of each other ...
 CLOCK_TOLERANCE = 0.01  # ... and the clock within 1% over the last window (GPU boost bins: 15 MHz)
@@ -72,6 +75,7 @@ class LatencyMeasurement:
     throttled: bool | None = None
     # The reference probe's timings between the timing blocks, and their total time
     probe_samples_ms: list[float] = field(default_factory=list, repr=False)
+    probe_positions: list[int] = field(default_factory=list, repr=False)  # samples before each
     probe_s: float = 0.0
 
     def protocol_record(self) -> dict[str, Any]:
@@ -140,19 +144,53 @@ def warm_up(
 class ProbeInterleave:
     """Times the reference probe between a candidate's timing blocks (ABAB), keeping the probe's
     time to ``share`` of the candidate's: once before the first block, after any block that
-    leaves the probe under its share, and once after the last."""
+    leaves the probe under its share, and once after the last. Each probe timing keeps its
+    position: how many candidate samples were taken before it (``drift_corrected``)."""
 
     def __init__(self, time_probe: Callable[[], float], share: float) -> None:
         self.time_probe, self.share = time_probe, share
         self.samples: list[float] = []
+        self.positions: list[int] = []
         self.seconds = 0.0
 
-    def run(self, candidate_s: float, at_least_once: bool = False) -> None:
+    def run(self, candidate_s: float, position: int, at_least_once: bool = False) -> None:
         while at_least_once or self.seconds < self.share * candidate_s:
             start = time.perf_counter()
             self.samples.append(self.time_probe())
+            self.positions.append(position)
             self.seconds += time.perf_counter() - start
             at_least_once = False
+
+
+def drift_corrected(samples_ms: Sequence[float], probe_samples_ms: Sequence[float],
+                    probe_positions: Sequence[int] | None, quiet_ms: float) -> list[float]:
+    """Each sample times the probe's quiet time over its median in the probe blocks just before
+    and just after that sample: the host's speed while the sample ran, not over the whole window.
+
+    On a 2-core VM the host's speed moves within a second; a candidate's time over the probe's
+    in blocks 20 ms apart scatters as white noise (4% per block, no correlation past the next
+    block), while one factor for a 1.5 s window left back-to-back deit_tiny medians 1.7% apart
+    (median of 20 pairs) against 0.4-0.7% sample by sample. Without positions (records from
+    before they were kept) every probe timing counts as around every sample: the window's
+    factor."""
+    if not probe_samples_ms:
+        return list(samples_ms)
+    if probe_positions is None:
+        factor = quiet_ms / statistics.median(probe_samples_ms)
+        return [sample * factor for sample in samples_ms]
+    blocks: dict[int, list[float]] = {}
+    for position, probe_ms in zip(probe_positions, probe_samples_ms):
+        blocks.setdefault(position, []).append(probe_ms)
+    starts = sorted(blocks)
+    corrected, before = [], None
+    after = 0  # index into starts of the first block after the current sample
+    for index, sample in enumerate(samples_ms):
+        while after < len(starts) and starts[after] <= index:
+            before, after = starts[after], after + 1
+        around = (blocks[before] if before is not None else []) + \
+            (blocks[starts[after]] if after < len(starts) else [])
+        corrected.append(sample * quiet_ms / statistics.median(around))
+    return corrected
 
 
 def measure_adaptively(
@@ -172,14 +210,16 @@ def measure_adaptively(
     samples: list[float] = []
     stop_reason = "max_samples"
     if probe:
-        probe.run(0.0, at_least_once=True)
+        probe.run(0.0, 0, at_least_once=True)
+    block_start = time.perf_counter()
     while len(samples) < protocol.max_samples:
         samples.append(time_once())
+        if probe and time.perf_counter() - block_start >= PROBE_BLOCK_S:
+            probe.run(time.perf_counter() - timed_start - probe.seconds, len(samples))
+            block_start = time.perf_counter()
         if len(samples) % CHECK_EVERY:
             continue
         elapsed = time.perf_counter() - timed_start
-        if probe:
-            probe.run(elapsed - probe.seconds)
         if contended and contended():
             stop_reason = "contended"
             break
@@ -194,7 +234,7 @@ def measure_adaptively(
             stop_reason = "time_cap"
             break
     if probe:
-        probe.run(0.0, at_least_once=True)
+        probe.run(0.0, len(samples), at_least_once=True)
     return LatencyMeasurement(
         summary=summarize(samples),
         samples_ms=samples,
@@ -204,5 +244,6 @@ def measure_adaptively(
         stop_reason=stop_reason,
         conditions={"warmup_steady": warm.steady},
         probe_samples_ms=probe.samples if probe else [],
+        probe_positions=probe.positions if probe else [],
         probe_s=probe.seconds if probe else 0.0,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from harness.devices.contention import (
     logical_cores,
 )
 from harness.devices.probe import calibration_path, load_calibration
-from harness.records import ContentionEvidence
+from harness.records import ContentionEvidence, MeasurementRecord
 from harness.report import write_report
 from harness.search.results import is_contended, pareto_trials
 from harness.search.study import run_search
@@ -69,10 +70,11 @@ def test_a_quiet_host_is_not_flagged_and_latency_is_drift_corrected(fast_device_
     assert drift["status"] == "corrected" and drift["probe_samples"] >= 2
     assert 0 < drift["probe_share"] < 1
     assert result["latency_ms"]["drift_corrected"]
-    # the corrected median is the raw one scaled by the probe's factor
-    assert result["latency_ms"]["median"] == pytest.approx(
-        result["latency_raw_ms"]["median"] * drift["factor"], rel=1e-4)
-    assert len(result["probe_samples_ms"]) == drift["probe_samples"]
+    # the record holds what the correction used: each sample by the probe blocks around it
+    assert len(result["probe_samples_ms"]) == len(result["probe_positions"]) == drift["probe_samples"]
+    corrected = MeasurementRecord.from_json(result).corrected_samples_ms()
+    # (samples are stored to 1e-5 ms: ~3e-4 of this tiny model's 0.03 ms)
+    assert result["latency_ms"]["median"] == pytest.approx(statistics.median(corrected), rel=2e-3)
 
 
 def test_a_busy_host_is_retaken_then_flagged_with_evidence(fast_device_file, competing_load):
@@ -216,3 +218,22 @@ def test_a_calibration_of_an_older_probe_version_is_retaken(monkeypatch):
     assert load_calibration("cpu", 2, "test-probe") is None
     calibration = reference_probe.quiet_calibration(lambda: 1.0, "cpu", 2, "test-probe")
     assert calibration.quiet_ms == 1.0 and calibration.version == reference_probe.PROBE_VERSION
+
+
+def test_a_calibration_caught_in_a_slow_phase_is_retaken_for_later_processes(
+        fast_device_file, monkeypatch):
+    device, protocol = _device_and_protocol(fast_device_file)
+    probe = _evaluate(device, protocol)["drift"]["probe"]
+    path = calibration_path(device.name, logical_cores(), probe)
+    taken = load_calibration(device.name, logical_cores(), probe)
+    # as if calibrated while the host ran 3x slow
+    slow = {**taken.to_dict(), "quiet_ms": 3 * taken.quiet_ms}
+    path.write_text(json.dumps(slow))
+    monkeypatch.setattr(reference_probe, "_IN_USE", {})  # a new process
+    result = _evaluate(device, protocol)
+    assert result["drift"]["probe_quiet_ms"] == slow["quiet_ms"]  # this process keeps its yardstick
+    retaken = load_calibration(device.name, logical_cores(), probe)
+    assert retaken.quiet_ms < slow["quiet_ms"]
+    assert _evaluate(device, protocol)["drift"]["probe_quiet_ms"] == slow["quiet_ms"]
+    monkeypatch.setattr(reference_probe, "_IN_USE", {})  # the next process
+    assert _evaluate(device, protocol)["drift"]["probe_quiet_ms"] == retaken.quiet_ms

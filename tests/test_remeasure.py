@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import pytest
 from test_study import _settings
 
 from harness.cli import main
@@ -18,6 +19,7 @@ from harness.search.remeasure import DEFAULT_ROUNDS, bootstrap_front, dominated,
 from harness.search.results import (
     REMEASURE_ATTR,
     RemeasuredFront,
+    RoundTiming,
     pareto_trials,
     stored_remeasurement,
 )
@@ -193,3 +195,17 @@ def test_a_remeasurement_on_a_busy_host_is_recorded_and_not_used(tiny_space_file
     assert [entry["trial"] for entry in pareto] == [
         t.number for t in pareto_trials(study, study.get_trials())]
     assert all("p_dominated" not in entry for entry in pareto)
+
+
+def test_a_round_is_corrected_sample_by_sample_and_older_rounds_by_their_factor():
+    # the host ran 2x slow for the round's second half, and the probe with it
+    samples = [10.0] * 6 + [20.0] * 6
+    probe, positions = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0], [0, 3, 6, 6, 9, 12]
+    now = RoundTiming(samples, probe, drift_factor=0.666667, timed_s=0.1, probe_s=0.01,
+                      probe_quiet_ms=1.0, probe_positions=positions)
+    assert now.median_ms == 10.0
+    assert RoundTiming(**now.to_dict()) == now
+    # stored before each probe timing's position was kept: the round's factor, as then
+    older = {k: v for k, v in now.to_dict().items() if k not in ("probe_quiet_ms", "probe_positions")}
+    assert RoundTiming(**older).median_ms == pytest.approx(15.0 * 0.666667)
+    assert RoundTiming(**older).corrected_samples_ms() == pytest.approx([s * 0.666667 for s in samples])

@@ -9,8 +9,11 @@ import pytest
 
 from harness.stats import median_ci, summarize
 from harness.timing import (
+    PROBE_BLOCK_S,
     WARMUP_WINDOW,
     MeasurementProtocol,
+    ProbeInterleave,
+    drift_corrected,
     measure_adaptively,
     warm_up,
     warmup_is_steady,
@@ -127,3 +130,45 @@ def test_the_ci_target_cannot_stop_a_run_shorter_than_min_timed_s():
     result = measure_adaptively(steady_call, protocol)
     assert result.stop_reason == "ci_target" and result.timed_s >= 0.05
     assert result.summary.n > 10
+
+
+def test_each_sample_is_corrected_by_the_probe_blocks_around_it():
+    # The host runs 2x slower for the second half of the window: the candidate's samples and
+    # the probe's both double there. Probe blocks ran before sample 0 and after every 2 samples.
+    samples = [10.0] * 10 + [20.0] * 10
+    positions = list(range(0, 21, 2))
+    probe = [1.0 if position <= 10 else 2.0 for position in positions]
+    corrected = drift_corrected(samples, probe, positions, quiet_ms=1.0)
+    # samples 10 and 11 ran between the last fast block and the first slow one
+    assert corrected[:10] == [10.0] * 10 and corrected[12:] == [10.0] * 8
+    assert corrected[10:12] == pytest.approx([20.0 / 1.5] * 2)
+    assert float(np.median(corrected)) == 10.0
+    # one factor for the window (the probe's median, 1.0) leaves half the samples 2x slow
+    window = drift_corrected(samples, probe, None, quiet_ms=1.0)
+    assert window == samples and float(np.median(window)) == 15.0
+    # blocks of several timings count by their median; no probe timed: nothing to correct
+    assert drift_corrected([4.0, 4.0], [1.0, 3.0, 2.0], [0, 0, 2], 2.0) == [4.0, 4.0]
+    assert drift_corrected([4.0], [], [], 2.0) == [4.0]
+
+
+def test_the_probe_is_timed_between_timing_blocks_and_its_positions_kept():
+    import time
+
+    def candidate_call() -> float:
+        time.sleep(PROBE_BLOCK_S / 5)  # a block spans about five calls, however slow the host
+        return 10.0
+
+    def probe_call() -> float:
+        time.sleep(PROBE_BLOCK_S / 20)
+        return 1.0
+
+    interleave = ProbeInterleave(probe_call, share=0.05)  # about one probe timing a block
+    protocol = MeasurementProtocol(min_samples=40, max_samples=40, time_cap_s=60,
+                                   **NO_WARMUP_TIME)
+    result = measure_adaptively(candidate_call, protocol, probe=interleave)
+    positions = result.probe_positions
+    assert len(positions) == len(result.probe_samples_ms)
+    assert positions[0] == 0 and positions[-1] == 40  # before the first sample, after the last
+    assert positions == sorted(positions)
+    interior = [p for p in positions if 0 < p < 40]
+    assert len(interior) >= 2 and all(b - a >= 1 for a, b in zip(interior, interior[1:]))

@@ -18,8 +18,8 @@ correction, Hodges-Lehmann interval of the change, each entry's own threshold). 
   side by side, and the test is paired by round (``compare_stats.paired_change``): the host's
   drift between rounds, which an unpaired test counts as noise, cancels in each round's ratio.
 * With fewer runs, nothing is decided: the entry is "replicates missing", shown with the pooled
-  samples' medians (drift-corrected, raw samples times the run's drift factor, when every run
-  was corrected), never a regression. Pooled samples hold only the noise within a run, while the
+  samples' medians (drift-corrected sample by sample when every run was corrected), never a
+  regression. Pooled samples hold only the noise within a run, while the
   host drifts by 1-40% between runs seconds apart: an A/A run of the smoke suite on pooled raw
   samples gave "+16.6%, p = 2e-21". Drift correction narrows that, not enough: ten A/A pairs of
   smoke runs on a 2-core VM, compared on pooled drift-corrected samples, called a regression in
@@ -85,7 +85,7 @@ class BenchRun:
     raw_samples_ms: list[float]
     raw_median_ms: float
     corrected_median_ms: float | None  # None: not drift-corrected
-    drift_factor: float | None  # raw x factor = corrected; None: not drift-corrected
+    corrected_samples_ms: list[float] | None  # None: not drift-corrected
     probe_quiet_ms: float | None  # the calibration the correction used
     contention_checked: bool
     contended: bool
@@ -110,7 +110,7 @@ class BenchRun:
             raw_samples_ms=samples,
             raw_median_ms=raw_summary.median if raw_summary else float(np.median(samples)),
             corrected_median_ms=measurement.latency.median if corrected else None,
-            drift_factor=drift.factor if corrected else None,
+            corrected_samples_ms=measurement.corrected_samples_ms() if corrected else None,
             probe_quiet_ms=drift.probe_quiet_ms if corrected else None,
             contention_checked=contention is not None and contention.checked,
             contended=measurement.contended,
@@ -361,7 +361,7 @@ def alternating(base: list[BenchRun], head: list[BenchRun]) -> bool:
 
 def _figures(base: list[BenchRun], head: list[BenchRun]) -> ComparedFigures:
     """The figures one entry is compared on (see the module docstring)."""
-    corrected = all(run.drift_factor is not None for run in [*base, *head])
+    corrected = all(run.corrected_samples_ms is not None for run in [*base, *head])
     if min(len(base), len(head)) >= MIN_REPLICATE_RUNS:
         paired = PAIRED if alternating(base, head) else ""
         if paired:
@@ -376,8 +376,8 @@ def _figures(base: list[BenchRun], head: list[BenchRun]) -> ComparedFigures:
                                [r.raw_median_ms for r in head])
 
     def pooled(runs: list[BenchRun], corrected: bool) -> list[float]:
-        return [sample * (run.drift_factor if corrected else 1.0)
-                for run in runs for sample in run.raw_samples_ms]
+        return [sample for run in runs
+                for sample in (run.corrected_samples_ms if corrected else run.raw_samples_ms)]
 
     return ComparedFigures(CORRECTED_SAMPLES_UNTESTED if corrected else RAW_SAMPLES_UNTESTED,
                            pooled(base, corrected), pooled(head, corrected))

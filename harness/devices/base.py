@@ -33,6 +33,7 @@ from harness.devices.probe import (
     ProbeCalibration,
     ReferenceProbe,
     quiet_calibration,
+    retake_if_faster,
 )
 from harness.errors import DeviceError, shorten
 from harness.knobs import BASELINE, KERNEL_KNOBS, active_knobs
@@ -54,6 +55,7 @@ from harness.timing import (
     LatencyMeasurement,
     MeasurementProtocol,
     ProbeInterleave,
+    drift_corrected,
     measure_adaptively,
 )
 
@@ -315,6 +317,7 @@ class MeasuredDevice(BaseDevice):
             takes.append((measurement, evidence))
             last = len(takes) > protocol.contention_retakes
             if evidence is None or not evidence.contended or last:
+                probe.check_calibration(drift, evidence)
                 return TimedOnHost(takes, drift, waited_s)
             waited_s += wait_for_quiet(threads, protocol.contention_backoff_s * 2 ** (len(takes) - 1))
 
@@ -331,8 +334,8 @@ def drift_correction(measurement: LatencyMeasurement, calibration: Any, probe: s
                                calibration, probe, probe_median_ms=probe_median,
                                probe_samples=len(measurement.probe_samples_ms), probe_share=share)
     status = "corrected" if protocol.drift_correction else "off"
-    reason = (f"raw latency x quiet probe time {calibration.quiet_ms:.4f} ms (calibrated "
-              f"{calibration.calibrated_at}) / probe time in the window"
+    reason = (f"each raw sample x quiet probe time {calibration.quiet_ms:.4f} ms (calibrated "
+              f"{calibration.calibrated_at}) / the probe's median in the blocks around it"
               if protocol.drift_correction else "drift correction turned off "
               "(--no-drift-correction); the probe was timed for the contention check")
     return DriftCorrection(status, reason, probe, calibration.quiet_ms, probe_median,
@@ -357,6 +360,13 @@ class CalibratedProbe:
                    protocol: MeasurementProtocol) -> DriftCorrection:
         return drift_correction(measurement, self.calibration, self.name, protocol)
 
+    def check_calibration(self, drift: DriftCorrection, evidence: ContentionEvidence | None) -> None:
+        """Retake the stored calibration when a quiet window ran the probe well under it
+        (``probe.retake_if_faster``); this process goes on with the one it started with."""
+        if self.time_once and isinstance(self.calibration, ProbeCalibration) and \
+                drift.probe_median_ms and evidence is not None and not evidence.contended:
+            retake_if_faster(self.time_once, self.calibration, drift.probe_median_ms)
+
 
 @dataclass(frozen=True)
 class TimedOnHost:
@@ -380,9 +390,9 @@ class TimedOnHost:
         """The corrected latency, the raw one beside it, and every take's samples and evidence
         (nothing measured is lost)."""
         kept = self.kept
-        factor = self.drift.factor
-        corrected = summarize([s * factor for s in kept.samples_ms]) if factor != 1.0 \
-            else kept.summary
+        corrected = summarize(drift_corrected(kept.samples_ms, kept.probe_samples_ms,
+                                              kept.probe_positions, self.drift.probe_quiet_ms)) \
+            if self.drift.status == "corrected" else kept.summary
         return MeasurementRecord(
             latency=LatencyRecord.of_summary(corrected, status="measured",
                                              drift_corrected=self.drift.status == "corrected"),
@@ -396,6 +406,7 @@ class TimedOnHost:
             conditions=kept.conditions,
             latency_samples_ms=[round(s, 5) for s in kept.samples_ms],
             probe_samples_ms=[round(s, 5) for s in kept.probe_samples_ms],
+            probe_positions=kept.probe_positions,
             retaken_samples_ms=[[round(s, 5) for s in m.samples_ms] for m, _ in self.takes[:-1]],
             protocol={**protocol.to_dict(), "threads": threads, **kept.protocol_record()},
             energy=energy,

@@ -12,7 +12,12 @@ changed; delete the file to retake it by hand. A VM's speed moves in phases of s
 calibration is the fastest of several short windows' medians, after a warm-up: the host's best
 sustained speed, rather than whatever phase one window fell in (a single 0.3 s window once
 calibrated at 2.32 ms a probe that ran 1.4-1.9 ms beside the models, and every corrected latency
-on that machine read 1.2-1.7x slow).
+on that machine read 1.2-1.7x slow). A slow phase can still outlast all the windows: one
+calibration of 1.5 s read the probe 1.6x slower than it then ran, for minutes, beside deit_tiny.
+So when a quiet measurement sees the probe run more than ``1 - RETAKE_BELOW`` faster than its
+calibration, the calibration is retaken and stored if faster (``retake_if_faster``). One
+process keeps the calibration it started with, so that the measurements of one search or bench
+run share one yardstick; ``harness compare`` rescales runs corrected by different ones.
 """
 
 from __future__ import annotations
@@ -39,7 +44,12 @@ PROBE_SEED = 0
 PROBE_WIDTH, PROBE_HEADS, PROBE_TOKENS = 192, 3, 197
 CALIBRATION_WARMUP_S = 0.5
 CALIBRATION_WINDOWS, CALIBRATION_WINDOW_S = 5, 0.2
-PROBE_SHARE = 0.05  # probe time kept to this share of the candidate's timed time
+PROBE_SHARE = 0.08  # probe time kept to this share of the candidate's timed time
+RETAKE_BELOW = 0.85  # a quiet window's probe median / quiet time below this: retake the calibration
+
+# The calibration each process started with (by file), and the files it has retaken
+_IN_USE: dict[Path, ProbeCalibration] = {}
+_RETAKEN: set[Path] = set()
 
 
 class ReferenceProbe(torch.nn.Module):
@@ -130,36 +140,66 @@ def time_probe_windows(time_once: Callable[[], float]) -> list[list[float]]:
     return windows
 
 
-def calibrate(time_once: Callable[[], float], device: str, threads: int, probe: str
-              ) -> ProbeCalibration | ContentionEvidence:
-    """Time the probe on this host and store its quiet time, the fastest window's median, when
-    the host was quiet; otherwise the evidence that it was not (nothing is stored)."""
+def take_calibration(time_once: Callable[[], float], device: str, threads: int, probe: str
+                     ) -> ProbeCalibration | ContentionEvidence:
+    """Time the probe on this host: its quiet time is the fastest window's median when the host
+    was quiet; otherwise the evidence that it was not. Nothing is stored."""
     monitor = HostMonitor(threads)
     windows = time_probe_windows(time_once)
     evidence = monitor.evidence()
     if evidence.contended:
         return evidence
     medians = [round(statistics.median(window), 6) for window in windows]
-    calibration = ProbeCalibration(
+    return ProbeCalibration(
         probe=probe, quiet_ms=min(medians), samples=sum(len(window) for window in windows),
         calibrated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         machine_fingerprint=_machine_fingerprint(), device=device, threads=threads,
         torch=torch.__version__, evidence=evidence.to_json(), window_medians_ms=medians,
     )
-    path = calibration_path(device, threads, probe)
+
+
+def store_calibration(calibration: ProbeCalibration) -> None:
+    path = calibration_path(calibration.device, calibration.threads, calibration.probe)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(calibration.to_dict(), indent=2) + "\n")
-    return calibration
+
+
+def calibrate(time_once: Callable[[], float], device: str, threads: int, probe: str
+              ) -> ProbeCalibration | ContentionEvidence:
+    """``take_calibration``, stored when the host was quiet."""
+    result = take_calibration(time_once, device, threads, probe)
+    if isinstance(result, ProbeCalibration):
+        store_calibration(result)
+    return result
 
 
 def quiet_calibration(time_once: Callable[[], float], device: str, threads: int, probe: str
                       ) -> ProbeCalibration | str:
-    """The stored calibration, or a new one taken now; why there is none when the host is busy."""
-    stored = load_calibration(device, threads, probe)
-    if stored is not None:
-        return stored
-    result = calibrate(time_once, device, threads, probe)
+    """The calibration this process started with: the stored one, or one taken now; why there
+    is none when the host is busy."""
+    path = calibration_path(device, threads, probe)
+    if path in _IN_USE:
+        return _IN_USE[path]
+    result = load_calibration(device, threads, probe) or calibrate(time_once, device, threads, probe)
     if isinstance(result, ContentionEvidence):
         return (f"the probe was never calibrated on this machine and the host is busy now "
                 f"({'; '.join(result.reasons)})")
+    _IN_USE[path] = result
     return result
+
+
+def retake_if_faster(time_once: Callable[[], float], in_use: ProbeCalibration,
+                     window_probe_ms: float) -> ProbeCalibration | None:
+    """When the probe's median over a quiet window was under ``RETAKE_BELOW`` of its calibrated
+    quiet time, the calibration caught the host in a slow phase: retake it (once a process) and
+    store the new one if faster, for the processes after this one. The new one, or None."""
+    path = calibration_path(in_use.device, in_use.threads, in_use.probe)
+    stored = load_calibration(in_use.device, in_use.threads, in_use.probe) or in_use
+    if path in _RETAKEN or window_probe_ms >= RETAKE_BELOW * stored.quiet_ms:
+        return None
+    _RETAKEN.add(path)
+    retaken = take_calibration(time_once, in_use.device, in_use.threads, in_use.probe)
+    if not isinstance(retaken, ProbeCalibration) or retaken.quiet_ms >= stored.quiet_ms:
+        return None
+    store_calibration(retaken)
+    return retaken

@@ -196,9 +196,12 @@ def remeasure_front(
                 measurement = device.measure_latency(candidate.model, candidate.inputs, timing,
                                                      probe=probe.interleave())
                 drift = probe.correction(measurement, protocol)
+                corrected = drift.status == "corrected"
                 candidate.rounds.append(RoundTiming(
                     measurement.samples_ms, measurement.probe_samples_ms, drift.factor,
-                    measurement.timed_s, measurement.probe_s))
+                    measurement.timed_s, measurement.probe_s,
+                    probe_quiet_ms=drift.probe_quiet_ms if corrected else None,
+                    probe_positions=measurement.probe_positions if corrected else None))
             say(f"re-measure round {number + 1}/{rounds} done "
                 f"({time.perf_counter() - started:.0f} s)")
         probe_samples = [s for c in candidates for r in c.rounds for s in r.probe_samples_ms]

@@ -24,6 +24,7 @@ from harness.records import (
     migrate,
 )
 from harness.stats import summarize
+from harness.timing import drift_corrected
 
 REMEASURE_ATTR = "remeasured_front"
 # The study attribute with the schema version its trials were first written at; each trial written
@@ -83,24 +84,36 @@ def pareto_trials(study: optuna.Study, trials: list[FrozenTrial],
 @dataclass(frozen=True)
 class RoundTiming:
     """One candidate's timing in one round: raw samples, the probe's beside them, and the
-    round's drift factor (quiet probe time over probe time in the round; 1 when uncorrected)."""
+    round's drift factor (quiet probe time over the probe's median in the round; 1 when
+    uncorrected)."""
 
     samples_ms: list[float]
     probe_samples_ms: list[float]
     drift_factor: float
     timed_s: float
     probe_s: float
+    # The probe's calibrated quiet time and each probe timing's position (samples before it),
+    # to correct sample by sample; None when uncorrected, or stored before they were kept
+    probe_quiet_ms: float | None = None
+    probe_positions: list[int] | None = None
+
+    def corrected_samples_ms(self) -> list[float]:
+        if self.probe_quiet_ms is None:
+            return [sample * self.drift_factor for sample in self.samples_ms]
+        return drift_corrected(self.samples_ms, self.probe_samples_ms, self.probe_positions,
+                               self.probe_quiet_ms)
 
     @property
     def median_ms(self) -> float:
         """The round's drift-corrected median."""
-        return statistics.median(self.samples_ms) * self.drift_factor
+        return statistics.median(self.corrected_samples_ms())
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples_ms": [round(s, 5) for s in self.samples_ms],
                 "probe_samples_ms": [round(s, 5) for s in self.probe_samples_ms],
                 "drift_factor": round(self.drift_factor, 6), "timed_s": round(self.timed_s, 4),
-                "probe_s": round(self.probe_s, 4)}
+                "probe_s": round(self.probe_s, 4), "probe_quiet_ms": self.probe_quiet_ms,
+                "probe_positions": self.probe_positions}
 
 
 @dataclass(frozen=True)
@@ -188,7 +201,7 @@ class RemeasuredFront:
     def latency_record(self, point: RemeasuredPoint) -> LatencyRecord:
         """``point``'s re-measured latency: median and ci95 over the rounds (the bootstrap's);
         p90, cv, n, mean, min and max of the rounds' drift-corrected samples pooled."""
-        pooled = summarize([s * r.drift_factor for r in point.rounds for s in r.samples_ms])
+        pooled = summarize([s for r in point.rounds for s in r.corrected_samples_ms()])
         return LatencyRecord.of_summary(
             pooled, status="remeasured", rounds=len(point.rounds),
             drift_corrected=self.drift_status == "corrected").with_interval(

@@ -37,6 +37,7 @@ Parts:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -381,10 +382,15 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--compare-pairs", type=int, default=PAIRS,
                         help=f"A/A and injected pairs of the compare part (default {PAIRS})")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="work in DIR and keep it (result files, searches) for analysis")
     args = parser.parse_args()
     print(f"noise_bench on {os.cpu_count()} CPUs, torch {torch.__version__}, load average "
           f"{os.getloadavg()[0]:.2f}")
-    with tempfile.TemporaryDirectory(prefix="noise-bench-") as folder:
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(str(args.keep)) if args.keep else
+          tempfile.TemporaryDirectory(prefix="noise-bench-")) as folder:
         workdir = Path(folder)
         os.environ.setdefault("HARNESS_DATA_DIR", str(workdir / "data"))
         for part in args.parts:

@@ -17,8 +17,8 @@ from typing import Any
 from harness.stats import LatencySummary, summarize
 
 CHECK_EVERY = 10  # samples between two CI checks: the check costs ~0.1 ms
-# Candidate time between two probe blocks: a VM's speed moves within a second, and the probe
-# corrects each sample by the blocks around it (``drift_corrected``)
+# Candidate time at least between two probe blocks (the share spaces them further): a VM's speed
+# moves within a second, and the probe corrects each sample by the blocks around it
 PROBE_BLOCK_S = 0.02
 WARMUP_WINDOW = 16  # calls in each of the two windows the steadiness rule compares
 WARMUP_TOLERANCE = 0.02  # the two windows' median timings within 2% of each other ...
@@ -144,8 +144,13 @@ def warm_up(
 class ProbeInterleave:
     """Times the reference probe between a candidate's timing blocks (ABAB), keeping the probe's
     time to ``share`` of the candidate's: once before the first block, after any block that
-    leaves the probe under its share, and once after the last. Each probe timing keeps its
-    position: how many candidate samples were taken before it (``drift_corrected``)."""
+    leaves the probe under its share, and once after the last. Each probe block starts with one
+    settling call, run and counted in the probe's time but not kept: the first call after the
+    candidate ran ~20% slower than the next ones on a 2-core VM (the candidate's weights had
+    left the caches), and by what ran before it, not by the host's speed: a busy-wait injected
+    after each model call slowed it as much as the model, hiding a 5% slowdown. Each timing kept
+    records its position: how many candidate samples were taken before it
+    (``drift_corrected``)."""
 
     def __init__(self, time_probe: Callable[[], float], share: float) -> None:
         self.time_probe, self.share = time_probe, share
@@ -154,6 +159,12 @@ class ProbeInterleave:
         self.seconds = 0.0
 
     def run(self, candidate_s: float, position: int, at_least_once: bool = False) -> None:
+        if not at_least_once and self.seconds >= self.share * candidate_s:
+            return
+        start = time.perf_counter()
+        self.time_probe()  # the settling call
+        self.seconds += time.perf_counter() - start
+        at_least_once = True  # and then one timing kept, at least
         while at_least_once or self.seconds < self.share * candidate_s:
             start = time.perf_counter()
             self.samples.append(self.time_probe())

@@ -172,3 +172,23 @@ def test_the_probe_is_timed_between_timing_blocks_and_its_positions_kept():
     assert positions == sorted(positions)
     interior = [p for p in positions if 0 < p < 40]
     assert len(interior) >= 2 and all(b - a >= 1 for a, b in zip(interior, interior[1:]))
+
+
+def test_each_probe_block_starts_with_a_settling_call_that_is_not_kept():
+    # the probe's first call after the candidate runs slow (its weights left the caches)
+    after_candidate = {"yes": False}
+
+    def candidate_call() -> float:
+        after_candidate["yes"] = True
+        return 10.0
+
+    def probe_call() -> float:
+        first, after_candidate["yes"] = after_candidate["yes"], False
+        return 5.0 if first else 1.0
+
+    interleave = ProbeInterleave(probe_call, share=0.05)
+    protocol = MeasurementProtocol(min_samples=10, max_samples=10, time_cap_s=60,
+                                   **NO_WARMUP_TIME)
+    result = measure_adaptively(candidate_call, protocol, probe=interleave)
+    assert result.probe_samples_ms and set(result.probe_samples_ms) == {1.0}
+    assert interleave.seconds > 0  # the settling calls' time counts in the probe's overhead

@@ -21,6 +21,7 @@ from harness.bench.compare import (
     compare_results,
 )
 from harness.bench.compare_stats import compare_entries, replicates_needed
+from harness.bench.revisions import compare_sequentially
 from harness.bench.suites import BenchError, load_results, load_suite, run_suite
 from harness.cli import main
 from harness.devices import get_device
@@ -165,18 +166,22 @@ def test_too_few_replicates_for_holm_are_said():
 ROUND_SPEEDS = [1.0, 1.2, 0.95, 1.1, 0.9, 1.15]
 
 
-def alternating_rounds(head_scale: float, order: str = "ABBA") -> tuple[list[dict], list[dict]]:
+def alternating_rounds(head_scale: float, order: str = "ABBA", rounds: int = 6,
+                       round_noise: float = 1.0) -> tuple[list[dict], list[dict]]:
     """Runs of one entry as ``--base-rev/--head-rev`` writes them: rounds of base then head, or
-    head then base (``order`` "ABBA"), a minute apart; or six base runs then six head runs
-    (``order`` "AABB")."""
+    head then base (``order`` "ABBA"), a minute apart; or all base runs then all head runs
+    (``order`` "AABB"). The host's speed cycles through ``ROUND_SPEEDS``; the head runs of
+    alternate rounds are ``round_noise`` times slower and faster (noise within a round)."""
     base, head = [], []
-    for index, speed in enumerate(ROUND_SPEEDS):
+    for index in range(rounds):
+        speed = ROUND_SPEEDS[index % len(ROUND_SPEEDS)]
         base_first = order == "AABB" or index % 2 == 0
-        for side, scale in (("base", 1.0), ("head", head_scale)):
+        noise = round_noise if index % 2 else 1 / round_noise
+        for side, scale in (("base", 1.0), ("head", head_scale * noise)):
             if order == "ABBA":
                 minute = 2 * index + (0 if (side == "base") == base_first else 1)
             else:
-                minute = index + (len(ROUND_SPEEDS) if side == "head" else 0)
+                minute = index + (rounds if side == "head" else 0)
             samples = [speed * scale * s for s in BASE_SAMPLES]
             run = result("tiny", samples, commit="a" * 40 if side == "base" else "b" * 40,
                          created=f"2026-11-24T05:{minute:02d}:00+00:00")
@@ -202,9 +207,7 @@ def test_an_alternating_a_a_job_is_unchanged_despite_drift_between_rounds():
 
 
 def test_a_noisy_paired_entry_says_how_many_rounds_would_resolve_it():
-    base, head = alternating_rounds(1.0)
-    for index, run in enumerate(head):  # the two runs of a round 8% apart, either way
-        run["latency_ms"]["median"] *= 1.08 if index % 2 else 1 / 1.08
+    base, head = alternating_rounds(1.0, round_noise=1.08)  # a round's runs 8% apart, either way
     comparison = compare_results(records(base), records(head))
     [entry] = comparison.entries
     assert entry.decision == "noisy" and entry.round_ratio_sd == pytest.approx(0.0843, abs=1e-3)
@@ -212,7 +215,60 @@ def test_a_noisy_paired_entry_says_how_many_rounds_would_resolve_it():
     assert advice.startswith("smoke/tiny@cpu: its 6 rounds' ratios scatter by 8.8% (one standard "
                              "deviation), too much to resolve a 5% change; about ")
     assert advice.endswith(" rounds would find one with 80% probability at p < 0.01 "
-                           "(`--rounds N`)")
+                           "(`--rounds N`, `--max-rounds N`)")
+
+
+class RecordedRounds:
+    """Stands in for ``InterleavedRevisions`` (installing and benchmarking two revisions takes
+    minutes): it hands out the runs of ``alternating_rounds`` as rounds are asked for."""
+
+    def __init__(self, head_scale: float, round_noise: float) -> None:
+        self.base, self.head = alternating_rounds(head_scale, rounds=40, round_noise=round_noise)
+        self.rounds, self.asked = 0, []
+
+    def run_until(self, rounds: int) -> None:
+        self.asked.append(rounds)
+        self.rounds = max(self.rounds, rounds)
+
+    def compare(self, alpha: float):
+        return compare_results(records(self.base[:self.rounds]),
+                               records(self.head[:self.rounds]), alpha=alpha)
+
+
+def test_a_change_noisy_after_the_first_rounds_is_resolved_by_more_rounds():
+    # 6% slower, the rounds' ratios 3% apart either way: after 6 rounds the interval still
+    # reaches from under 0 past the 5% threshold
+    six = RecordedRounds(1.06, round_noise=1.03)
+    six.run_until(6)
+    first_look = six.compare(0.005)
+    rounds = RecordedRounds(1.06, round_noise=1.03)
+    comparison = compare_sequentially(rounds, 6, 20, rounds.compare)
+    [entry] = comparison.entries
+    assert first_look.entries[0].decision == "noisy"
+    needed = first_look.rounds_needed(first_look.entries[0])
+    assert 6 < needed < 20 and rounds.asked == [6, needed]
+    assert entry.decision == "regression" and entry.n_base == needed
+    assert comparison.alpha == 0.005 and comparison.sequential.looks == 2
+    assert comparison.notes()[0] == (
+        f"Rounds: 6, then {needed - 6} more (at most 20) while smoke/tiny@cpu stayed noisy. Each "
+        "of the 2 looks at the data tests at p < 0.005, so the chance of any false alarm over "
+        "both stays under 0.01.")
+
+
+def test_more_rounds_stop_at_the_cap_and_are_not_run_for_a_decided_entry():
+    noisy = RecordedRounds(1.0, round_noise=1.15)
+    [entry] = compare_sequentially(noisy, 6, 20, noisy.compare).entries
+    assert noisy.asked == [6, 20] and entry.decision == "noisy" and entry.n_base == 20
+    quiet = RecordedRounds(1.0, round_noise=1.001)
+    comparison = compare_sequentially(quiet, 6, 20, quiet.compare)
+    assert quiet.asked == [6] and comparison.entries[0].decision == "unchanged"
+    assert comparison.notes()[0].startswith("Rounds: 6 (up to 20 while an entry is noisy: none "
+                                            "was).")
+    # no more rounds allowed: one look, at the full level
+    single = RecordedRounds(1.0, round_noise=1.08)
+    comparison = compare_sequentially(single, 6, 6, single.compare)
+    assert single.asked == [6] and comparison.alpha == 0.01
+    assert comparison.notes()[0] == "Rounds: 6 a side."
 
 
 def test_runs_not_alternating_in_time_are_compared_unpaired():
@@ -364,10 +420,13 @@ def test_cli_flags_regressions_warns_across_machines_and_writes_each_format(tmp_
                   write(tmp / "new", result("tiny", BASE_SAMPLES))], "schema_version 9"),
     (lambda tmp: [write(tmp / "a", result("tiny", BASE_SAMPLES)),
                   write(tmp / "b", result("small", BASE_SAMPLES))], "no entry is in both base"),
+    (lambda tmp: [write(tmp / "a", result("tiny", BASE_SAMPLES)),
+                  write(tmp / "b", result("tiny", BASE_SAMPLES)), "--max-rounds", "9"],
+     "--rounds and --max-rounds go with --base-rev and --head-rev"),
 ])
 def test_cli_errors_are_one_line_with_exit_code_2(make, message, tmp_path, capsys):
-    base, head = make(tmp_path)
-    assert main(["compare", str(base), str(head)]) == 2
+    base, head, *options = make(tmp_path)
+    assert main(["compare", str(base), str(head), *options]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
@@ -502,6 +561,13 @@ def test_compare_revisions_installs_both_and_benchmarks_them_interleaved(
     assert {e["name"] for e in document["entries"]} == {"tiny/small@fastcpu",
                                                          "tiny/small-tome@fastcpu"}
     assert len(load_results(tmp_path / "results" / "head")) == 4  # 2 entries × 2 rounds
+    # two rounds are too few to test: nothing noisy asked for more
+    assert document["rounds"] == {"first": 2, "total": 2, "max_rounds": 20,
+                                  "noisy_after_first": [], "looks": 2}
+    assert main([*args[:-4], "--max-rounds", "1", "--results", str(tmp_path / "more")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "harness: error: --max-rounds 1 is below the 2 rounds run first; give 2 or more (2: no "
+        "rounds beyond them)")
     assert main(["compare", "--base-rev", "no-such-rev", "--head-rev", "HEAD",
                  "--results", str(tmp_path / "other")]) == 2
     assert "unknown revision 'no-such-rev'" in capsys.readouterr().err

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from harness.bench.compare_stats import (
+    MAX_ROUNDS_ADVISED,
     POWER,
     ComparisonError,
     EntryComparison,
@@ -185,6 +186,38 @@ class ComparedFigures:
 
 
 @dataclass(frozen=True)
+class SequentialRounds:
+    """How ``--base-rev/--head-rev`` chose its rounds: ``first`` rounds, then, while an entry was
+    noisy, more up to what its rounds' scatter asked for, at most ``max_rounds``. Looking at the
+    data twice gives a false alarm two chances, so each look tests at alpha / looks (Bonferroni):
+    the chance of any false alarm over both stays under the comparison's level."""
+
+    first: int
+    total: int
+    max_rounds: int
+    noisy_after_first: list[str]  # the entries that asked for more rounds
+
+    @property
+    def looks(self) -> int:
+        return 1 if self.max_rounds <= self.first else 2
+
+    def describe(self, alpha: float) -> str:
+        if self.looks == 1:
+            return f"Rounds: {self.total} a side."
+        if self.total > self.first:
+            ran = (f"{self.first}, then {self.total - self.first} more (at most {self.max_rounds}) "
+                   f"while {', '.join(self.noisy_after_first)} stayed noisy")
+        else:
+            ran = f"{self.first} (up to {self.max_rounds} while an entry is noisy: none was)"
+        return (f"Rounds: {ran}. Each of the {self.looks} looks at the data tests at p < "
+                f"{alpha:.2g}, so the chance of any false alarm over both stays under "
+                f"{alpha * self.looks:.2g}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "looks": self.looks}
+
+
+@dataclass(frozen=True)
 class Comparison:
     entries: list[EntryOutcome]
     busy_runs: list[BusyRun]  # measured on a busy host: left out unless compared anyway
@@ -196,6 +229,8 @@ class Comparison:
     head_commits: list[str]
     machines_differ: bool
     environment_changes: list[EnvironmentChange]
+    alpha: float = 0.01  # family-wise level of this look at the data
+    sequential: SequentialRounds | None = None  # set by --base-rev/--head-rev
 
     @property
     def regressions(self) -> list[EntryOutcome]:
@@ -231,7 +266,7 @@ class Comparison:
 
     def notes(self) -> list[str]:
         """What a reader must know beside the table: what was compared and what was not."""
-        notes = []
+        notes = [self.sequential.describe(self.alpha)] if self.sequential else []
         if self.count(REPLICATES_MISSING):
             notes.append(REPLICATES_ADVICE)
         if self.not_compared:
@@ -244,27 +279,39 @@ class Comparison:
                  if min(e.base_runs, e.head_runs) < needed and not e.figures.endswith(PAIRED)]
         if short:
             notes.append(f"With fewer than {needed} runs a side, no change of the {len(tested)} "
-                         "entries compared can be significant after Holm's correction "
-                         f"(p < 0.01): {', '.join(short)}; run {needed} rounds")
-        for entry in tested:
-            if entry.decision == "noisy" and entry.round_ratio_sd is not None:
-                notes.append(self._rounds_advice(entry, len(tested)))
+                         f"entries compared can be significant after Holm's correction "
+                         f"(p < {self.alpha:.2g}): {', '.join(short)}; run {needed} rounds")
+        for entry in self.noisy_paired:
+            notes.append(self._rounds_advice(entry))
         if self.unchecked_runs:
             notes.append(f"{self.unchecked_runs} run(s) carry no contention check (result files "
                          "of an older harness, or --no-contention-check): a busy host is not "
                          "ruled out for them")
         return notes
 
-    @staticmethod
-    def _rounds_advice(entry: EntryOutcome, tests: int) -> str:
-        """How many rounds would resolve a noisy paired entry, from its rounds' scatter."""
-        alpha = 0.01 / tests  # Holm's strictest step
-        needed = paired_rounds_needed(entry.round_ratio_sd, entry.threshold_pct, alpha)
-        rounds = f"about {needed}" if needed else "more than 200"
+    @property
+    def noisy_paired(self) -> list[EntryOutcome]:
+        """Entries tested paired by round whose interval still reaches past their threshold."""
+        return [e for e in self.entries if e.decision == "noisy" and e.round_ratio_sd is not None]
+
+    @property
+    def _strictest_alpha(self) -> float:
+        return self.alpha / max(1, sum(1 for e in self.entries if e.p_adjusted is not None))
+
+    def rounds_needed(self, entry: EntryOutcome) -> int | None:
+        """Rounds that would resolve a noisy paired entry, from its rounds' scatter, at Holm's
+        strictest step; None above ``MAX_ROUNDS_ADVISED``."""
+        return paired_rounds_needed(entry.round_ratio_sd, entry.threshold_pct,
+                                    self._strictest_alpha)
+
+    def _rounds_advice(self, entry: EntryOutcome) -> str:
+        needed = self.rounds_needed(entry)
+        rounds = f"about {needed}" if needed else f"more than {MAX_ROUNDS_ADVISED}"
         return (f"{entry.name}: its {entry.n_base} rounds' ratios scatter by "
                 f"{100 * math.expm1(entry.round_ratio_sd):.1f}% (one standard deviation), too "
                 f"much to resolve a {entry.threshold_pct:g}% change; {rounds} rounds would find "
-                f"one with {POWER:.0%} probability at p < {alpha:.2g} (`--rounds N`)")
+                f"one with {POWER:.0%} probability at p < {self._strictest_alpha:.2g} "
+                "(`--rounds N`, `--max-rounds N`)")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -279,6 +326,8 @@ class Comparison:
             "only_base": self.only_base,
             "only_head": self.only_head,
             "environment_changes": [c.to_dict() for c in self.environment_changes],
+            "alpha": self.alpha,
+            "rounds": self.sequential.to_dict() if self.sequential else None,
         }
 
 
@@ -331,6 +380,7 @@ def compare_results(base: list[BenchRunRecord], head: list[BenchRunRecord],
         head_commits=sorted({r.commit for r in head}),
         machines_differ=machines["base"] != machines["head"],
         environment_changes=diff_environments(base[0].environment, head[0].environment),
+        alpha=alpha,
     )
 
 

@@ -2,7 +2,10 @@
 
 Noise between jobs (a 26% shift in one public report) dwarfs noise within one, so both revisions
 are installed side by side and measured in alternating rounds (base, head, head, base, ...) on the
-same machine. Each revision is exported with ``git archive`` and installed without dependencies
+same machine. The number of rounds adapts: a first batch, then, while an entry cannot yet tell
+a change of its threshold from noise, as many more as its rounds' scatter asks for, up to a cap
+(``compare_sequentially``). On a 2-core VM a round's head/base ratio scattered by 1.4-6% from
+one hour to the next: 6 rounds resolve a 5% change in a quiet hour, not in a noisy one. Each revision is exported with ``git archive`` and installed without dependencies
 into its own directory; each round runs ``harness bench`` of that revision in a fresh interpreter
 that sees only that install plus this environment's site-packages (``python -S``, so the
 editable install of the working tree cannot shadow it).
@@ -10,6 +13,7 @@ editable install of the working tree cannot shadow it).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import site
 import subprocess
@@ -19,7 +23,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.bench.compare import Comparison, SequentialRounds
 from harness.errors import HarnessError, shorten
+
+DEFAULT_MAX_ROUNDS = 20  # rounds a side at most, while an entry stays noisy
 
 # Runs `harness` of one install: argv = [install dir, site-packages JSON, harness arguments...]
 _BOOTSTRAP = (
@@ -63,29 +70,78 @@ def install_revision(repo: Path, rev: str, workdir: Path) -> tuple[str, Path]:
     return commit, install
 
 
-def bench_interleaved(repo: Path, base_rev: str, head_rev: str, suite: str, device: str,
-                      rounds: int, out_dir: Path,
-                      on_round: Callable[[str], None] | None = None) -> tuple[Path, Path]:
-    """Benchmark ``suite`` on both revisions, ``rounds`` rounds each, alternating which goes
-    first; return the (base, head) result directories."""
-    site_packages = json.dumps(site.getsitepackages())
-    sides = {}
-    with tempfile.TemporaryDirectory(prefix="harness-revisions-") as workdir:
-        for side, rev in (("base", base_rev), ("head", head_rev)):
-            sides[side] = install_revision(repo, rev, Path(workdir))
-        for round_index in range(rounds):
-            order = ("base", "head") if round_index % 2 == 0 else ("head", "base")
+class InterleavedRevisions:
+    """Two revisions installed side by side (a context manager: the installs live until it
+    exits), benchmarked in alternating rounds: ``run_until(n)`` runs rounds up to n a side, and
+    may be called again to add rounds. Results go to ``out_dir/base`` and ``out_dir/head``."""
+
+    def __init__(self, repo: Path, base_rev: str, head_rev: str, suite: str, device: str,
+                 out_dir: Path, on_round: Callable[[str], None] | None = None) -> None:
+        self.repo, self.revs = repo, {"base": base_rev, "head": head_rev}
+        self.suite, self.device, self.out_dir, self.on_round = suite, device, out_dir, on_round
+        self.rounds = 0
+        self._workdir: tempfile.TemporaryDirectory | None = None
+        self._sides: dict[str, tuple[str, Path]] = {}
+
+    def __enter__(self) -> InterleavedRevisions:
+        self._workdir = tempfile.TemporaryDirectory(prefix="harness-revisions-")
+        try:
+            for side, rev in self.revs.items():
+                self._sides[side] = install_revision(self.repo, rev, Path(self._workdir.name))
+        except BaseException:
+            self._workdir.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._workdir:
+            self._workdir.cleanup()
+
+    @property
+    def results(self) -> tuple[Path, Path]:
+        return self.out_dir / "base", self.out_dir / "head"
+
+    def run_until(self, rounds: int) -> None:
+        """Benchmark the suite on both revisions until each has ``rounds`` rounds, alternating
+        which goes first (base, head, head, base, ...)."""
+        site_packages = json.dumps(site.getsitepackages())
+        while self.rounds < rounds:
+            order = ("base", "head") if self.rounds % 2 == 0 else ("head", "base")
             for side in order:
-                commit, install = sides[side]
-                if on_round:
-                    on_round(f"round {round_index + 1}/{rounds}: {side} ({commit[:12]})")
+                commit, install = self._sides[side]
+                if self.on_round:
+                    self.on_round(f"round {self.rounds + 1}/{rounds}: {side} ({commit[:12]})")
                 done = subprocess.run(
                     [sys.executable, "-S", "-c", _BOOTSTRAP, str(install), site_packages,
-                     "bench", "--suite", suite, "--device", device, "--out",
-                     str(out_dir / side), "--rounds", "1"],
+                     "bench", "--suite", self.suite, "--device", self.device, "--out",
+                     str(self.out_dir / side), "--rounds", "1"],
                     capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     last = (done.stderr.strip().splitlines() or ["no output"])[-1]
                     raise RevisionError(f"harness bench of {side} revision {commit[:12]} failed: "
                                         f"{last}")
-    return out_dir / "base", out_dir / "head"
+            self.rounds += 1
+
+
+def compare_sequentially(revisions: InterleavedRevisions, first: int, max_rounds: int,
+                         compare: Callable[[float], Comparison], alpha: float = 0.01,
+                         on_more: Callable[[str], None] | None = None) -> Comparison:
+    """Run ``first`` rounds and compare (``compare(alpha)`` reads the results); while an entry
+    paired by round is noisy, its interval reaching past its threshold, run as many rounds as
+    its rounds' scatter says would resolve it (``Comparison.rounds_needed``), at most
+    ``max_rounds``, and compare again. Two looks at the data: each tests at alpha / 2."""
+    plan = SequentialRounds(first, first, max_rounds, [])
+    alpha_per_look = alpha / plan.looks
+    revisions.run_until(first)
+    comparison = compare(alpha_per_look)
+    noisy = comparison.noisy_paired
+    if noisy and plan.looks > 1:
+        wanted = min(max_rounds, max(comparison.rounds_needed(e) or max_rounds for e in noisy))
+        if wanted > first:
+            if on_more:
+                on_more(f"{', '.join(e.name for e in noisy)} noisy after {first} rounds: "
+                        f"running to {wanted} (at most {max_rounds})")
+            revisions.run_until(wanted)
+            comparison = compare(alpha_per_look)
+    plan = SequentialRounds(first, revisions.rounds, max_rounds, [e.name for e in noisy])
+    return dataclasses.replace(comparison, sequential=plan)

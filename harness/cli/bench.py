@@ -7,6 +7,7 @@ import dataclasses
 import itertools
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +91,14 @@ def add_compare_parser(commands: Any) -> None:
                          help="with --base-rev: suite name or path (default smoke)")
     add_device_option(compare, f"with --base-rev: device (default {DEFAULT_DEVICE})")
     compare.add_argument("--rounds", type=positive_int,
-                         help="with --base-rev: interleaved rounds per revision (default: enough "
-                         "for a change to be significant after Holm's correction over the "
-                         "suite's entries: 6 for up to 4 entries, 7 for up to 17)")
+                         help="with --base-rev: interleaved rounds per revision first (default: "
+                         "enough for a change to be significant after Holm's correction over "
+                         "the suite's entries: 6 for up to 4 entries, 7 for up to 17)")
+    compare.add_argument("--max-rounds", type=positive_int, metavar="N",
+                         help="with --base-rev: while an entry is noisy after the first rounds, "
+                         "run as many more as its rounds' scatter asks for, up to N a side "
+                         "(default 20; N = --rounds: never more). Two looks at the data: each "
+                         "tests at p < 0.005")
     compare.add_argument("--results", type=Path, default=Path("bench-results") / "compare",
                          help="with --base-rev: where the results go (default "
                          "bench-results/compare/{base,head})")
@@ -230,20 +236,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.out:
         check_writable_file(args.out)
     revisions = (args.base_rev, args.head_rev)
-    if any(revisions):
-        if not all(revisions) or args.base or args.head:
-            raise UsageError("give BASE and HEAD result sets, or --base-rev and --head-rev")
-        base_dir, head_dir = _bench_revisions(args)
-    elif args.base is None or args.head is None:
+    result_sets = (args.base, args.head)
+    with_revisions = all(revisions) and not any(result_sets)
+    if not with_revisions and (any(revisions) or None in result_sets):
         raise UsageError("give BASE and HEAD result sets, or --base-rev and --head-rev")
-    else:
-        base_dir, head_dir = args.base, args.head
-    comparison = compare_results(load_results(base_dir), load_results(head_dir),
-                                 default_threshold_pct=args.threshold,
-                                 include_contended=args.include_contended)
-    if any(revisions):
-        comparison = dataclasses.replace(comparison, base_commits=[args.base_rev],
+    if not with_revisions and (args.rounds or args.max_rounds):
+        raise UsageError("--rounds and --max-rounds go with --base-rev and --head-rev")
+
+    def compare(base_dir: Path, head_dir: Path, alpha: float = 0.01) -> Any:
+        return compare_results(load_results(base_dir), load_results(head_dir),
+                               default_threshold_pct=args.threshold, alpha=alpha,
+                               include_contended=args.include_contended)
+
+    if with_revisions:
+        comparison = dataclasses.replace(_compare_revisions(args, compare),
+                                         base_commits=[args.base_rev],
                                          head_commits=[args.head_rev])
+    else:
+        comparison = compare(args.base, args.head)
     if comparison.warning():
         print(f"harness: {comparison.warning()}", file=sys.stderr)
     text = render(comparison, args.format)
@@ -253,9 +263,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if args.fail_on_regression and comparison.regressions else 0
 
 
-def _bench_revisions(args: argparse.Namespace) -> tuple[Path, Path]:
+def _compare_revisions(args: argparse.Namespace, compare: Callable[..., Any]) -> Any:
     from harness.bench.compare_stats import replicates_needed
-    from harness.bench.revisions import bench_interleaved
+    from harness.bench.revisions import (
+        DEFAULT_MAX_ROUNDS,
+        InterleavedRevisions,
+        compare_sequentially,
+    )
     from harness.bench.suites import load_suite
 
     # each revision runs in its own directory: paths must not depend on ours
@@ -265,11 +279,20 @@ def _bench_revisions(args: argparse.Namespace) -> tuple[Path, Path]:
     if results.exists() and any(results.iterdir()):
         raise UsageError(f"--results {results} is not empty; results of one comparison are "
                          "never mixed with another's: name a new directory")
-    rounds = args.rounds or replicates_needed(len(load_suite(args.suite).entries))
-    return bench_interleaved(Path.cwd(), args.base_rev, args.head_rev, suite, device,
-                             rounds, results,
-                             on_round=lambda message: print(f"harness: {message}",
-                                                            file=sys.stderr, flush=True))
+    first = args.rounds or replicates_needed(len(load_suite(args.suite).entries))
+    if args.max_rounds is not None and args.max_rounds < first:
+        raise UsageError(f"--max-rounds {args.max_rounds} is below the {first} rounds run "
+                         f"first; give {first} or more ({first}: no rounds beyond them)")
+    max_rounds = args.max_rounds or max(first, DEFAULT_MAX_ROUNDS)
+
+    def say(message: str) -> None:
+        print(f"harness: {message}", file=sys.stderr, flush=True)
+
+    with InterleavedRevisions(Path.cwd(), args.base_rev, args.head_rev, suite, device,
+                              results, on_round=say) as revisions:
+        return compare_sequentially(revisions, first, max_rounds,
+                                    lambda alpha: compare(*revisions.results, alpha),
+                                    on_more=say)
 
 
 def cmd_history(args: argparse.Namespace) -> int:

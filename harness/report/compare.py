@@ -55,7 +55,7 @@ def to_markdown(comparison: Comparison) -> str:
         lines += [f"> :warning: {comparison.warning()}", ""]
     lines += [(f"Base {', '.join(c[:12] for c in comparison.base_commits)} → head "
               f"{', '.join(c[:12] for c in comparison.head_commits)}. A change counts when it is "
-              "significant (Holm-corrected p < 0.01) and at least the entry's "
+              f"significant (Holm-corrected p < {comparison.alpha:.2g}) and at least the entry's "
               f"threshold; *noisy* entries cannot rule out a change beyond it. {FIGURES_NOTE}"),
               ""]
     for note in comparison.notes():

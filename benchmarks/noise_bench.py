@@ -1,6 +1,6 @@
 """Latency on a busy or drifting host: does the harness still give numbers one can trust?
 
-    python benchmarks/noise_bench.py                      # every part, ~80 minutes on 2 cores
+    python benchmarks/noise_bench.py                      # every part, 1.5-3 hours on 2 cores
     python benchmarks/noise_bench.py --parts aa sharing   # some of them
 
 Run it on an otherwise idle host: it starts its own competing load where a part needs one.

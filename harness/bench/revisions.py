@@ -2,13 +2,15 @@
 
 Noise between jobs (a 26% shift in one public report) dwarfs noise within one, so both revisions
 are installed side by side and measured in alternating rounds (base, head, head, base, ...) on the
-same machine. The number of rounds adapts: a first batch, then, while an entry cannot yet tell
-a change of its threshold from noise, as many more as its rounds' scatter asks for, up to a cap
-(``compare_sequentially``). On a 2-core VM a round's head/base ratio scattered by 1.4-6% from
-one hour to the next: 6 rounds resolve a 5% change in a quiet hour, not in a noisy one. Each revision is exported with ``git archive`` and installed without dependencies
+same machine. Each revision is exported with ``git archive`` and installed without dependencies
 into its own directory; each round runs ``harness bench`` of that revision in a fresh interpreter
 that sees only that install plus this environment's site-packages (``python -S``, so the
 editable install of the working tree cannot shadow it).
+
+The number of rounds adapts (``compare_sequentially``): a first batch, then, while an entry
+cannot yet tell a change of its threshold from noise, as many more as its rounds' scatter asks
+for, up to a cap. On a 2-core VM a round's head/base ratio scattered by 1.4-6% from one hour to
+the next: 6 rounds resolve a 5% change in a quiet hour, not in a noisy one.
 """
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ def test_a_change_noisy_after_the_first_rounds_is_resolved_by_more_rounds():
     assert entry.decision == "regression" and entry.n_base == needed
     assert comparison.alpha == 0.005 and comparison.sequential.looks == 2
     assert comparison.notes()[0] == (
-        f"Rounds: 6, then {needed - 6} more (at most 20) while smoke/tiny@cpu stayed noisy. Each "
+        f"Rounds: 6, then {needed - 6} more (at most 20): smoke/tiny@cpu noisy after 6. Each "
         "of the 2 looks at the data tests at p < 0.005, so the chance of any false alarm over "
         "both stays under 0.01.")
 

@@ -205,8 +205,8 @@ class SequentialRounds:
         if self.looks == 1:
             return f"Rounds: {self.total} a side."
         if self.total > self.first:
-            ran = (f"{self.first}, then {self.total - self.first} more (at most {self.max_rounds}) "
-                   f"while {', '.join(self.noisy_after_first)} stayed noisy")
+            ran = (f"{self.first}, then {self.total - self.first} more (at most {self.max_rounds}): "
+                   f"{', '.join(self.noisy_after_first)} noisy after {self.first}")
         else:
             ran = f"{self.first} (up to {self.max_rounds} while an entry is noisy: none was)"
         return (f"Rounds: {ran}. Each of the {self.looks} looks at the data tests at p < "

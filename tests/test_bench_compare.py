@@ -251,8 +251,8 @@ def test_a_change_noisy_after_the_first_rounds_is_resolved_by_more_rounds():
     assert comparison.alpha == 0.005 and comparison.sequential.looks == 2
     assert comparison.notes()[0] == (
         f"Rounds: 6, then {needed - 6} more (at most 20): smoke/tiny@cpu noisy after 6. Each "
-        "of the 2 looks at the data tests at p < 0.005, so the chance of any false alarm over "
-        "both stays under 0.01.")
+        "look at the data (2 at most) tests at p < 0.005, so the chance of any false alarm stays "
+        "under 0.01.")
 
 
 def test_more_rounds_stop_at_the_cap_and_are_not_run_for_a_decided_entry():

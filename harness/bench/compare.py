@@ -209,8 +209,8 @@ class SequentialRounds:
                    f"{', '.join(self.noisy_after_first)} noisy after {self.first}")
         else:
             ran = f"{self.first} (up to {self.max_rounds} while an entry is noisy: none was)"
-        return (f"Rounds: {ran}. Each of the {self.looks} looks at the data tests at p < "
-                f"{alpha:.2g}, so the chance of any false alarm over both stays under "
+        return (f"Rounds: {ran}. Each look at the data ({self.looks} at most) tests at p < "
+                f"{alpha:.2g}, so the chance of any false alarm stays under "
                 f"{alpha * self.looks:.2g}.")
 
     def to_dict(self) -> dict[str, Any]:

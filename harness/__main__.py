@@ -1,8 +1,17 @@
-"""``python -m harness``: the same as the ``harness`` console script."""
+"""``python -m harness`` and the ``harness`` console script: the command line, started with
+huge-page-backed malloc (``harness.hugepages``) before anything heavy is imported."""
 
-try:
-    from harness.cli import console_main
-except KeyboardInterrupt:  # Ctrl-C before the command line is even read
-    raise SystemExit(130) from None
+from harness.hugepages import restart_with_hugepages
 
-console_main()
+
+def run() -> None:
+    try:
+        restart_with_hugepages()
+        from harness.cli import console_main
+    except KeyboardInterrupt:  # Ctrl-C before the command line is even read
+        raise SystemExit(130) from None
+    console_main()
+
+
+if __name__ == "__main__":
+    run()

@@ -27,6 +27,7 @@ import harness
 from harness.devices import BaseDevice
 from harness.devices.cpu import cpu_model_name
 from harness.devices.nvml import open_nvml
+from harness.hugepages import malloc_hugepages
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -150,6 +151,7 @@ def capture_environment(device: BaseDevice) -> dict[str, Any]:
         "harness": harness.__version__,
         "git_commit": git_commit(),
         "threads": thread_settings(),
+        "malloc_hugepages": malloc_hugepages(),
         "load_avg_1m": _load_avg_1m(),
         "device": {"name": device.name, "kind": device.kind, **device.describe()},
     }
@@ -162,7 +164,7 @@ CHANGE_KINDS = ("hardware", "software", "settings")
 # says whether the hardware differs): they are not reported. What is neither a setting nor
 # software describes the machine.
 VOLATILE_KEYS = ("host", "load_avg_1m", "*.cpu_freq_mhz.current")
-SETTINGS_KEYS = ("*thread*", "*governor", "*affinity", "*turbo", "*boost",
+SETTINGS_KEYS = ("*thread*", "malloc_hugepages", "*governor", "*affinity", "*turbo", "*boost",
                  "*.cpu_freq_mhz.min", "*.cpu_freq_mhz.max", "*quantized_engine")
 SOFTWARE_KEYS = ("platform", "python", "torch", "optuna", "harness", "git_commit", "gpu.cuda",
                  "gpu.cudnn", "*version*", "*driver*")

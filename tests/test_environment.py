@@ -30,8 +30,8 @@ def changed(env, edit):
 
 def test_capture_has_hardware_software_and_settings(env):
     assert {"host", "machine_fingerprint", "platform", "python", "cpu", "memory_gib", "gpu",
-            "torch", "optuna", "harness", "git_commit", "threads", "load_avg_1m",
-            "device"} <= set(env)
+            "torch", "optuna", "harness", "git_commit", "threads", "malloc_hugepages",
+            "load_avg_1m", "device"} <= set(env)
     assert env["cpu"]["model"] and env["cpu"]["logical_cores"] >= 1
     assert set(env["threads"]) == {"torch", "torch_interop", "OMP_NUM_THREADS", "MKL_NUM_THREADS"}
     assert env["gpu"] is None or {"names", "driver", "cuda", "cudnn"} <= set(env["gpu"])
@@ -40,6 +40,13 @@ def test_capture_has_hardware_software_and_settings(env):
     assert device["affinity"] is None or all(isinstance(cpu, int) for cpu in device["affinity"])
     assert device["turbo"] in (True, False, None)
     assert json.loads(json.dumps(env)) == env  # plain JSON
+
+
+def test_capture_records_whether_malloc_has_huge_pages(monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    assert capture_environment(get_device("cpu"))["malloc_hugepages"] is True
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    assert capture_environment(get_device("cpu"))["malloc_hugepages"] is False
 
 
 def test_fingerprint_is_stable_and_ignores_the_hostname(env, monkeypatch):
@@ -103,6 +110,7 @@ def test_volatile_keys_are_ignored(env):
     assert changed(env, edit) == []
     assert change_kind("device.cpu_freq_mhz.current") is None
     assert change_kind("device.cpu_freq_mhz.max") == "settings"
+    assert change_kind("malloc_hugepages") == "settings"
 
 
 def test_added_and_removed_keys_keep_old_and_new_values(env):

@@ -22,9 +22,11 @@ import os
 import sys
 from pathlib import Path
 
+from harness.errors import ConfigError
+
 TUNABLES = "GLIBC_TUNABLES"
 HUGETLB_TUNABLE = "glibc.malloc.hugetlb=1"  # madvise(MADV_HUGEPAGE) on malloc's memory
-OPT_OUT = "HARNESS_MALLOC_HUGEPAGES"  # "0": leave malloc as it is
+OPT_OUT = "HARNESS_MALLOC_HUGEPAGES"  # "0": leave malloc as it is; "1" (or unset): huge pages
 MIN_GLIBC = (2, 35)  # the first glibc with the hugetlb tunable
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # tests point it at a fake
 
@@ -35,8 +37,13 @@ def malloc_hugepages() -> bool:
 
 
 def why_no_hugepages() -> str | None:
-    """Why this process would not get huge-page-backed malloc, or None when it would."""
-    if os.environ.get(OPT_OUT) == "0":
+    """Why this process would not get huge-page-backed malloc, or None when it would; a
+    ``ConfigError`` when ``HARNESS_MALLOC_HUGEPAGES`` is neither 0 nor 1."""
+    setting = os.environ.get(OPT_OUT, "1")
+    if setting not in ("0", "1"):
+        raise ConfigError(f"{OPT_OUT}={setting!r}: expected 0 (malloc as it is) or 1 (huge pages, "
+                          "the default)")
+    if setting == "0":
         return f"{OPT_OUT}=0"
     try:
         libc = os.confstr("CS_GNU_LIBC_VERSION") or ""

@@ -77,6 +77,18 @@ def test_no_restart_where_it_would_not_help_and_the_reason_says_why(host, monkey
     assert calls == []
 
 
+def test_an_unknown_setting_is_one_line_and_exit_2(monkeypatch):
+    """Not silently on: 'off' or 'false' must not leave huge pages on."""
+    env = {**os.environ, OPT_OUT: "off"}
+    done = subprocess.run([sys.executable, "-m", "harness", "devices"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"harness: error: {OPT_OUT}='off': expected 0 (malloc as it is) or 1 "
+                           "(huge pages, the default)\n")
+    monkeypatch.setenv(OPT_OUT, "1")
+    assert why_no_hugepages() is None or "=" not in why_no_hugepages()
+
+
 def test_no_second_restart_once_started_with_the_tunable(host, monkeypatch):
     _, calls = host
     monkeypatch.setenv(TUNABLES, f"glibc.malloc.arena_max=2:{HUGETLB_TUNABLE}")

@@ -120,9 +120,11 @@ def test_every_page_is_built_in_report_without_pyplot():
     assert pages == ["harness.report.page"] and pyplot == []
 
 
-# What may print besides the CLI's modules: its progress display, the handler that shows library
-# notices on the CLI's stderr, and the competing-load child process's handshake to its parent.
-PRINTERS = {"harness.search.progress", "harness.notices", "harness.devices.competing_load"}
+# What may print besides the CLI's modules: the entry point (its error line comes before the CLI
+# is imported), the progress display, the handler that shows library notices on the CLI's
+# stderr, and the competing-load child process's handshake to its parent.
+PRINTERS = {"harness.__main__", "harness.search.progress", "harness.notices",
+            "harness.devices.competing_load"}
 
 
 def test_nothing_below_the_cli_prints():

@@ -10,7 +10,7 @@ rounds of ``harness compare --base-rev/--head-rev`` necessary, and candidates of
 comparable.
 
 glibc reads its tunables when a process starts, so the command line restarts itself once, in
-place (``os.execv``: the same process id), with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, which
+place (``os.execve``: the same process id), with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, which
 its child processes inherit. Nothing happens where glibc or the kernel cannot (the reason is
 ``why_no_hugepages``) or with ``HARNESS_MALLOC_HUGEPAGES=0``; each result's environment records
 whether it was on (``malloc_hugepages``).

@@ -27,7 +27,7 @@ from harness.devices.contention import (
     judge,
     logical_cores,
 )
-from harness.devices.probe import calibration_path, load_calibration
+from harness.devices.probe import PROBE_BLOCKS, ReferenceProbe, calibration_path, load_calibration
 from harness.records import ContentionEvidence, MeasurementRecord
 from harness.report import write_report
 from harness.search.results import is_contended, pareto_trials
@@ -203,6 +203,17 @@ def test_the_quiet_time_is_the_fastest_calibration_window(monkeypatch, tmp_path)
     assert calibration.window_medians_ms == [2.3, 1.45, 1.95, 1.42, 2.1]
     assert calibration.samples == 15
     assert load_calibration("cpu", 2, "test-probe") == calibration
+
+
+def test_the_probe_runs_its_blocks_in_turn_with_the_same_weights_in_every_process():
+    probe = ReferenceProbe(1)
+    inputs = probe.example_input()
+    with torch.inference_mode():
+        outputs = [probe(inputs) for _ in range(PROBE_BLOCKS + 1)]
+        first_of_another = ReferenceProbe(1)(inputs)
+    assert len({output.sum().item() for output in outputs[:PROBE_BLOCKS]}) == PROBE_BLOCKS
+    assert torch.equal(outputs[PROBE_BLOCKS], outputs[0])  # after the last, the first again
+    assert torch.equal(first_of_another, outputs[0])
 
 
 def test_a_calibration_of_an_older_probe_version_is_retaken(monkeypatch):

@@ -256,13 +256,15 @@ def _search(tmp_path: Path, *extra: str, command: str = "search") -> subprocess.
 
 
 def test_local_workers_fill_the_study_together(tmp_path):
-    search = _search(tmp_path, "--trials", "12", "--workers", "3", "--json")
+    # Enough trials to outlast the workers' start-up: 12 estimated trials take under 1 s, and the
+    # worker that finished importing first on a loaded 2-core host once ran all of them alone
+    search = _search(tmp_path, "--trials", "60", "--workers", "3", "--json")
     _, err = search.communicate(timeout=300)
     assert search.returncode == 0, err
     trials = _trials(str(tmp_path / "out" / "study.journal"), "s")
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     # a worker checks the count just before it asks: two may both take the last place
-    assert 12 <= len(complete) <= 14
+    assert 60 <= len(complete) <= 62
     assert len({t.user_attrs["pid"] for t in complete}) >= 2
     assert search.pid not in {t.user_attrs["pid"] for t in complete}  # the parent only watches
     keys = [t.user_attrs["config_key"] for t in complete]
@@ -270,7 +272,7 @@ def test_local_workers_fill_the_study_together(tmp_path):
     # the parent reports every trial, in one display, and writes the report
     progress = [line for line in err.splitlines() if line.startswith("[")]
     assert len(progress) == len(trials)
-    assert progress[-1].startswith(f"[{len(complete):>3}/12]")
+    assert progress[-1].startswith(f"[{len(complete):>3}/60]")
     assert "3 local workers" in err
     assert (tmp_path / "out" / "report.html").exists()
 

@@ -7,6 +7,7 @@ Each scenario runs on the local journal file and, where a PostgreSQL server can 
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -125,9 +126,16 @@ def _worker(space: Path, device: Path, storage: str, out: Path, study: str, tria
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+@functools.cache
+def _storage(storage: str) -> optuna.storages.BaseStorage:
+    """One storage a URL for this process: a new one each poll left its connection pool open
+    until garbage collection, and the test server ran out of connections ("too many clients")."""
+    return open_storage(storage)
+
+
 def _trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
     try:
-        return optuna.load_study(study_name=study, storage=open_storage(storage)).trials
+        return optuna.load_study(study_name=study, storage=_storage(storage)).trials
     except KeyError:
         return []
 
@@ -334,7 +342,7 @@ def test_processes_started_together_on_a_new_storage_share_one_study(kind, comma
     for process in processes:
         _, err = process.communicate(timeout=300)
         assert process.returncode == 0, err
-    [study] = optuna.get_all_study_names(open_storage(storage))
+    [study] = optuna.get_all_study_names(_storage(storage))
     complete = [t for t in _trials(storage, study) if t.state == TrialState.COMPLETE]
     # workers run 2 trials each; searches stop at 6, or a little over when two take the last place
     assert len(complete) == 6 if command == "worker" else 6 <= len(complete) <= 8

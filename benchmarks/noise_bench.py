@@ -8,7 +8,8 @@ Run it on an otherwise idle host: it starts its own competing load where a part 
 Parts:
 
 * ``aa``: ten pairs of back-to-back deit_tiny measurements under the ``cpu`` profile's protocol
-  (what a search times: 1-1.5 s) and ten under the smoke suite's (what ``bench`` times: 2-4 s),
+  (what a search times: 1-1.5 s), ten under the smoke suite's (what ``bench`` times: 2-4 s) and
+  ten of int8 deit_tiny under the ``cpu`` profile's (corrected by the probe in int8),
   alternating pair by pair; how many pairs' medians agree within 3%, drift-corrected and raw.
   Also the reference probe's overhead.
 * ``contention``: a 10-candidate search (``vit_tiny``, 1 GFLOP, ``proxy:params`` so that only
@@ -80,24 +81,29 @@ def harness(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedPr
 
 
 def part_aa() -> None:
+    import dataclasses
+
     from harness.bench.suites import load_suite, suite_protocol
     from harness.devices import get_device
     from harness.models import build_model, preset_config
 
     device = get_device("cpu")
-    protocols = {"cpu profile": device.profile.protocol,
-                 "smoke suite": suite_protocol(load_suite("smoke"), device, 1)}
-    config = preset_config("deit_tiny")
-    model = build_model(config)
+    cpu, smoke = device.profile.protocol, suite_protocol(load_suite("smoke"), device, 1)
+    fp32 = preset_config("deit_tiny")
+    int8 = dataclasses.replace(fp32, precision="int8")
+    # (name, config, protocol); int8 is corrected by the probe in its precision
+    cases = [("cpu profile", fp32, cpu), ("smoke suite", fp32, smoke),
+             ("cpu profile, int8", int8, cpu)]
+    model = build_model(fp32)
     inputs = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    print(f"== aa: {PAIRS} pairs of back-to-back deit_tiny measurements under each protocol, the "
-          "protocols alternating pair by pair: "
+    print(f"== aa: {PAIRS} pairs of back-to-back deit_tiny measurements in each case, the cases "
+          "alternating pair by pair: "
           + "; ".join(f"{name} (timed {p.min_timed_s}-{p.time_cap_s} s)"
-                      for name, p in protocols.items()))
-    agree = {(name, figure): 0 for name in protocols for figure in ("corrected", "raw")}
+                      for name, _, p in cases))
+    agree = {(name, figure): 0 for name, _, _ in cases for figure in ("corrected", "raw")}
     shares, flagged = [], 0
     for pair in range(PAIRS):
-        for name, protocol in protocols.items():
+        for name, config, protocol in cases:
             first, second = (device.evaluate(config, model, inputs, protocol) for _ in range(2))
             gaps = {}
             for figure, pick in (("corrected", lambda r: r.latency),
@@ -112,10 +118,10 @@ def part_aa() -> None:
                   f"{first.latency_raw.median:.3f} / {second.latency_raw.median:.3f}"
                   f" ms (gap {gaps['raw']:.1%}); probe factors {first.drift.factor:.3f}, "
                   f"{second.drift.factor:.3f}")
-    for name in protocols:
+    for name, _, _ in cases:
         print(f"   {name}: within {AGREEMENT:.0%}: corrected {agree[name, 'corrected']}/{PAIRS} "
               f"(target >= 9), raw {agree[name, 'raw']}/{PAIRS}")
-    print(f"   {flagged} of {2 * PAIRS * len(protocols)} measurements flagged contended")
+    print(f"   {flagged} of {2 * PAIRS * len(cases)} measurements flagged contended")
     print(f"   probe overhead (probe time / timed time): median {statistics.median(shares):.1%}, "
           f"max {max(shares):.1%} (target <= 10%)")
 

@@ -72,13 +72,15 @@ class MemoizedCpuDevice(CpuDevice):
         self.reused = 0
 
     def measure_on_quiet_host(
-        self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol
+        self, model: torch.nn.Module, inputs: torch.Tensor, protocol: MeasurementProtocol,
+        precision: str,
     ) -> TimedOnHost:
         key = (repr(model), tuple(inputs.shape))  # the repr names every width and keep rate
         if key in self.measurements:
             self.reused += 1
         else:
-            self.measurements[key] = super().measure_on_quiet_host(model, inputs, protocol)
+            self.measurements[key] = super().measure_on_quiet_host(model, inputs, protocol,
+                                                                   precision)
         return self.measurements[key]
 
     @property

@@ -36,9 +36,9 @@ BUSY_REASON = "other processes used 1.90 cores over 2.00 s; the measurement left
 def result(entry: str, samples: list[float], commit: str = "a" * 40, threshold: float = 5.0,
            environment: dict | None = None, factor: float | None = 1.0,
            contended: bool = False, created: str = "2026-11-24T05:00:00+00:00",
-           quiet_ms: float = 1.0) -> dict:
+           quiet_ms: float = 1.0, probe: str = "vit-12blocks192x197-b1-fp32") -> dict:
     """A result file as ``harness bench`` writes it: raw samples, corrected by ``factor`` (None:
-    not drift-corrected) from a probe calibrated at ``quiet_ms``, measured on a busy host when
+    not drift-corrected) from ``probe`` calibrated at ``quiet_ms``, measured on a busy host when
     ``contended``."""
     environment = environment or ENVIRONMENT
     ordered = sorted(samples)
@@ -57,7 +57,7 @@ def result(entry: str, samples: list[float], commit: str = "a" * 40, threshold: 
             "latency_ms": {"median": raw_median * (factor or 1.0), "drift_corrected": corrected},
             "latency_raw_ms": {"median": raw_median},
             "drift": {"status": "corrected" if corrected else "uncalibrated", "reason": "",
-                      "probe_quiet_ms": quiet_ms, "probe_median_ms": quiet_ms / (factor or 1.0),
+                      "probe": probe, "probe_quiet_ms": quiet_ms, "probe_median_ms": quiet_ms / (factor or 1.0),
                       "factor": factor or 1.0},
             "contention": {"checked": True, "contended": contended, "takes": 2 if contended else 1,
                            "waited_s": 0.0, "evidence": [evidence]},
@@ -289,6 +289,19 @@ def test_runs_corrected_by_different_calibrations_are_brought_to_one():
     assert head[0]["latency_ms"]["median"] == 1.5 * base[0]["latency_ms"]["median"]
     [entry] = compare_results(records(base), records(head)).entries
     assert entry.figures == CORRECTED_MEDIANS
+    assert entry.delta_pct == pytest.approx(0.0) and entry.decision == "unchanged"
+
+
+def test_runs_corrected_by_different_probes_are_compared_raw():
+    # Base's int8 runs were corrected by the fp32 probe (before probes followed the precision),
+    # head's by the int8 one, which runs in 0.8 of its time: the same raw latencies on a host
+    # as slow (factor 0.9 by either probe), but rescaling head's corrected medians by base's
+    # quiet time over its own would read them 25% slower.
+    base = [result("int8", BASE_SAMPLES, factor=0.9, quiet_ms=2.5) for _ in range(6)]
+    head = [result("int8", BASE_SAMPLES, factor=0.9, quiet_ms=2.0, commit="b" * 40,
+                   probe="vit-12blocks192x197-b1-int8") for _ in range(6)]
+    [entry] = compare_results(records(base), records(head)).entries
+    assert entry.figures == RAW_MEDIANS
     assert entry.delta_pct == pytest.approx(0.0) and entry.decision == "unchanged"
 
 

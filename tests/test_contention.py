@@ -216,6 +216,75 @@ def test_the_probe_runs_its_blocks_in_turn_with_the_same_weights_in_every_proces
     assert torch.equal(first_of_another, outputs[0])
 
 
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_the_probe_runs_in_the_precision_it_is_given(precision):
+    probe = ReferenceProbe(1, precision)
+    fp32 = ReferenceProbe(1)
+    linears = [m for m in probe.modules() if "Linear" in type(m).__name__]
+    assert probe.name == fp32.name.replace("-fp32", f"-{precision}")
+    if precision == "int8":  # dynamically quantised, as harness.precision makes an int8 candidate
+        assert linears and all(type(m).__module__.startswith("torch.ao.nn.quantized")
+                               for m in linears)
+        assert probe.example_input().dtype == torch.float32
+    else:
+        assert all(m.weight.dtype == torch.bfloat16 for m in linears)
+        assert probe.example_input().dtype == torch.bfloat16
+    with torch.inference_mode():  # the same blocks, rounded: close to the fp32 probe's output
+        output, reference = probe(probe.example_input()), fp32(fp32.example_input())
+    assert torch.allclose(output.float(), reference, atol=0.2)
+
+
+def test_each_precision_is_corrected_by_a_probe_in_that_precision(fast_device_file):
+    from harness.config import CandidateConfig
+
+    device, protocol = _device_and_protocol(fast_device_file)
+    model = torch.nn.Sequential(torch.nn.Linear(128, 256), torch.nn.GELU(), torch.nn.Linear(256, 128))
+    probes = {}
+    for precision in ("fp32", "int8"):
+        record = device.evaluate(CandidateConfig(precision=precision), model,
+                                 torch.randn(8, 128), protocol)
+        probes[precision] = record.drift.probe
+        assert record.drift.status == "corrected", record.drift.reason
+        calibration = load_calibration(device.name, logical_cores(), record.drift.probe)
+        assert calibration is not None and calibration.probe == record.drift.probe
+        assert record.drift.probe_quiet_ms == calibration.quiet_ms
+    assert probes["fp32"].endswith("-fp32") and probes["int8"].endswith("-int8")
+    # the int8 probe was calibrated against the fp32 one, in the same windows
+    assert calibration.anchor == probes["fp32"] and calibration.ratio_to_anchor > 0
+    anchor = load_calibration(device.name, logical_cores(), probes["fp32"])
+    assert calibration.anchor_quiet_ms == anchor.quiet_ms
+    assert calibration.quiet_ms == pytest.approx(anchor.quiet_ms * calibration.ratio_to_anchor,
+                                                 abs=1e-6)
+    assert calibration_path(device.name, logical_cores(), probes["fp32"]) != \
+        calibration_path(device.name, logical_cores(), probes["int8"])
+
+
+def test_a_probe_in_another_precision_is_calibrated_in_the_fp32_probes_terms(monkeypatch):
+    monkeypatch.setattr(reference_probe, "HostMonitor", QuietHost)
+    monkeypatch.setattr(reference_probe, "time_probe_windows", lambda time_once: [[2.0] * 3] * 5)
+    fp32 = reference_probe.quiet_calibration(lambda: 2.0, "cpu", 2, "test-fp32")
+    assert fp32.quiet_ms == 2.0 and fp32.anchor is None  # calibrated in a fast phase
+    # Later, in a slow phase (1.3-1.6x), the int8 probe runs at 0.8 of the fp32 one's time in
+    # every window: its own fastest window would make 2.08 ms its yardstick, 1.3x the fp32's.
+    speeds = [1.5, 1.3, 1.6, 1.4, 1.5]
+    monkeypatch.setattr(reference_probe, "time_paired_windows", lambda time_once, anchor_once: [
+        ([1.6 * speed] * 3, [2.0 * speed] * 3) for speed in speeds])
+    anchor = lambda: (lambda: 2.0, "test-fp32")  # noqa: E731
+    int8 = reference_probe.quiet_calibration(lambda: 1.6, "cpu", 2, "test-int8", anchor)
+    assert int8.quiet_ms == pytest.approx(1.6)
+    assert (int8.anchor, int8.anchor_quiet_ms, int8.ratio_to_anchor) == ("test-fp32", 2.0, 0.8)
+    assert load_calibration("cpu", 2, "test-int8") == int8
+    # another process retakes the fp32 calibration, faster: the next process's int8 quiet time
+    # follows it without timing anything, and is never retaken on its own
+    reference_probe.store_calibration(dataclasses.replace(fp32, quiet_ms=1.8))
+    monkeypatch.setattr(reference_probe, "_IN_USE", {})
+    monkeypatch.setattr(reference_probe, "time_paired_windows", None)  # not called
+    followed = reference_probe.quiet_calibration(lambda: 1.6, "cpu", 2, "test-int8", anchor)
+    assert followed.quiet_ms == pytest.approx(1.44) and followed.anchor_quiet_ms == 1.8
+    assert load_calibration("cpu", 2, "test-int8") == followed
+    assert reference_probe.retake_if_faster(lambda: 1.0, followed, 1.0) is None
+
+
 def test_a_calibration_of_an_older_probe_version_is_retaken(monkeypatch):
     monkeypatch.setattr(reference_probe, "HostMonitor", QuietHost)
     monkeypatch.setattr(reference_probe, "time_probe_windows", lambda time_once: [[1.0] * 3] * 5)

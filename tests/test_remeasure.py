@@ -13,6 +13,7 @@ from test_study import _settings
 
 from harness.cli import main
 from harness.devices.contention import HostMonitor
+from harness.devices.probe import ReferenceProbe, load_calibration
 from harness.records import ContentionEvidence
 from harness.report import write_report
 from harness.search.remeasure import DEFAULT_ROUNDS, bootstrap_front, dominated, remeasure_front
@@ -195,6 +196,30 @@ def test_a_remeasurement_on_a_busy_host_is_recorded_and_not_used(tiny_space_file
     assert [entry["trial"] for entry in pareto] == [
         t.number for t in pareto_trials(study, study.get_trials())]
     assert all("p_dominated" not in entry for entry in pareto)
+
+
+def test_each_candidate_is_remeasured_beside_a_probe_in_its_precision(tiny_space_file,
+                                                                      fast_device_file, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("HARNESS_CPU_FLAGS", "avx2")  # int8 accelerated on any host
+    space_file = tmp_path / "mixed.yaml"
+    space_file.write_text(tiny_space_file.read_text() + "  precision: [fp32, int8]\n")
+    settings = _settings(space_file, fast_device_file, tmp_path, n_trials=8)
+    study = run_search(settings)
+    record = remeasure_front(study, settings.device, settings.protocol, settings.space)
+    assert record is not None and not record.contended, record
+    threads = settings.device.measuring_threads(settings.protocol)
+    precisions = {p.trial: study.trials[p.trial].user_attrs["config"]["precision"]
+                  for p in record.points}
+    assert set(precisions.values()) == {"fp32", "int8"}  # (seed 0 puts both near the front)
+    probes = {precision: ReferenceProbe(1, precision).name for precision in ("fp32", "int8")}
+    assert record.probe == f"{probes['fp32']}, {probes['int8']}"
+    assert record.probe_quiet_ms is None  # each round keeps its own probe's
+    quiet = {precision: load_calibration(settings.device.name, threads, name).quiet_ms
+             for precision, name in probes.items()}
+    for point in record.points:
+        assert {r.probe_quiet_ms for r in point.rounds} == {quiet[precisions[point.trial]]}
+    assert record.drift_reason.count(probes["int8"]) == 1
 
 
 def test_a_round_is_corrected_sample_by_sample_and_older_rounds_by_their_factor():

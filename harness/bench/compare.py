@@ -9,8 +9,10 @@ correction, Hodges-Lehmann interval of the change, each entry's own threshold). 
   unless ``include_contended``; an entry left without a run on one side is listed, not compared.
 * With at least ``MIN_REPLICATE_RUNS`` runs of an entry on both sides, each run's median is one
   replicate, so noise between runs is inside the test: the drift-corrected medians when every
-  run was corrected, else the raw ones of every run (a corrected median against a raw one would
-  compare the host's calibrated speed with its speed that day). Runs corrected by different
+  run was corrected by the same probe, else the raw ones of every run (a corrected median
+  against a raw one would compare the host's calibrated speed with its speed that day; one
+  corrected by another probe, in another precision or of another version, measures by another
+  yardstick). Runs corrected by different
   calibrations of the probe (one retaken between them) are brought to one: a corrected median is
   raw x quiet / probe, so it is rescaled by the base's quiet time over its own.
 * When the two sides' runs alternate in time (``--base-rev/--head-rev`` runs them in alternating
@@ -87,7 +89,8 @@ class BenchRun:
     raw_median_ms: float
     corrected_median_ms: float | None  # None: not drift-corrected
     corrected_samples_ms: list[float] | None  # None: not drift-corrected
-    probe_quiet_ms: float | None  # the calibration the correction used
+    probe: str | None  # the reference probe the correction used
+    probe_quiet_ms: float | None  # its calibration
     contention_checked: bool
     contended: bool
     contention_reasons: list[str]
@@ -112,6 +115,7 @@ class BenchRun:
             raw_median_ms=raw_summary.median if raw_summary else float(np.median(samples)),
             corrected_median_ms=measurement.latency.median if corrected else None,
             corrected_samples_ms=measurement.corrected_samples_ms() if corrected else None,
+            probe=drift.probe if corrected else None,
             probe_quiet_ms=drift.probe_quiet_ms if corrected else None,
             contention_checked=contention is not None and contention.checked,
             contended=measurement.contended,
@@ -411,7 +415,8 @@ def alternating(base: list[BenchRun], head: list[BenchRun]) -> bool:
 
 def _figures(base: list[BenchRun], head: list[BenchRun]) -> ComparedFigures:
     """The figures one entry is compared on (see the module docstring)."""
-    corrected = all(run.corrected_samples_ms is not None for run in [*base, *head])
+    corrected = all(run.corrected_samples_ms is not None for run in [*base, *head]) and \
+        len({run.probe for run in [*base, *head]}) == 1
     if min(len(base), len(head)) >= MIN_REPLICATE_RUNS:
         paired = PAIRED if alternating(base, head) else ""
         if paired:

@@ -29,6 +29,7 @@ from harness.config import CandidateConfig
 from harness.devices.contention import HostMonitor, wait_for_quiet
 from harness.devices.lock import exclusive_timing
 from harness.devices.probe import (
+    ANCHOR_PRECISION,
     PROBE_SHARE,
     ProbeCalibration,
     ReferenceProbe,
@@ -249,10 +250,12 @@ class MeasuredDevice(BaseDevice):
         a CPU's other work is seen in its CPU time."""
         return []
 
-    def probe_timer(self, protocol: MeasurementProtocol) -> tuple[Callable[[], float], str]:
-        """One timed call of the reference probe on this device, and the probe's name."""
+    def probe_timer(self, protocol: MeasurementProtocol,
+                    precision: str) -> tuple[Callable[[], float], str]:
+        """One timed call of the reference probe in ``precision`` on this device, and the
+        probe's name."""
         self.configure(protocol)
-        probe = ReferenceProbe(self.probe_batch)
+        probe = ReferenceProbe(self.probe_batch, precision)
         inputs = probe.example_input()
         probe, inputs = self.place(probe), self.place(inputs)
 
@@ -278,7 +281,7 @@ class MeasuredDevice(BaseDevice):
         phase_s["runtime_prepare"] = runtime.prepare_s
         with exclusive_timing(self.name):
             start = time.perf_counter()
-            timed = self.measure_on_quiet_host(model, inputs, protocol)
+            timed = self.measure_on_quiet_host(model, inputs, protocol, config.precision)
             phase_s["latency"] = time.perf_counter() - start
             start = time.perf_counter()
             energy = (self.measure_energy(model, inputs, protocol) if protocol.energy else
@@ -286,24 +289,27 @@ class MeasuredDevice(BaseDevice):
             phase_s["energy"] = time.perf_counter() - start
         return timed.record(protocol, torch.get_num_threads(), energy, runtime, phase_s)
 
-    def calibrated_probe(self, protocol: MeasurementProtocol) -> CalibratedProbe:
-        """The reference probe as ``protocol`` wants it, with its quiet calibration (taken now
-        if this machine has none)."""
-        time_probe, probe_name = self.probe_timer(protocol)
+    def calibrated_probe(self, protocol: MeasurementProtocol, precision: str) -> CalibratedProbe:
+        """The reference probe in ``precision`` as ``protocol`` wants it, with its quiet
+        calibration (taken now if this machine has none)."""
+        time_probe, probe_name = self.probe_timer(protocol, precision)
         if not (protocol.drift_correction or protocol.contention_check):
             return CalibratedProbe(None, probe_name,
                                    "drift correction and the contention check are off")
         threads = self.measuring_threads(protocol)
+        anchor = None if precision == ANCHOR_PRECISION else \
+            (lambda: self.probe_timer(protocol, ANCHOR_PRECISION))
         return CalibratedProbe(time_probe, probe_name,
-                               quiet_calibration(time_probe, self.name, threads, probe_name))
+                               quiet_calibration(time_probe, self.name, threads, probe_name, anchor))
 
     def measure_on_quiet_host(self, model: torch.nn.Module, inputs: torch.Tensor,
-                              protocol: MeasurementProtocol) -> TimedOnHost:
-        """Time ``model(inputs)`` with the reference probe between the blocks; while the host is
-        busy, wait for it (with backoff) and retake, at most ``protocol.contention_retakes``
-        times, then keep the last take flagged contended."""
+                              protocol: MeasurementProtocol, precision: str) -> TimedOnHost:
+        """Time ``model(inputs)`` (in ``precision``) with the reference probe in the same
+        precision between the blocks; while the host is busy, wait for it (with backoff) and
+        retake, at most ``protocol.contention_retakes`` times, then keep the last take flagged
+        contended."""
         threads = self.measuring_threads(protocol)
-        probe = self.calibrated_probe(protocol)
+        probe = self.calibrated_probe(protocol, precision)
         takes: list[tuple[LatencyMeasurement, ContentionEvidence | None]] = []
         waited_s = 0.0
         while True:

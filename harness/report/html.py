@@ -347,8 +347,8 @@ def _remeasured_section(data: ReportData) -> str:
             f"on {escape(remeasured.device)} ({escape(remeasured.measured_at)}, "
             f"{remeasured.duration_s:.0f} s): {remeasured.rounds} interleaved rounds (ABC ABC "
             f"...), each candidate timed {remeasured.round_s:.2f} s per round with the reference "
-            f"probe ({escape(remeasured.probe)}) between its timing blocks, latency "
-            f"{escape(remeasured.drift_status)} per round by the probe. Re-measured median: the "
+            f"probe in its precision ({escape(remeasured.probe)}) between its timing blocks, "
+            f"latency {escape(remeasured.drift_status)} per round by the probe. Re-measured median: the "
             "median of the round medians; its 95% CI and P(dominated) come from a bootstrap "
             f"over rounds ({remeasured.resamples} resamples), the rounds resampled jointly for "
             "every candidate because they share the host's drift; accuracy is held fixed at the "
@@ -449,10 +449,11 @@ def _drift_sentence(data: ReportData) -> str:
     share = f"; its time was {100 * shares[len(shares) // 2]:.1f}% of the timing (median)" \
         if shares else ""
     return (f"Latencies shown are drift-corrected ({len(corrected)} of {len(drifts)} trials): a "
-            f"reference probe ({escape(corrected[0].probe)}) timed between the timing blocks scales "
-            "each raw median by the probe's calibrated quiet time over its time in the window, so "
-            f"candidates measured minutes apart compare as if side by side{share}. Each trial "
-            "keeps its raw latency (latency_raw_ms).")
+            "reference probe in the candidate's precision "
+            f"({escape(', '.join(sorted({d.probe for d in corrected})))}) timed between the "
+            "timing blocks scales each raw median by the probe's calibrated quiet time over its "
+            "time in the window, so candidates measured minutes apart compare as if side by "
+            f"side{share}. Each trial keeps its raw latency (latency_raw_ms).")
 
 
 def _accuracy_method(meta: dict[str, Any]) -> str:

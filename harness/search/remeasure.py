@@ -32,7 +32,7 @@ import harness
 from harness.checkpoint import Checkpoint, load_checkpoint
 from harness.config import CandidateConfig
 from harness.devices import BaseDevice, get_device
-from harness.devices.base import MeasuredDevice
+from harness.devices.base import CalibratedProbe, MeasuredDevice
 from harness.devices.contention import HostMonitor
 from harness.devices.lock import exclusive_timing
 from harness.devices.probe import ProbeCalibration
@@ -143,6 +143,7 @@ class _Candidate:
     inputs: torch.Tensor
     rounds: list[RoundTiming]
     search_ci95_ms: tuple[float, float]  # the search's interval of its median
+    precision: str  # and so the reference probe's
 
 
 def remeasure_front(
@@ -182,20 +183,23 @@ def remeasure_front(
                                          inputs[config.img_size], config)
         model, _ = device.deploy(model, prepared, config, protocol)
         candidates.append(_Candidate(trial, model, prepared, [],
-                                     records[trial.number].latency.ci95))
+                                     records[trial.number].latency.ci95, config.precision))
     say(f"re-measuring {len(chosen)} candidates ({len(front)} on the front, the others "
         f"within their CI of it) in {rounds} interleaved rounds, each candidate timed "
         f"{min(round_s, protocol.time_cap_s):.2f} s per round"
         + (f"; {len(left_out)} more left out" if left_out else ""))
     with exclusive_timing(device.name):
-        probe = device.calibrated_probe(protocol)
+        probes = {precision: device.calibrated_probe(protocol, precision)
+                  for precision in sorted({c.precision for c in candidates})}
+        drifts: dict[str, DriftCorrection] = {}
         monitor = HostMonitor(device.measuring_threads(protocol))
         for number in range(rounds):
             timing = round_protocol(protocol, round_s, first=number == 0)
             for candidate in candidates:
+                probe = probes[candidate.precision]
                 measurement = device.measure_latency(candidate.model, candidate.inputs, timing,
                                                      probe=probe.interleave())
-                drift = probe.correction(measurement, protocol)
+                drift = drifts[candidate.precision] = probe.correction(measurement, protocol)
                 corrected = drift.status == "corrected"
                 candidate.rounds.append(RoundTiming(
                     measurement.samples_ms, measurement.probe_samples_ms, drift.factor,
@@ -204,25 +208,33 @@ def remeasure_front(
                     probe_positions=measurement.probe_positions if corrected else None))
             say(f"re-measure round {number + 1}/{rounds} done "
                 f"({time.perf_counter() - started:.0f} s)")
-        probe_samples = [s for c in candidates for r in c.rounds for s in r.probe_samples_ms]
-        quiet_ms = probe.calibration.quiet_ms \
-            if isinstance(probe.calibration, ProbeCalibration) else None
-        slowdown = statistics.median(probe_samples) / quiet_ms \
-            if quiet_ms and probe_samples else None
-        evidence = monitor.evidence(slowdown, device.other_device_processes()) \
+        evidence = monitor.evidence(_probe_slowdown(candidates, probes),
+                                    device.other_device_processes()) \
             if protocol.contention_check else None
-    record = _record(candidates, {t.number for t in front}, eligible, left_out, drift, evidence,
+    record = _record(candidates, {t.number for t in front}, eligible, left_out, drifts, evidence,
                      device, round_s=min(round_s, protocol.time_cap_s), started=started)
     study.set_user_attr(REMEASURE_ATTR, record.to_dict())
     return record
 
 
+def _probe_slowdown(candidates: list[_Candidate],
+                    probes: dict[str, CalibratedProbe]) -> float | None:
+    """The probes' median time over their calibrated quiet time, across every round; None
+    when a probe has no calibration."""
+    if not all(isinstance(p.calibration, ProbeCalibration) for p in probes.values()):
+        return None
+    ratios = [sample / probes[c.precision].calibration.quiet_ms
+              for c in candidates for r in c.rounds for sample in r.probe_samples_ms]
+    return statistics.median(ratios) if ratios else None
+
+
 def _record(candidates: list[_Candidate], first_front: set[int], eligible: list[FrozenTrial],
-            left_out: list[FrozenTrial], drift: DriftCorrection,
+            left_out: list[FrozenTrial], drifts: dict[str, DriftCorrection],
             evidence: ContentionEvidence | None, device: BaseDevice, round_s: float,
             started: float) -> RemeasuredFront:
-    """The record of the rounds; ``drift`` is any round's correction: its status, reason and
-    probe are the same in every round (one calibration, one protocol)."""
+    """The record of the rounds; ``drifts`` holds any round's correction by each precision's
+    probe: status, reason and probe are the same in every round of one precision (one
+    calibration, one protocol)."""
     accuracy = np.array([c.trial.values[1] for c in candidates])
     round_medians = np.array([[r.median_ms for r in c.rounds] for c in candidates])
     boot = bootstrap_front(round_medians, accuracy)
@@ -240,14 +252,18 @@ def _record(candidates: list[_Candidate], first_front: set[int], eligible: list[
     ]
     timed_s = sum(r.timed_s for c in candidates for r in c.rounds)
     probe_s = sum(r.probe_s for c in candidates for r in c.rounds)
+    one = next(iter(drifts.values()))
     return RemeasuredFront(
         device=device.name,
         measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         duration_s=round(time.perf_counter() - started, 3),
         harness_version=harness.__version__, rounds=len(candidates[0].rounds), round_s=round_s,
         resamples=BOOTSTRAP_RESAMPLES, eligible=sorted(t.number for t in eligible),
-        left_out=[t.number for t in left_out], drift_status=drift.status,
-        drift_reason=drift.reason, probe=drift.probe, probe_quiet_ms=drift.probe_quiet_ms,
+        left_out=[t.number for t in left_out], drift_status=one.status,
+        drift_reason=one.reason if len(drifts) == 1 else
+        "; ".join(f"{d.probe}: {d.reason}" for d in drifts.values()),
+        probe=", ".join(d.probe for d in drifts.values()),
+        probe_quiet_ms=one.probe_quiet_ms if len(drifts) == 1 else None,
         probe_share=round(probe_s / timed_s, 4) if timed_s and probe_s else None,
         contention=evidence, points=points,
     )

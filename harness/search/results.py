@@ -161,8 +161,8 @@ class RemeasuredFront:
     left_out: list[int]  # candidates beyond MAX_CANDIDATES, not re-measured
     drift_status: str  # "corrected", "off" or "uncalibrated", as for a trial's ``drift``
     drift_reason: str
-    probe: str
-    probe_quiet_ms: float | None
+    probe: str  # the reference probes, one per precision among the candidates, comma-separated
+    probe_quiet_ms: float | None  # None when several probes: each round keeps its probe's
     probe_share: float | None  # probe time over the candidates' timed time: its overhead
     # HostMonitor's evidence over the whole re-measurement; None when the check is off
     contention: ContentionEvidence | None

@@ -13,7 +13,7 @@ from test_study import _settings
 
 from harness.cli import main
 from harness.devices.contention import HostMonitor
-from harness.devices.probe import ReferenceProbe, load_calibration
+from harness.devices.probe import ReferenceProbe, quiet_calibration
 from harness.records import ContentionEvidence
 from harness.report import write_report
 from harness.search.remeasure import DEFAULT_ROUNDS, bootstrap_front, dominated, remeasure_front
@@ -215,7 +215,9 @@ def test_each_candidate_is_remeasured_beside_a_probe_in_its_precision(tiny_space
     probes = {precision: ReferenceProbe(1, precision).name for precision in ("fp32", "int8")}
     assert record.probe == f"{probes['fp32']}, {probes['int8']}"
     assert record.probe_quiet_ms is None  # each round keeps its own probe's
-    quiet = {precision: load_calibration(settings.device.name, threads, name).quiet_ms
+    # the calibrations this process measured with (a quiet window may since have stored a
+    # faster one for the processes after it)
+    quiet = {precision: quiet_calibration(None, settings.device.name, threads, name).quiet_ms
              for precision, name in probes.items()}
     for point in record.points:
         assert {r.probe_quiet_ms for r in point.rounds} == {quiet[precisions[point.trial]]}

@@ -179,7 +179,7 @@ def _timed_windows(timers: list[Timer]) -> list[list[list[float]]]:
     return windows
 
 
-def time_probe_windows(time_once: Callable[[], float]) -> list[list[float]]:
+def time_probe_windows(time_once: Timer) -> list[list[float]]:
     """One probe's timings in each calibration window (``_timed_windows``)."""
     return [window[0] for window in _timed_windows([time_once])]
 
@@ -210,16 +210,15 @@ def take_calibration(time_once: Callable[[], float], device: str, threads: int, 
 
 
 def take_anchored_calibration(time_once: Timer, anchor_once: Timer, anchor: ProbeCalibration,
-                              probe: str
-                              ) -> ProbeCalibration | ContentionEvidence:
+                              probe: str) -> ProbeCalibration | ContentionEvidence:
     """Time the probe beside the anchor probe, whose calibration is ``anchor``: its quiet time
     is the anchor's times the median over the windows of its median over the anchor's, when
     the host was quiet; otherwise the evidence that it was not. Nothing is stored.
 
     Each precision's own fastest window would be a yardstick drawn at another moment: on a VM
-    whose speed moves by tens of percent between phases, an int8 probe calibrated in a slow
-    phase, 1.25x the fp32 one's, read every int8 candidate 25% slower than the fp32 candidates
-    beside it. Measured against the anchor in the same windows, the ratio holds whatever the
+    whose speed moves by tens of percent between phases, an int8 probe calibrated on its own in
+    a slow phase (at 1.25x the fp32 probe's quiet time; beside it, in the same windows, 0.84x)
+    read int8 deit_tiny 50% slower than the fp32 probe did. Measured against the anchor in the same windows, the ratio holds whatever the
     phase, and one search's candidates keep one yardstick in every precision."""
     monitor = HostMonitor(anchor.threads)
     windows = time_paired_windows(time_once, anchor_once)
